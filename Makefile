@@ -1,0 +1,53 @@
+# One entry point for set-up, tests, the demo and benchmarks.
+# `make test` and `make demo` run `make setup` first; set-up is cached and
+# idempotent (a warm run takes seconds), see scripts/setup.sh.
+SHELL := /bin/bash
+VENV ?= .venv
+AIRFLOW_VENV ?= .venv-airflow
+PY := $(VENV)/bin/python
+AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
+PYTEST_ARGS ?=
+export PLE_VENV := $(abspath $(VENV))
+export PLE_AIRFLOW_VENV := $(abspath $(AIRFLOW_VENV))
+
+.PHONY: help setup test test-main test-airflow demo doctor bench bench-model bench-etl bench-training clean
+
+help:
+	@echo "make setup    create .venv (+ horovod, petastorm, Delta jars) and .venv-airflow"
+	@echo "make test     set up if needed, then run every test (main env, then Airflow env)"
+	@echo "make demo     set up if needed, then run the whole pipeline locally (ple pipeline)"
+	@echo "make doctor   check every component of the stack"
+	@echo "make bench    run the benchmarks (minutes; prints figures)"
+
+setup:
+	@bash scripts/setup.sh all
+
+test: setup
+	@$(MAKE) --no-print-directory test-main test-airflow
+
+test-main:
+	$(PY) -m pytest tests --ignore=tests/airflow $(PYTEST_ARGS)
+
+test-airflow:
+	$(AIRFLOW_PY) -m pytest tests/airflow $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/ple pipeline $(DEMO_ARGS)
+
+doctor: setup
+	$(VENV)/bin/ple doctor
+
+bench: setup bench-model bench-etl bench-training
+
+bench-model:
+	$(PY) bench/model_throughput.py
+	$(PY) bench/synthetic_correlation.py
+
+bench-etl:
+	$(PY) bench/etl_throughput.py
+
+bench-training:
+	$(PY) bench/training_throughput.py
+
+clean:
+	rm -rf ple_data spark-warehouse .pytest_cache
