@@ -30,7 +30,10 @@ LOCAL_DEFAULTS = {
     # Delta: small local tables need no parallel snapshot reconstruction.
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
-    "spark.driver.extraJavaOptions": "-Dderby.system.home=/tmp/derby -Dio.netty.tryReflectionSetAccessible=true",
+    "spark.driver.extraJavaOptions": (
+        f"-Dlog4j2.configurationFile=file:{Path(__file__).with_name('log4j2.properties')} "
+        "-Dderby.system.home=/tmp/derby"
+    ),
 }
 
 
@@ -91,7 +94,11 @@ def get_spark(app_name: str = "ple", extra_conf: dict[str, str] | None = None):
     for key, value in (extra_conf or {}).items():
         conf.set(key, str(value))
 
-    os.environ.setdefault("PYSPARK_PYTHON", os.environ.get("PYSPARK_PYTHON", _python()))
+    os.environ.setdefault("PYSPARK_PYTHON", _python())
+    if conf.get("spark.master").startswith("local"):
+        # Local runs stay on loopback (and skip the "resolves to a loopback
+        # address" warning on machines whose hostname does).
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     spark = SparkSession.builder.config(conf=conf).getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("PLE_SPARK_LOG_LEVEL", "WARN"))
     return spark

@@ -67,9 +67,22 @@ fetch_delta_jars() {
 
 # --- horovod: sdist + C++17 patch, built once and cached as a wheel ----------
 horovod_wheel() {
-    local py_tag wheel_dir
+    local py_tag wheel_dir flavour="cpu" gpu_env=()
     py_tag=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-    wheel_dir="$CACHE_DIR/wheels/horovod-$HOROVOD_VERSION+torch$TORCH_VERSION-$py_tag-$(uname -m)"
+    # On a machine with an NVIDIA GPU and the CUDA toolkit, build NCCL GPU
+    # operations too, against the NCCL that torch's wheel brings.
+    if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 && [[ "${PLE_HOROVOD_GPU:-auto}" != "0" ]]; then
+        if command -v nvcc >/dev/null; then
+            local nccl_home
+            nccl_home=$("$VENV/bin/python" -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))' 2>/dev/null || true)
+            flavour="nccl"
+            gpu_env=(HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_CUDA_HOME="$(dirname "$(dirname "$(command -v nvcc)")")")
+            [[ -n "$nccl_home" ]] && gpu_env+=(HOROVOD_NCCL_HOME="$nccl_home" HOROVOD_NCCL_LINK=SHARED)
+        else
+            log "WARNING: GPU found but no nvcc (CUDA toolkit): horovod is built for CPU (Gloo) only; install the CUDA toolkit for NCCL"
+        fi
+    fi
+    wheel_dir="$CACHE_DIR/wheels/horovod-$HOROVOD_VERSION+torch$TORCH_VERSION-$py_tag-$(uname -m)-$flavour"
     if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
         log "building horovod $HOROVOD_VERSION against torch $TORCH_VERSION (one time, ~2-4 min on 2 cores)"
         local build
@@ -86,7 +99,7 @@ horovod_wheel() {
         mkdir -p "$wheel_dir"
         # The build prints thousands of lines (setuptools deprecation notices,
         # compiler output): keep them in a log, show its end only on failure.
-        (cd "$src" && \
+        (cd "$src" && env "${gpu_env[@]}" \
          HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
          HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
          HOROVOD_CPU_OPERATIONS=gloo MAKEFLAGS="-j$(nproc)" \
@@ -111,7 +124,8 @@ setup_main() {
     local pip="$VENV/bin/pip"
     "$pip" install -q --upgrade "pip>=24" wheel
     log "installing the pinned stack (torch, pyspark, delta-spark, pyarrow, ...)"
-    "$pip" install -q -e ".[dev]"
+    # setuptools warns loudly about editable installs of a flat layout: harmless here.
+    PYTHONWARNINGS=ignore "$pip" install -q -e ".[dev]"
     log "installing petastorm $PETASTORM_VERSION without its setuptools<70 pin"
     "$pip" install -q --no-deps "petastorm==$PETASTORM_VERSION"
     local wheel
