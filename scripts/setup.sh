@@ -56,7 +56,7 @@ fetch_delta_jars() {
     mkdir -p "$dir"
     local artifact
     for artifact in "io.delta:delta-spark_2.12:$DELTA_VERSION" "io.delta:delta-storage:$DELTA_VERSION"; do
-        mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
+        mvn -q -B -Dstyle.color=never org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
             -Dartifact="$artifact:jar" -DoutputDirectory="$dir" \
             || die "Maven could not fetch $artifact (needed: delta-spark_2.12-$DELTA_VERSION.jar and delta-storage-$DELTA_VERSION.jar). Check that Maven Central is reachable."
     done
