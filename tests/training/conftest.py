@@ -1,0 +1,58 @@
+"""Small real tables for the training tests: a Delta `examples`-like table written by Spark
+(partitioned by dt, 3 files per day), a vocabulary Delta table next to it, and the spec."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # training_tables, next to this file
+import training_tables as synth  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAIN_DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+VALIDATION_DAY = "2026-01-04"
+ROWS_PER_DAY = 2000
+
+
+@pytest.fixture(scope="session")
+def lake(tmp_path_factory, spark):
+    """<root>/lake/examples (Delta, dt-partitioned) and <root>/lake/vocabulary (Delta)."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("training_lake")
+    frames = [synth.make_rows(ROWS_PER_DAY, seed=i, start_id=i * 10**6, dt=day)
+              for i, day in enumerate([*TRAIN_DAYS, VALIDATION_DAY])]
+    examples = str(root / "lake" / "examples")
+    synth.write_delta(spark, pd.concat(frames, ignore_index=True), examples, files_per_day=3)
+    vocabulary = pd.DataFrame({"vocabulary": "user", "value": [f"u{i}" for i in range(synth.USERS + 1)],
+                               "id": list(range(synth.USERS + 1))})
+    spark.createDataFrame(vocabulary).write.format("delta").save(str(root / "lake" / "vocabulary"))
+    spec_path = root / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(synth.SPEC, sort_keys=False))
+    return {"root": root, "examples": examples, "spec": str(spec_path), "frames": frames,
+            "validation_frame": frames[-1]}
+
+
+def date_args(lake: dict) -> list[str]:
+    return ["--table", lake["examples"], "--train-start", TRAIN_DAYS[0], "--train-end", TRAIN_DAYS[-1],
+            "--validation-date", VALIDATION_DAY, "--spec", lake["spec"]]
+
+
+def run_train(args: list[str], env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    """`python -m jobs.train ...` from the repo root (what `ple train` runs)."""
+    return subprocess.run([sys.executable, "-m", "jobs.train", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def record(out: Path) -> dict:
+    return json.loads((Path(out) / "run_record.json").read_text())
+
+
+def final_metrics(out: Path) -> dict:
+    return record(out)["epochs"][-1]["validation"]

@@ -1,0 +1,32 @@
+"""Distributed training over a pinned Delta/Parquet snapshot (Petastorm + Horovod). See docs/TRAINING.md.
+
+Public API (for evaluate / publish):
+
+    from training import load_model, resolve_snapshot
+    loaded = load_model("ple_data/runs/x/model.pt")      # LoadedModel(model, spec, model_name, hyperparameters, metadata)
+    snap = resolve_snapshot(table, {"dt": "2026-01-08"}, version=None)   # Snapshot(version, files, urls, ...)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["load_model", "save_model", "LoadedModel", "resolve_snapshot", "resolve_delta_snapshot",
+           "resolve_parquet_snapshot", "latest_delta_version", "Snapshot", "SnapshotFile", "SnapshotError",
+           "TrainConfig"]
+
+_LAZY = {
+    "load_model": "model_io", "save_model": "model_io", "LoadedModel": "model_io",
+    "resolve_snapshot": "snapshot", "resolve_delta_snapshot": "snapshot", "resolve_parquet_snapshot": "snapshot",
+    "latest_delta_version": "snapshot", "Snapshot": "snapshot", "SnapshotFile": "snapshot",
+    "SnapshotError": "snapshot", "TrainConfig": "config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import training` stays cheap (no torch) for callers that only need snapshots.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'training' has no attribute {name!r}")

@@ -1,0 +1,175 @@
+"""`ple train` settings: one pydantic config, validated before any worker starts.
+
+Two ways to name the data:
+- `table` + `train_start`/`train_end` (+ `validation_date`): a table partitioned
+  by `partition_column` (default `dt`, 'YYYY-MM-DD'), Delta or Parquet;
+- `train_path` + `validation_path`: two tables (or folders) without dates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ple_runtime.config import JobConfig
+
+
+class TrainConfig(JobConfig):
+    """Train a multi-task model on a Delta/Parquet snapshot (single process or Horovod)."""
+
+    # --- data -------------------------------------------------------------------
+    table: str | None = Field(None, description="Delta or Parquet table partitioned by partition_column")
+    train_start: dt.date | None = Field(None, description="first training day (inclusive), YYYY-MM-DD")
+    train_end: dt.date | None = Field(None, description="last training day (inclusive), YYYY-MM-DD")
+    validation_date: dt.date | None = Field(None, description="validation day, after the training range")
+    train_path: str | None = Field(None, description="training table/folder (tables without dates)")
+    validation_path: str | None = Field(None, description="validation table/folder (tables without dates)")
+    partition_column: str = Field("dt", description="date partition column of --table")
+    delta_version: int | None = Field(None, description="pin this Delta version (default: latest at start)")
+
+    # --- model ------------------------------------------------------------------
+    spec: str = Field(..., description="feature/task spec YAML (see docs/ARCHITECTURE.md)")
+    model: str = Field("ple", description="any name ple_model.build_model knows")
+    model_params: dict[str, Any] = Field(default_factory=dict,
+                                         description="model hyperparameters, e.g. --set model_params.num_levels=2")
+    weighting: str = Field("decay", description="loss weighting: static, decay, uncertainty, ...")
+    weighting_params: dict[str, Any] = Field(default_factory=dict)
+    vocab_sizes: dict[str, int] = Field(default_factory=dict,
+                                        description="vocab_size per feature; wins over the vocabulary table")
+    vocabulary_table: str | None = Field(
+        None, description="vocabulary Delta table (default: <table's parent>/vocabulary when it exists)")
+
+    # --- optimisation -----------------------------------------------------------
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(1024, ge=1, description="rows per step PER WORKER")
+    lr: float = Field(1e-3, gt=0, description="learning rate for ONE worker (scaled by lr_scaling)")
+    lr_scaling: Literal["linear", "none"] = Field("linear", description="linear: lr * number of workers")
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip_norm: float | None = Field(None, gt=0)
+    seed: int = 42
+    steps_per_epoch_policy: Literal["min", "mean"] = Field(
+        "min", description="min: every rank reads only what the smallest shard allows (no repeats); "
+                           "mean: loop small shards to total_rows / (world * batch) steps")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (quick runs)")
+
+    # --- data loading -----------------------------------------------------------
+    shuffle_buffer: int = Field(20000, ge=0, description="rows in the shuffling buffer (0 = off)")
+    reader_workers: int = Field(1, ge=1, description="Petastorm reader threads; 1 keeps the order deterministic")
+    validation_batch_size: int = Field(8192, ge=1)
+
+    # --- run --------------------------------------------------------------------
+    out: str = Field(..., description="output folder: model.pt, checkpoints/, tensorboard/, run_record.json")
+    workers: int = Field(1, ge=1, description="number of training processes")
+    launcher: Literal["auto", "horovodrun", "spark", "single"] = Field(
+        "auto", description="auto: single when workers == 1, else horovodrun")
+    hosts: str | None = Field(None, description="horovodrun -H value (default localhost:<workers>)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    resume: bool = Field(False, description="continue from the last checkpoint in <out>/checkpoints")
+    checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every K steps (0 = epoch ends only)")
+    keep_checkpoints: int = Field(3, ge=1, description="mid-epoch checkpoints kept (epoch ends are all kept)")
+    early_stop_metric: str | None = Field(None, description="e.g. play.auc (higher is better) or watch_ratio.mse")
+    early_stop_mode: Literal["auto", "max", "min"] = "auto"
+    patience: int = Field(2, ge=1)
+    log_every_steps: int = Field(20, ge=1)
+    progress: bool = Field(True, description="tqdm progress bar on rank 0")
+
+    # --- debugging (tests) --------------------------------------------------------
+    debug_row_id_column: str | None = Field(None, description="log this column's values per rank into <out>/debug/")
+    stop_after_steps: int | None = Field(None, ge=1, description="exit hard (status 75) after this many global steps")
+    debug_step_delay_s: float = Field(0.0, ge=0, description="sleep per step (gives kill tests a window)")
+
+    @field_validator("model_params", "weighting_params", "vocab_sizes", mode="before")
+    @classmethod
+    def _mapping_from_text(cls, value: Any) -> Any:
+        # `--model-params '{num_levels: 2}'` arrives as text: read it as YAML/JSON.
+        if isinstance(value, str):
+            import yaml
+
+            parsed = yaml.safe_load(value)
+            return {} if parsed is None else parsed
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from ple_model import MODEL_NAMES
+
+        if name not in MODEL_NAMES:
+            raise ValueError(f"unknown model {name!r}; valid: {list(MODEL_NAMES)}")
+        return name
+
+    @field_validator("weighting")
+    @classmethod
+    def _known_weighting(cls, name: str) -> str:
+        from ple_model.weighting import WEIGHTINGS
+
+        if name not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {name!r}; valid: {sorted(WEIGHTINGS)}")
+        return name
+
+    @field_validator("early_stop_metric")
+    @classmethod
+    def _metric_format(cls, value: str | None) -> str | None:
+        if value is not None and value.count(".") != 1:
+            raise ValueError(f"early_stop_metric must be <task>.<metric> (e.g. play.auc), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        from ple_model import model_hyperparameters
+
+        valid = model_hyperparameters(self.model)
+        unknown = sorted(set(self.model_params) - set(valid))
+        if unknown:
+            raise ValueError(f"model {self.model!r} has no hyperparameters {unknown}; valid: {sorted(valid)}")
+        by_date = self.table is not None
+        by_path = self.train_path is not None or self.validation_path is not None
+        if by_date == by_path:
+            raise ValueError("give either --table with --train-start/--train-end/--validation-date, "
+                             "or --train-path with --validation-path (not both, not neither)")
+        if by_date:
+            missing = [n for n in ("train_start", "train_end", "validation_date") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"--table needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
+            if self.train_start > self.train_end:
+                raise ValueError(f"train_start {self.train_start} is after train_end {self.train_end}")
+            if self.train_start <= self.validation_date <= self.train_end:
+                raise ValueError(f"validation_date {self.validation_date} lies inside the training range "
+                                 f"{self.train_start}..{self.train_end} (validation rows would be trained on)")
+        elif self.train_path is None or self.validation_path is None:
+            raise ValueError("--train-path and --validation-path go together")
+        if self.launcher == "single" and self.workers != 1:
+            raise ValueError(f"launcher 'single' runs one process; got workers={self.workers}")
+        return self
+
+    # --- derived ----------------------------------------------------------------
+
+    @property
+    def resolved_launcher(self) -> str:
+        if self.launcher == "auto":
+            return "single" if self.workers == 1 else "horovodrun"
+        return self.launcher
+
+    @property
+    def early_stop_direction(self) -> str | None:
+        if self.early_stop_metric is None:
+            return None
+        if self.early_stop_mode != "auto":
+            return self.early_stop_mode
+        metric = self.early_stop_metric.split(".", 1)[1]
+        return "max" if metric in ("auc",) else "min"
+
+    def check_paths(self) -> list[str]:
+        """Problems with files named by the config (checked on the driver, before launching)."""
+        problems = []
+        if not Path(self.spec).is_file():
+            problems.append(f"spec file {self.spec} does not exist")
+        for name in ("table", "train_path", "validation_path"):
+            value = getattr(self, name)
+            if value is not None and not Path(value.removeprefix("file://")).exists():
+                problems.append(f"{name} {value} does not exist")
+        return problems
