@@ -6,6 +6,7 @@
     <data>/lake/quarantine      Delta, partitioned by dt: rejected lines with a reason
     <data>/lake/data_quality    Delta: per-day counts and label rates
     <data>/lake/vocabulary      Delta: stable categorical value -> id maps
+    <data>/lake/backfill_metrics  Delta: metrics per (model, date, task) from `ple backfill`
     <data>/runs/<run_name>/     training runs (checkpoints, model, run record)
     <data>/reports/             evaluation reports
     <data>/registry/            local MLflow registry (SQLite) and artifacts
@@ -52,6 +53,10 @@ class Lake:
     @property
     def vocabulary(self) -> str:
         return self._join("lake", "vocabulary")
+
+    @property
+    def backfill_metrics(self) -> str:
+        return self._join("lake", "backfill_metrics")
 
     @property
     def runs(self) -> str:

@@ -50,7 +50,7 @@ def run_context() -> dict[str, Any]:
     }
 
 
-def write_json(path: str | Path, record: dict[str, Any]) -> Path:
+def write_json(path: str | Path, record: Any) -> Path:
     """Write a record atomically (temp file + rename): readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,169 @@
+"""What `ple backfill` does: one model over a range of past dates, each on its own snapshot.
+
+For every date the version read is the one recorded for that date
+(evaluation/snapshot.py), so a date's figures do not change when later dates
+are appended. Results go to a Delta table (default <data>/lake/backfill_metrics),
+one row per (model_id, dt, task), written with MERGE after each date: a crash
+keeps the dates already done, and a re-run with --force replaces rows instead
+of duplicating them. A date is "done" when every task of the model has a row.
+A failing date (missing partition, unreadable file, ...) is recorded and the
+others go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ple_model.metrics import GAIN_METRIC
+from ple_runtime.lineage import code_version, write_json
+
+from .models import ResolvedModel
+from .report import figure_to_base64, render_html, time_series_figure
+from .scoring import needed_columns, score_model
+from .snapshot import read_date_snapshot, resolve_date_snapshot
+
+METRICS_DDL = ("model_id STRING, model_ref STRING, dt STRING, task STRING, table_path STRING, table_version BIGINT, "
+               "version_chosen_by STRING, auc DOUBLE, logloss DOUBLE, mse DOUBLE, mae DOUBLE, calibration DOUBLE, "
+               "mean_prediction DOUBLE, observed DOUBLE, count BIGINT, positives BIGINT, evaluated_at TIMESTAMP, "
+               "code_commit STRING")
+KEY_COLUMNS = ("model_id", "dt", "task")
+
+
+@dataclass
+class BackfillOutcome:
+    evaluated: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    plot_path: Path | None = None
+    html_path: Path | None = None
+    summary_path: Path | None = None
+
+
+def date_range(start: dt.date, end: dt.date) -> list[str]:
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def metric_rows(model: ResolvedModel, snapshot, tasks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    commit = code_version().get("commit")
+    rows = []
+    for task, metrics in tasks.items():
+        rows.append({
+            "model_id": model.model_id, "model_ref": model.ref, "dt": snapshot.date, "task": task,
+            "table_path": snapshot.table, "table_version": snapshot.version, "version_chosen_by": snapshot.chosen_by,
+            "auc": _float(metrics.get("auc")), "logloss": _float(metrics.get("logloss")),
+            "mse": _float(metrics.get("mse")), "mae": _float(metrics.get("mae")),
+            "calibration": _float(metrics.get("calibration")),
+            "mean_prediction": _float(metrics.get("mean_prediction")),
+            "observed": _float(metrics.get("observed_rate", metrics.get("mean_label"))),
+            "count": int(metrics.get("count", 0)),
+            "positives": int(metrics["positives"]) if "positives" in metrics else None,
+            "evaluated_at": now, "code_commit": commit})
+    return rows
+
+
+def ensure_metrics_table(spark, path: str) -> None:
+    from delta.tables import DeltaTable
+    from pyspark.sql.types import _parse_datatype_string
+
+    DeltaTable.createIfNotExists(spark).location(path).addColumns(_parse_datatype_string(METRICS_DDL)).execute()
+
+
+def merge_rows(spark, path: str, rows: list[dict[str, Any]]) -> None:
+    from delta.tables import DeltaTable
+
+    columns = [c.split()[0] for c in METRICS_DDL.split(", ")]
+    updates = spark.createDataFrame([tuple(r[c] for c in columns) for r in rows], METRICS_DDL)
+    condition = " AND ".join(f"t.{k} = s.{k}" for k in KEY_COLUMNS)
+    (DeltaTable.forPath(spark, path).alias("t").merge(updates.alias("s"), condition)
+     .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+
+
+def model_rows(spark, path: str, model_id: str) -> list[dict[str, Any]]:
+    from pyspark.sql import functions as F
+
+    frame = spark.read.format("delta").load(path).where(F.col("model_id") == model_id)
+    return [row.asDict() for row in frame.collect()]
+
+
+def done_dates(rows: list[dict[str, Any]], tasks: list[str]) -> set[str]:
+    by_date: dict[str, set[str]] = {}
+    for row in rows:
+        by_date.setdefault(row["dt"], set()).add(row["task"])
+    return {d for d, done in by_date.items() if set(tasks) <= done}
+
+
+def run_backfill(config, model: ResolvedModel, spark, log=print) -> BackfillOutcome:
+    outcome = BackfillOutcome()
+    table = config.metrics_table_path
+    ensure_metrics_table(spark, table)
+    tasks = model.spec.task_names
+    already = done_dates(model_rows(spark, table, model.model_id), tasks)
+    device = config.resolved_device
+    for date in date_range(config.start, config.end):
+        if date in already and not config.force:
+            outcome.skipped.append(date)
+            log(f"backfill: {date} already done for {model.model_id} (use --force to redo)")
+            continue
+        try:
+            snapshot = resolve_date_snapshot(config.table_path, date, partition_column=config.partition_column)
+            frame = read_date_snapshot(snapshot, needed_columns(model.spec), config.reader, spark)
+            scores = score_model(model.loaded.model, model.spec, frame, config.batch_size, device,
+                                 config.calibration_bins)
+            merge_rows(spark, table, metric_rows(model, snapshot, scores.tasks))
+            outcome.evaluated.append(date)
+            shown = ", ".join(f"{t} {GAIN_METRIC[model.spec.task(t).type][0]}="
+                              f"{scores.tasks[t].get(GAIN_METRIC[model.spec.task(t).type][0], float('nan')):.4f}"
+                              for t in tasks)
+            log(f"backfill: {date} version {snapshot.version} ({len(frame)} rows): {shown}")
+        except Exception as error:  # noqa: BLE001 (one bad date must not stop the others)
+            message = f"{type(error).__name__}: {error}".strip()
+            outcome.failed[date] = message.splitlines()[0] if message else repr(error)
+            log(f"backfill: {date} FAILED: {outcome.failed[date]}")
+            if config.debug_tracebacks:
+                traceback.print_exc()
+    write_outputs(config, model, spark, outcome)
+    return outcome
+
+
+def write_outputs(config, model: ResolvedModel, spark, outcome: BackfillOutcome) -> None:
+    rows = [r for r in model_rows(spark, config.metrics_table_path, model.model_id)
+            if config.start.isoformat() <= r["dt"] <= config.end.isoformat()]
+    out = Path(config.out_path(model))
+    out.mkdir(parents=True, exist_ok=True)
+    metric_by_task = {t.name: GAIN_METRIC[t.type][0] for t in model.spec.tasks}
+    title = f"{model.label} ({model.model_id}) {config.start}..{config.end}"
+    figure = time_series_figure(rows, metric_by_task, title)
+    image = figure_to_base64(figure)
+    import base64
+
+    outcome.plot_path = out / "backfill.png"
+    outcome.plot_path.write_bytes(base64.b64decode(image))
+    table_rows = [[{"text": r["dt"]}, {"text": r["task"]}, {"text": r["table_version"]},
+                   *({"text": "n/a" if r.get(m) is None or (isinstance(r.get(m), float) and not math.isfinite(r[m]))
+                      else (f"{r[m]:.5f}" if isinstance(r[m], float) else str(r[m]))}
+                     for m in ("auc", "logloss", "mse", "calibration", "count"))]
+                  for r in sorted(rows, key=lambda r: (r["dt"], r["task"]))]
+    sections = [{"title": "Metrics over time", "images": [image], "table": None,
+                 "note": f"metrics table: {config.metrics_table_path}"},
+                {"title": "Rows", "images": [], "table": {
+                    "header": ["dt", "task", "table version", "auc", "logloss", "mse", "calibration", "count"],
+                    "rows": table_rows}}]
+    if outcome.failed:
+        sections.append({"title": "Failed dates", "images": [], "table": {
+            "header": ["dt", "error"], "rows": [[{"text": d}, {"text": e}] for d, e in outcome.failed.items()]}})
+    outcome.html_path = out / "backfill.html"
+    outcome.html_path.write_text(render_html(f"Backfill of {title}", sections))
+    outcome.summary_path = write_json(out / "backfill.json", {
+        "model": model.identity(), "start": config.start.isoformat(), "end": config.end.isoformat(),
+        "metrics_table": config.metrics_table_path, "evaluated": outcome.evaluated, "skipped": outcome.skipped,
+        "failed": outcome.failed})

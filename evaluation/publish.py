@@ -1,0 +1,207 @@
+"""What `ple publish` does: evaluate, export, gate, register, move the alias.
+
+Order, and why:
+1. Pin the evaluation snapshot (table, date, version) and score the candidate.
+2. Build the whole bundle in a temp folder (exports checked against PyTorch).
+   Slow, so it happens OUTSIDE the lock.
+3. Under the publish lock: read the CURRENT production version, score it on the
+   same pinned rows, run the gate, and only if it passes log the finished
+   bundle in one `log_artifacts` call, register it as a new version and move
+   the alias LAST. Two publishers therefore serialise on the gate: the second
+   compares against what the first just published, and the alias only ever
+   points at a complete version.
+A failed gate registers nothing; the failures name the task, metric and margin.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ple_runtime.config import config_as_dict
+from ple_runtime.lake import Lake
+from ple_runtime.lineage import code_version, run_context, write_json
+
+from .bundle import export_vocabulary, write_bundle_json, write_manifest
+from .export import export_model
+from .gate import GateResult, check_gate
+from .models import ResolvedModel, load_model_ref
+from .registry import (RegistrySettings, move_alias, publish_lock, register_bundle, registry_settings,
+                       version_by_alias)
+from .scoring import headline, model_inputs, needed_columns, score_model
+from .service import EvaluationFailed, load_or_fail, resolve_snapshot_or_fail
+from .snapshot import read_date_snapshot
+
+
+@dataclass
+class PublishOutcome:
+    status: str                        # "published" | "gate_failed" | "unchanged" | "gate_passed" (check only)
+    version: str | None = None
+    gate: GateResult | None = None
+    record_path: Path | None = None
+    messages: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _training_config(candidate: ResolvedModel) -> dict[str, Any] | None:
+    return (candidate.run_record or {}).get("config")
+
+
+def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot, spark=None) -> dict[str, Any]:
+    """Everything but metrics.json and manifest.json (written under the lock, after the gate)."""
+    bundle.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(candidate.model_file, bundle / "model.pt")
+    features, _, _ = model_inputs(frame, candidate.spec)
+    export_info = export_model(candidate.loaded.model, candidate.spec, bundle, features,
+                               tolerance=config.export_tolerance, exporter=config.onnx_exporter)
+    write_bundle_json(bundle, "export.json", export_info)
+    write_bundle_json(bundle, "signature.json", export_info["signature"])
+    candidate.spec.to_yaml(bundle / "spec.yaml")
+    vocabulary_table = config.vocabulary_table or Lake(config.data_dir).vocabulary
+    vocabulary = export_vocabulary(vocabulary_table, bundle / "vocabulary.parquet", spark)
+    write_bundle_json(bundle, "config.json", {
+        "model_name": candidate.loaded.model_name, "hyperparameters": candidate.loaded.hyperparameters,
+        "training_config": _training_config(candidate), "publish_config": config_as_dict(config)})
+    lineage = {
+        "evaluation_snapshot": snapshot.summary(),
+        "training": {k: v for k, v in (candidate.run_record or {}).items()
+                     if k in ("delta_version", "train_snapshot", "validation_snapshot", "code_version")}
+                    or {k: v for k, v in (candidate.loaded.metadata or {}).items()
+                        if k in ("snapshot", "validation_snapshot", "code")},
+        "vocabulary": vocabulary,
+        "source_model": candidate.identity(),
+        "code_version": code_version(),
+        "published_by": run_context(),
+    }
+    write_bundle_json(bundle, "lineage.json", lineage)
+    return {"export": export_info, "lineage": lineage, "vocabulary": vocabulary}
+
+
+def resolve_publish_snapshot(config, candidate: ResolvedModel):
+    """--date (+ version/timestamp), or the exact snapshot a `ple evaluate` metrics.json read."""
+    if config.metrics is None:
+        return resolve_snapshot_or_fail(config.table_path, config.date, config.version, config.timestamp,
+                                        config.partition_column)
+    path = Path(config.metrics)
+    if not path.is_file():
+        raise EvaluationFailed(f"--metrics {path} does not exist")
+    evaluation = json.loads(path.read_text())
+    evaluated = evaluation.get("model", {}).get("identity", {})
+    if evaluated.get("sha256") != candidate.sha256:
+        raise EvaluationFailed(f"--metrics {path} evaluated another model ({evaluated.get('model_file')}, sha256 "
+                               f"{str(evaluated.get('sha256'))[:12]}) than {candidate.ref} ({candidate.sha256[:12]})")
+    recorded = evaluation["snapshot"]
+    if config.date is not None and config.date.isoformat() != recorded["date"]:
+        raise EvaluationFailed(f"--date {config.date} differs from the date {recorded['date']} in --metrics {path}")
+    return resolve_snapshot_or_fail(recorded["table"], recorded["date"], recorded["version"], None,
+                                    recorded.get("partition_column", config.partition_column))
+
+
+def _production_scores(config, settings, frame, snapshot, workdir: Path, device: str, spark):
+    """(production version, its info, its scores on the same rows, its ResolvedModel) or Nones."""
+    production_version = version_by_alias(settings, config.alias)
+    if production_version is None:
+        return None, None, None, None
+    production = load_model_ref(f"models:/{settings.model_name}/{production_version.version}", settings,
+                                workdir / "production", device)
+    info = {"version": str(production_version.version), "model_id": production.model_id, "sha256": production.sha256}
+    missing = [c for c in needed_columns(production.spec) if c not in frame.columns]
+    production_frame = read_date_snapshot(snapshot, list(frame.columns) + missing, config.reader, spark) \
+        if missing else frame
+    scores = score_model(production.loaded.model, production.spec, production_frame, config.batch_size, device,
+                         config.calibration_bins).tasks
+    return production_version, info, scores, production
+
+
+def check_only(config, settings, candidate, candidate_scores, frame, snapshot, workdir: Path, spark) -> PublishOutcome:
+    """The gate alone (read-only: no lock, no export, no registry writes)."""
+    _, info, scores, _ = _production_scores(config, settings, frame, snapshot, workdir, config.resolved_device, spark)
+    gate = check_gate(candidate.spec, candidate_scores.tasks, scores, config.tolerance, info)
+    record = {"format": "ple-publish/1", "candidate": candidate.identity(), "snapshot": snapshot.summary(),
+              "candidate_metrics": candidate_scores.tasks, "production": info, "production_metrics": scores,
+              "gate": gate.to_dict(), "status": "gate_passed" if gate.passed else "gate_failed", "check_only": True}
+    messages = ([f.message() for f in gate.failures] if not gate.passed else
+                [f"quality gate passed against {'v' + info['version'] if info else 'no published model'} "
+                 "(check only: nothing exported or registered)"])
+    now = time.time()
+    return _finish(config, record, PublishOutcome("gate_failed" if not gate.passed else "gate_passed", gate=gate,
+                                                  messages=messages), {"acquired_at": now, "waited_s": 0.0})
+
+
+def run_publish(config, workdir: Path, spark=None) -> PublishOutcome:
+    settings: RegistrySettings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model,
+                                                   lock_file=config.lock_file)
+    device = config.resolved_device
+    candidate = load_or_fail(config.model, settings, workdir / "candidate", device)
+    snapshot = resolve_publish_snapshot(config, candidate)
+    try:
+        frame = read_date_snapshot(snapshot, needed_columns(candidate.spec), config.reader, spark)
+    except KeyError as error:
+        raise EvaluationFailed(str(error).strip("'\"")) from None
+    candidate_scores = score_model(candidate.loaded.model, candidate.spec, frame, config.batch_size, device,
+                                   config.calibration_bins)
+    if config.check_only:
+        return check_only(config, settings, candidate, candidate_scores, frame, snapshot, workdir, spark)
+    bundle = workdir / "bundle"
+    built = build_bundle(bundle, candidate, frame, config, snapshot, spark)
+
+    record: dict[str, Any] = {"format": "ple-publish/1", "candidate": candidate.identity(),
+                              "snapshot": snapshot.summary(), "candidate_metrics": candidate_scores.tasks,
+                              "export": built["export"], "registry": {"tracking_uri": settings.tracking_uri,
+                                                                      "model": settings.model_name,
+                                                                      "alias": config.alias},
+                              "started_at": run_context()["started_at"]}
+    with publish_lock(settings, config.lock_timeout_s) as lock:
+        record["lock"] = lock
+        production_version, production_info, production_scores, production = _production_scores(
+            config, settings, frame, snapshot, workdir, device, spark)
+        if production is not None and production.sha256 == candidate.sha256:
+            record["status"] = "unchanged"
+            return _finish(config, record, PublishOutcome(
+                "unchanged", str(production_version.version),
+                messages=[f"the candidate is already {settings.model_name} v{production_version.version} "
+                          f"(@{config.alias}); nothing published"]), lock)
+        gate = check_gate(candidate.spec, candidate_scores.tasks, production_scores, config.tolerance,
+                          production_info)
+        record.update(production=production_info, production_metrics=production_scores, gate=gate.to_dict())
+        write_bundle_json(bundle, "metrics.json", {
+            "snapshot": snapshot.summary(), "candidate": candidate_scores.tasks, "candidate_gates": candidate_scores.gates,
+            "production": production_info, "production_metrics": production_scores, "gate": gate.to_dict()})
+        write_manifest(bundle)
+        if config.debug_hold_lock_s:
+            time.sleep(config.debug_hold_lock_s)  # tests: widen the window two publishers could collide in
+        if not gate.passed:
+            record["status"] = "gate_failed"
+            return _finish(config, record, PublishOutcome("gate_failed", gate=gate,
+                                                          messages=[f.message() for f in gate.failures]), lock)
+        tags = {"ple.model_sha256": candidate.sha256, "ple.model_name": candidate.loaded.model_name,
+                "ple.eval_table": snapshot.table, "ple.eval_date": snapshot.date,
+                "ple.eval_table_version": str(snapshot.version),
+                "ple.code_commit": str(code_version().get("commit")), "ple.gate": "passed",
+                "ple.replaces_version": str(production_info["version"]) if production_info else "none"}
+        params = {"model_name": candidate.loaded.model_name, "source": candidate.ref,
+                  **{f"hp.{k}": v for k, v in candidate.loaded.hyperparameters.items()}}
+        model_version = register_bundle(settings, bundle, tags=tags, params=params,
+                                        metrics=headline(candidate_scores.tasks),
+                                        description=f"{candidate.label} evaluated on {snapshot.table} "
+                                                    f"{snapshot.partition_column}={snapshot.date} v{snapshot.version}")
+        move_alias(settings, model_version.version, config.alias)  # last: the alias only sees complete versions
+        record.update(status="published", version=str(model_version.version), run_id=model_version.run_id)
+        return _finish(config, record, PublishOutcome(
+            "published", str(model_version.version), gate=gate,
+            messages=[f"registered {settings.model_name} v{model_version.version} and moved @{config.alias} to it"
+                      + (f" (was v{production_info['version']})" if production_info else "")]), lock)
+
+
+def _finish(config, record: dict[str, Any], outcome: PublishOutcome, lock: dict[str, float]) -> PublishOutcome:
+    record["lock"] = dict(lock, released_at=time.time())
+    record["messages"] = outcome.messages
+    out = Path(config.out) if config.out else Path(Lake(config.data_dir).reports, "publish")
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{int(time.time() * 1e6) % 1_000_000:06d}"
+    outcome.record_path = write_json(out / f"publish-{stamp}-{record['status']}.json", record)
+    outcome.record = record
+    return outcome

@@ -1,0 +1,269 @@
+"""Which rows an evaluation reads: one date partition of a Delta table at one version.
+
+Three ways to pick the version (`resolve_date_snapshot`):
+- an explicit `version` (Delta time travel, `versionAsOf`);
+- a `timestamp`: the newest version committed at or before it (Delta's
+  `timestampAsOf` rule; a timestamp after the last commit gives the last
+  version);
+- neither: the version RECORDED for that date = the newest table version whose
+  commit changed that date's partition (an add/remove with dataChange, so an
+  OPTIMIZE does not count). Later commits to other dates do not move it, so
+  re-evaluating a date later reads the same version and reports the same
+  number; a re-extract of that date moves it. Found by scanning the commit
+  files of `_delta_log/` (no Spark). When old commits were cleaned up by log
+  retention and no remaining commit touched the date, the oldest version that
+  can still be rebuilt is used (the partition's content is the same there).
+
+Rows are read either with pyarrow from the Parquet files of that version
+(`training.snapshot`, no JVM: the default) or with Spark + Delta
+(`versionAsOf` + a `dt` filter + toPandas over Arrow). `reader="auto"` uses
+pyarrow and falls back to Spark for tables the log reader refuses (deletion
+vectors, column mapping). Both read the same version, chosen here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from training.snapshot import (DELTA_LOG, SnapshotError, is_delta_table, latest_delta_version,
+                               read_delta_log, resolve_delta_snapshot, resolve_parquet_snapshot)
+
+READERS = ("auto", "arrow", "spark")
+
+
+class MissingPartitionError(LookupError):
+    """The asked date has no rows in the table (at the asked version); the message says what exists."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    version: int
+    timestamp_ms: int                     # Delta's commit time (file mtime, or inCommitTimestamp)
+    operation: str | None
+    partitions_changed: frozenset[str]    # values of the partition column whose data changed
+
+
+@dataclass
+class DateSnapshot:
+    """One date of one table, pinned at one version, with how the version was chosen."""
+
+    table: str
+    partition_column: str
+    date: str
+    version: int | None                   # None: plain Parquet (no versions)
+    chosen_by: str                        # "version" | "timestamp" | "recorded" | "parquet"
+    latest_version: int | None = None
+    timestamp: str | None = None
+    files: tuple[str, ...] = ()
+    file_list_hash: str | None = None
+    rows: int | None = None
+    reader: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"table": self.table, "partition_column": self.partition_column, "date": self.date,
+                "version": self.version, "chosen_by": self.chosen_by, "latest_version": self.latest_version,
+                "timestamp": self.timestamp, "num_files": len(self.files), "file_list_hash": self.file_list_hash,
+                "rows": self.rows, "reader": self.reader, **self.extra}
+
+
+def _local(table: str) -> str:
+    return table[len("file://"):] if table.startswith("file://") else table
+
+
+# --- the Delta log: commits, their times and the partitions they changed -------------------
+
+def delta_commits(table: str, partition_column: str = "dt") -> list[Commit]:
+    """Every commit file still in `_delta_log/`, oldest first."""
+    log_dir = Path(_local(table), DELTA_LOG)
+    if not log_dir.is_dir():
+        raise SnapshotError(f"{table} is not a Delta table (no {DELTA_LOG}/ folder)")
+    names = sorted(n for n in os.listdir(log_dir) if n.endswith(".json") and n[:-5].isdigit())
+    commits: list[Commit] = []
+    previous_ms = -1
+    for name in names:
+        path = log_dir / name
+        operation, in_commit_ms, changed = None, None, set()
+        with open(path) as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                action = json.loads(line)
+                if "commitInfo" in action:
+                    info = action["commitInfo"]
+                    operation = info.get("operation")
+                    in_commit_ms = info.get("inCommitTimestamp")
+                for kind in ("add", "remove"):
+                    if kind in action and action[kind].get("dataChange", True):
+                        value = (action[kind].get("partitionValues") or {}).get(partition_column)
+                        if value is not None:
+                            changed.add(value)
+        # Delta orders commits by file modification time, made monotonic (DeltaHistoryManager).
+        timestamp_ms = int(in_commit_ms) if in_commit_ms is not None else int(path.stat().st_mtime * 1000)
+        timestamp_ms = max(timestamp_ms, previous_ms + 1)
+        previous_ms = timestamp_ms
+        commits.append(Commit(int(name[:-5]), timestamp_ms, operation, frozenset(changed)))
+    return commits
+
+
+def recorded_version(table: str, date: str, partition_column: str = "dt") -> int:
+    """The newest version whose commit changed partition `date` (see the module doc)."""
+    commits = delta_commits(table, partition_column)
+    touching = [c.version for c in commits if date in c.partitions_changed]
+    if touching:
+        return max(touching)
+    earliest = min((c.version for c in commits), default=0)
+    if earliest > 0:
+        # Log retention removed the early commits: the date may predate them.
+        latest = latest_delta_version(table)
+        snapshot = resolve_delta_snapshot(_local(table), latest, {partition_column: date})
+        if snapshot.files:
+            checkpoint_versions = sorted(int(n.split(".")[0]) for n in os.listdir(Path(_local(table), DELTA_LOG))
+                                         if ".checkpoint" in n and n.split(".")[0].isdigit())
+            return max([v for v in checkpoint_versions if v < earliest] or [earliest])
+    raise MissingPartitionError(_missing_message(table, date, partition_column, None))
+
+
+def version_at_timestamp(table: str, timestamp: str | dt.datetime) -> int:
+    """Delta's timestampAsOf rule: the newest commit at or before the timestamp (UTC if naive)."""
+    moment = parse_timestamp(timestamp)
+    target_ms = int(moment.timestamp() * 1000)
+    commits = delta_commits(table)
+    if not commits:
+        raise SnapshotError(f"Delta table {table} has no commit files")
+    eligible = [c.version for c in commits if c.timestamp_ms <= target_ms]
+    if not eligible:
+        first = dt.datetime.fromtimestamp(commits[0].timestamp_ms / 1000, dt.timezone.utc)
+        raise SnapshotError(f"timestamp {moment.isoformat()} is before the oldest commit still in the log of "
+                            f"{table} (version {commits[0].version} at {first.isoformat()})")
+    return max(eligible)
+
+
+def parse_timestamp(value: str | dt.datetime) -> dt.datetime:
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def available_dates(table: str, version: int | None, partition_column: str = "dt") -> list[str]:
+    try:
+        if is_delta_table(_local(table)):
+            files = resolve_delta_snapshot(_local(table), version).files
+        else:
+            files = resolve_parquet_snapshot(_local(table)).files
+    except (SnapshotError, OSError):
+        return []
+    return sorted({f.partition_values.get(partition_column) for f in files} - {None})
+
+
+def _missing_message(table: str, date: str, partition_column: str, version: int | None) -> str:
+    dates = available_dates(table, version, partition_column)
+    shown = (", ".join(dates[:3]) + (" ... " + ", ".join(dates[-3:]) if len(dates) > 6 else
+                                      (", " + ", ".join(dates[3:]) if len(dates) > 3 else ""))) if dates else "none"
+    at = f" at version {version}" if version is not None else " at any version still in the log"
+    return (f"no rows for {partition_column}={date} in {table}{at}; "
+            f"{len(dates)} dates exist ({shown})")
+
+
+# --- choosing the version ----------------------------------------------------------------
+
+def resolve_date_snapshot(table: str, date: str | dt.date, *, version: int | None = None,
+                          timestamp: str | dt.datetime | None = None,
+                          partition_column: str = "dt") -> DateSnapshot:
+    """Pin the version for `date` (module doc) and list its files; raises MissingPartitionError."""
+    date = date.isoformat() if isinstance(date, dt.date) else str(date)
+    if version is not None and timestamp is not None:
+        raise ValueError("give a version or a timestamp, not both")
+    local = _local(table)
+    if not Path(local).exists():
+        raise SnapshotError(f"table {table} does not exist")
+    if not is_delta_table(local):
+        if version is not None or timestamp is not None:
+            raise SnapshotError(f"{table} is not a Delta table: it has no versions to travel to")
+        snapshot = resolve_parquet_snapshot(local, {partition_column: date})
+        if not snapshot.files:
+            raise MissingPartitionError(_missing_message(table, date, partition_column, None))
+        return DateSnapshot(table=table, partition_column=partition_column, date=date, version=None,
+                            chosen_by="parquet", files=tuple(snapshot.paths),
+                            file_list_hash=snapshot.file_list_hash, rows=snapshot.num_records)
+    latest = latest_delta_version(local)
+    if version is not None:
+        chosen_by = "version"
+    elif timestamp is not None:
+        version, chosen_by = version_at_timestamp(local, timestamp), "timestamp"
+    else:
+        version, chosen_by = recorded_version(local, date, partition_column), "recorded"
+    snapshot = resolve_delta_snapshot(local, version, {partition_column: date})
+    if not snapshot.files:
+        raise MissingPartitionError(_missing_message(table, date, partition_column, version))
+    return DateSnapshot(table=table, partition_column=partition_column, date=date, version=snapshot.version,
+                        chosen_by=chosen_by, latest_version=latest,
+                        timestamp=parse_timestamp(timestamp).isoformat() if timestamp is not None else None,
+                        files=tuple(snapshot.paths), file_list_hash=snapshot.file_list_hash,
+                        rows=snapshot.num_records)
+
+
+# --- reading the rows --------------------------------------------------------------------
+
+def read_date_snapshot(snapshot: DateSnapshot, columns: Sequence[str], reader: str = "auto",
+                       spark=None) -> pd.DataFrame:
+    """The snapshot's rows (only `columns`) as pandas; sets snapshot.rows and snapshot.reader."""
+    if reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r}; valid: {list(READERS)}")
+    columns = list(dict.fromkeys(columns))
+    frame = None
+    if reader in ("auto", "arrow"):
+        try:
+            frame = _read_with_arrow(snapshot, columns)
+            snapshot.reader = "arrow"
+        except SnapshotError:
+            if reader == "arrow":
+                raise
+    if frame is None:
+        frame = _read_with_spark(snapshot, columns, spark)
+        snapshot.reader = "spark"
+    snapshot.rows = int(len(frame))
+    return frame
+
+
+def _read_with_arrow(snapshot: DateSnapshot, columns: list[str]) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if snapshot.version is not None:
+        # Refuses tables whose Parquet files are not the table's rows (deletion vectors, column mapping).
+        read_delta_log(_local(snapshot.table), snapshot.version)
+    tables = []
+    for path in snapshot.files:
+        available = set(pq.read_schema(path).names)
+        missing = [c for c in columns if c not in available]
+        if missing:
+            raise KeyError(f"{snapshot.table} ({snapshot.partition_column}={snapshot.date}, version "
+                           f"{snapshot.version}) lacks columns {missing}; it has {sorted(available)}")
+        tables.append(pq.read_table(path, columns=columns))
+    table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({c: [] for c in columns})
+    return table.to_pandas()
+
+
+def _read_with_spark(snapshot: DateSnapshot, columns: list[str], spark=None) -> pd.DataFrame:
+    from pyspark.sql import functions as F
+
+    if spark is None:
+        from ple_runtime.spark import get_spark
+
+        spark = get_spark("ple-evaluate")
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    reader = spark.read.format("delta" if snapshot.version is not None else "parquet")
+    if snapshot.version is not None:
+        reader = reader.option("versionAsOf", snapshot.version)
+    frame = reader.load(snapshot.table).where(F.col(snapshot.partition_column) == snapshot.date)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"{snapshot.table} lacks columns {missing}; it has {sorted(frame.columns)}")
+    return frame.select(*columns).toPandas()

@@ -1,0 +1,97 @@
+"""`ple backfill`: evaluate a model over a range of past dates, each on its historical snapshot.
+
+    ple backfill --model @production --start 2026-01-01 --end 2026-01-07 [--force]
+
+Writes one row per (model, date, task) into a Delta table (MERGE; default
+<data>/lake/backfill_metrics) and a plot of the metrics over time
+(<out>/backfill.png and backfill.html). Dates already done for this model are
+skipped unless --force. A failed date does not stop the others; the job exits 1
+at the end listing the failed dates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ple_runtime.config import JobConfig, parse_job_config
+from ple_runtime.lake import Lake, default_data_dir
+
+
+class BackfillConfig(JobConfig):
+    """Evaluate a model over past dates into a metrics Delta table."""
+
+    model: str = Field(..., description="run folder / model.pt, models:/<name>/<version>, models:/<name>@<alias>, "
+                                        "or @<alias>")
+    start: dt.date = Field(..., description="first date (inclusive)")
+    end: dt.date = Field(..., description="last date (inclusive)")
+    table: str | None = Field(None, description="Delta table (default: <data>/lake/examples)")
+    partition_column: str = "dt"
+    data_dir: str = Field(default_factory=default_data_dir, description="data root ($PLE_DATA_DIR)")
+    metrics_table: str | None = Field(None, description="Delta table of results (default <data>/lake/backfill_metrics)")
+    out: str | None = Field(None, description="plot folder (default <data>/reports/backfill/<model id>)")
+    force: bool = Field(False, description="re-evaluate dates already in the metrics table")
+    registered_model: str = "ple_video"
+    tracking_uri: str | None = None
+    reader: Literal["auto", "arrow", "spark"] = "auto"
+    batch_size: int = Field(8192, ge=1)
+    calibration_bins: int = Field(10, ge=2)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    debug_tracebacks: bool = Field(False, description="print the traceback of failed dates")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BackfillConfig":
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+    @property
+    def table_path(self) -> str:
+        return self.table or Lake(self.data_dir).examples
+
+    @property
+    def metrics_table_path(self) -> str:
+        return self.metrics_table or Lake(self.data_dir).backfill_metrics
+
+    def out_path(self, model) -> str:
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.model_id)
+        return self.out or str(Path(Lake(self.data_dir).reports, "backfill", name))
+
+    @property
+    def resolved_device(self) -> str:
+        import torch
+
+        return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_job_config(BackfillConfig, argv, "ple backfill", __doc__.split("\n")[0])
+    from evaluation.backfill import run_backfill
+    from evaluation.service import EvaluationFailed, load_or_fail, settings_from
+    from ple_runtime.spark import get_spark
+
+    with tempfile.TemporaryDirectory(prefix="ple-backfill-") as workdir:
+        try:
+            model = load_or_fail(config.model, settings_from(config), Path(workdir), config.resolved_device)
+        except EvaluationFailed as error:
+            print(f"backfill: {error}", file=sys.stderr)
+            return 1
+        spark = get_spark("ple-backfill")
+        outcome = run_backfill(config, model, spark)
+    print(f"backfill: {len(outcome.evaluated)} evaluated, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed; "
+          f"table {config.metrics_table_path}; plot {outcome.html_path}")
+    if outcome.failed:
+        print("backfill: failed dates: " + ", ".join(sorted(outcome.failed)), file=sys.stderr)
+        for date, error in sorted(outcome.failed.items()):
+            print(f"  {date}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from ple_model import synthetic
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # The CI box has 2 cores shared with Spark jobs: with 2 intra-op threads on a
+    # loaded box, OpenMP barriers made small-model steps ~50x slower than 1 thread.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def easy_problem():
+    spec, columns = synthetic.easy_multitask_problem(512, seed=3)
+    features, labels, masks = spec.split_columns(synthetic.to_tensors(columns))
+    return spec, features, labels, masks
+
+
+SMALL = {"expert_hidden": [16], "tower_hidden": [16, 8]}
