@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export PLE_VENV := $(abspath $(VENV))
 export PLE_AIRFLOW_VENV := $(abspath $(AIRFLOW_VENV))
 
-.PHONY: help setup test test-main test-airflow demo doctor bench bench-model bench-etl bench-training clean
+.PHONY: help setup test test-main test-airflow demo doctor bench bench-deps bench-model bench-etl bench-training clean
 
 help:
 	@echo "make setup    create .venv (+ horovod, petastorm, Delta jars) and .venv-airflow"
@@ -39,7 +39,12 @@ doctor: setup
 
 bench: setup bench-model bench-etl bench-training
 
-bench-model:
+# torch-rechub is the peer PLE the throughput benchmark compares against; it pins
+# old versions of half the stack, so it goes in with --no-deps (its imports work).
+bench-deps: setup
+	@$(PY) -c "import torch_rechub" 2>/dev/null || $(VENV)/bin/pip install -q --no-deps torch-rechub==0.9.0
+
+bench-model: bench-deps
 	$(PY) bench/model_throughput.py
 	$(PY) bench/synthetic_correlation.py
 

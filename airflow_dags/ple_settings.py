@@ -43,6 +43,17 @@ def repo_path(*parts: str) -> str:
     return str(Path(setting("code_dir", str(REPO_ROOT)), *parts))
 
 
+def spark_jars() -> str:
+    """Delta Lake's jars for spark-submit (fetched by `make setup`); a Variable
+    `ple_spark_jars` overrides (e.g. jars on HDFS/S3 for a cluster)."""
+    cache = os.environ.get("PLE_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "ple-pipeline"))
+    default = ",".join(
+        os.path.join(cache, "jars", "delta-3.3.2", name)
+        for name in ("delta-spark_2.12-3.3.2.jar", "delta-storage-3.3.2.jar")
+    )
+    return setting("spark_jars", default)
+
+
 def ple_command(*args: str) -> str:
     """A shell command line running `ple <args>` from the pipeline's environment.
 

@@ -63,6 +63,13 @@ def delta_jars() -> list[str]:
     return jars
 
 
+def _jar_hint() -> list[str]:
+    try:
+        return delta_jars()
+    except SparkSetupError:
+        return [str(cache_dir() / "jars" / f"delta-{DELTA_VERSION}" / name) for name in DELTA_JAR_NAMES]
+
+
 def _jars_already_configured(conf) -> bool:
     """True when spark-submit (or the user) already brings Delta's classes."""
     for key in ("spark.jars", "spark.jars.packages"):
@@ -84,12 +91,27 @@ def get_spark(app_name: str = "ple", extra_conf: dict[str, str] | None = None):
     if active is not None:
         return active
 
-    conf = SparkConf()  # under spark-submit this already holds --master/--conf
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Under spark-submit the JVM is already up: connect first, so SparkConf()
+        # loads its --master/--conf/--jars instead of starting empty (our local
+        # defaults would otherwise override a cluster's master).
+        from pyspark import SparkContext
+
+        SparkContext._ensure_initialized()
+    conf = SparkConf()
     conf.setIfMissing("spark.app.name", app_name)
     conf.setIfMissing("spark.master", os.environ.get("PLE_SPARK_MASTER", "local[2]"))
     for key, value in LOCAL_DEFAULTS.items():
         conf.setIfMissing(key, value)
     if not _jars_already_configured(conf):
+        if "PYSPARK_GATEWAY_PORT" in os.environ:
+            # Under spark-submit the driver JVM is already running: jars set now
+            # would reach executors but not the driver's SQL extensions.
+            raise SparkSetupError(
+                "Delta Lake's jars must be given to spark-submit itself: add "
+                f"--packages io.delta:delta-spark_2.12:{DELTA_VERSION} (resolved from ~/.m2 after `make setup`) "
+                f"or --jars {','.join(_jar_hint())}"
+            )
         conf.set("spark.jars", ",".join(filter(None, [conf.get("spark.jars", ""), *delta_jars()])))
     for key, value in (extra_conf or {}).items():
         conf.set(key, str(value))

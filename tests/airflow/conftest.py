@@ -15,6 +15,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO_ROOT / "airflow_dags"
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ple-airflow-home-"))
+# The DAGs read their settings (ple_settings.py) when they are parsed: point them
+# at a throw-away data root and a tiny configuration before the DagBag loads.
+PLE_DATA_DIR = Path(tempfile.mkdtemp(prefix="ple-airflow-data-"))
 
 os.environ.update({
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
@@ -24,6 +27,16 @@ os.environ.update({
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
 })
 os.environ.setdefault("PLE_VENV", str(REPO_ROOT / ".venv"))
+os.environ.update({
+    "PLE_DATA_DIR": str(PLE_DATA_DIR),
+    "PLE_EPOCHS": "1",
+    "PLE_TRAIN_DAYS": "3",
+    "PLE_TRAIN_WORKERS": "2",
+    "PLE_RETRIES": "0",
+    "PLE_SENSOR_POKE_SECONDS": "5",
+    "PLE_SENSOR_TIMEOUT_SECONDS": "60",
+    "PLE_START_DATE": "2026-01-01",  # the tiny data set's first day
+})
 sys.path.insert(0, str(DAGS_FOLDER))
 
 

@@ -1,0 +1,577 @@
+"""Realistic raw event logs for a short-video feed, generated with vectorised numpy.
+
+The world: users and items with latent factors chosen so the four tasks of the
+PLE paper correlate in the complex way a real feed does:
+
+- an item's *appeal* (thumbnail, title) drives plays but NOT completion: click-bait
+  is played and abandoned, which is exactly the VTR/VCR conflict behind the seesaw;
+- *quality* drives completion and shares (and a little play);
+- *controversy* drives comments;
+- users differ in activity (how many impressions), in their propensity to play,
+  share and comment, in patience, and in taste per category; devices, feed
+  position (position bias), hour of day, item age and duration all matter.
+
+Events of one day are simulated as arrays, rendered to JSON lines with f-strings
+(measured: ~6x faster than pandas.to_json), sorted by the time they were
+RECEIVED, and written to `<raw>/events/dt=<received day>/part-NNNNN.json[.gz]`.
+Engagement that is received after midnight lands in the next day's partition,
+as it does in production. Optional faults are injected at given rates and
+counted in a manifest (`<raw>/_manifest.json`) with the quarantine reason
+`ple extract` must give for each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from feature_eng import schema as S
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+CATEGORIES = ("music", "gaming", "comedy", "news", "sports", "food", "travel", "beauty",
+              "tech", "pets", "education", "film")
+DEVICES = ("android", "ios", "web", "tv")
+DEVICE_SHARE = (0.50, 0.30, 0.12, 0.08)
+DEVICE_PLAY = np.array([0.0, 0.1, -0.3, 0.2])          # logit offsets
+DEVICE_WATCH = np.array([0.0, 0.05, -0.3, 0.5])        # tv viewers finish more
+AGE_BUCKETS = ("<18", "18-24", "25-34", "35-44", "45-54", "55+")
+AGE_SHARE = (0.10, 0.25, 0.28, 0.18, 0.11, 0.08)
+AGE_SHARE_EFFECT = np.array([0.2, 0.3, 0.1, 0.0, -0.1, -0.2])
+AGE_COMMENT_EFFECT = np.array([0.5, 0.4, 0.1, -0.1, -0.2, -0.3])
+GENDERS = ("f", "m", "u")
+GENDER_SHARE = (0.47, 0.47, 0.06)
+REGIONS = ("north", "south", "east", "west", "central", "coast", "mountain", "islands")
+CHANNELS = ("wechat", "qq", "weibo", "link", "sms")
+# share of the day's traffic per UTC hour (a lunch and an evening peak) and its effect on play
+HOUR_TRAFFIC = np.array([2.0, 1.2, 0.8, 0.6, 0.5, 0.6, 1.2, 2.5, 3.5, 3.8, 4.0, 4.6,
+                         5.8, 5.5, 4.6, 4.2, 4.3, 4.8, 5.6, 6.8, 7.6, 7.8, 6.4, 4.1])
+HOUR_PLAY = np.array([0.2, 0.25, 0.3, 0.3, 0.2, 0.0, -0.2, -0.25, -0.2, -0.15, -0.1, 0.0,
+                      0.05, 0.0, -0.05, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.2, 0.2, 0.2])
+MAX_POSITION = 29
+ISO_SHARE = 0.7  # the rest of the clients send epoch milliseconds
+
+TYPE_CODES = {name: code for code, name in enumerate(S.EVENT_TYPES)}
+IMPRESSION, PLAY, SHARE, COMMENT = (TYPE_CODES[t] for t in S.EVENT_TYPES)
+
+
+@dataclass(frozen=True)
+class FaultRates:
+    """Per-line probabilities of each injected fault (0 = none). Faulted lines are disjoint."""
+
+    malformed: float = 0.0           # truncated JSON -> malformed_json
+    missing_field: float = 0.0       # a required field removed -> missing_field:<f>
+    bad_type: float = 0.0            # e.g. "watch_ms": "12s" -> bad_type:<f>
+    unknown_event_type: float = 0.0  # "like", "follow" -> unknown_event_type
+    bad_timestamp: float = 0.0       # unparseable ts -> bad_timestamp
+    clock_skew: float = 0.0          # ts days away from the partition -> clock_skew
+    negative_watch_ms: float = 0.0   # play lines -> negative_watch_ms
+    absurd_watch_ms: float = 0.0     # play lines, > 10^9 ms -> absurd_watch_ms
+    orphan: float = 0.0              # engagement naming no impression -> orphan_engagement
+    unknown_item: float = 0.0        # impression of an item missing from the catalog -> unknown_item
+    duplicate: float = 0.0           # a clean line delivered twice (same event_id) -> dropped, counted
+    late: float = 0.0                # clean engagement delivered in the NEXT day's partition (valid)
+
+    @classmethod
+    def uniform(cls, rate: float) -> "FaultRates":
+        return cls(**{f.name: rate for f in fields(cls)})
+
+    def any(self) -> bool:
+        return any(getattr(self, f.name) > 0 for f in fields(self))
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    users: int = 2000
+    items: int = 500
+    days: int = 7
+    impressions_per_day: int = 20_000
+    start_date: dt.date = dt.date(2026, 1, 1)
+    seed: int = 0
+    gzip: bool = True
+    gzip_level: int = 1          # level 1: ~3x faster than 6 for ~25% larger files
+    files_per_day: int = 2
+    faults: FaultRates = field(default_factory=FaultRates)
+
+
+# --- the world: users and items with latent factors ------------------------------------------
+
+@dataclass
+class World:
+    user_activity: np.ndarray
+    user_cum_activity: np.ndarray
+    user_play: np.ndarray
+    user_share: np.ndarray
+    user_comment: np.ndarray
+    user_patience: np.ndarray
+    user_taste: np.ndarray       # (users, categories)
+    user_device: np.ndarray
+    user_age: np.ndarray
+    user_gender: np.ndarray
+    user_region: np.ndarray
+    user_signup_ms: np.ndarray
+    item_appeal: np.ndarray
+    item_quality: np.ndarray
+    item_controversy: np.ndarray
+    item_category: np.ndarray
+    item_author: np.ndarray
+    item_duration_ms: np.ndarray
+    item_upload_ms: np.ndarray
+    # items sorted by upload time, with cumulative exposure weights (for "available at t" sampling)
+    items_by_upload: np.ndarray
+    upload_sorted_ms: np.ndarray
+    exposure_cum_by_upload: np.ndarray
+
+
+def _day_start_ms(day: dt.date) -> int:
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+
+def build_world(settings: GeneratorSettings, rng: np.random.Generator) -> World:
+    n_u, n_i, n_c = settings.users, settings.items, len(CATEGORIES)
+    start_ms = _day_start_ms(settings.start_date)
+    period_ms = settings.days * DAY_MS
+
+    activity = rng.lognormal(0.0, 1.0, n_u)
+    region_effect = rng.normal(0, 0.15, len(REGIONS))
+    region = rng.integers(0, len(REGIONS), n_u)
+    n_authors = max(1, n_i // 5)
+    author_skill = rng.normal(0, 0.8, n_authors)
+    author = rng.integers(0, n_authors, n_i)
+    quality = 0.6 * author_skill[author] + 0.8 * rng.normal(0, 1, n_i)
+    # controversy is its own factor, slightly anti-correlated with quality
+    controversy = -0.3 * quality + rng.normal(0, 1, n_i)
+    appeal = rng.normal(0, 1, n_i)
+    duration_ms = np.clip(rng.lognormal(np.log(60_000), 0.9, n_i), 5_000, 1_800_000).astype(np.int64)
+    # 70% of the catalog exists before the first day; the rest is uploaded during the period
+    uploaded_before = rng.random(n_i) < 0.7
+    upload_ms = np.where(
+        uploaded_before,
+        start_ms - rng.integers(HOUR_MS, 60 * DAY_MS, n_i),
+        start_ms + rng.integers(0, period_ms, n_i),
+    ).astype(np.int64)
+    # the feed exposes appealing and good items more (the recommender at work)
+    exposure = np.exp(0.5 * appeal + 0.3 * quality)
+    order = np.argsort(upload_ms, kind="stable")
+    return World(
+        user_activity=activity,
+        user_cum_activity=np.cumsum(activity),
+        user_play=rng.normal(0, 0.5, n_u) + region_effect[region],
+        user_share=rng.normal(0, 0.7, n_u),
+        user_comment=rng.normal(0, 0.8, n_u),
+        user_patience=rng.normal(0, 0.5, n_u),
+        user_taste=rng.normal(0, 1, (n_u, n_c)),
+        user_device=rng.choice(len(DEVICES), n_u, p=DEVICE_SHARE),
+        user_age=rng.choice(len(AGE_BUCKETS), n_u, p=AGE_SHARE),
+        user_gender=rng.choice(len(GENDERS), n_u, p=GENDER_SHARE),
+        user_region=region,
+        user_signup_ms=(start_ms - rng.integers(DAY_MS, 730 * DAY_MS, n_u)).astype(np.int64),
+        item_appeal=appeal,
+        item_quality=quality,
+        item_controversy=controversy,
+        item_category=rng.integers(0, n_c, n_i),
+        item_author=author,
+        item_duration_ms=duration_ms,
+        item_upload_ms=upload_ms,
+        items_by_upload=order,
+        upload_sorted_ms=upload_ms[order],
+        exposure_cum_by_upload=np.cumsum(exposure[order]),
+    )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# --- one day of behaviour ------------------------------------------------------------------------
+
+@dataclass
+class DayEvents:
+    """All events caused by one day's impressions, as parallel arrays (one row per event)."""
+
+    etype: np.ndarray        # int8 type code
+    ts_ms: np.ndarray        # event time
+    recv_ms: np.ndarray      # time received by the logging service (decides the partition)
+    imp: np.ndarray          # index of the impression within the day
+    extra: np.ndarray        # position | watch_ms | channel code | comment_len
+
+
+@dataclass
+class DayImpressions:
+    user: np.ndarray
+    item: np.ndarray
+    ts_ms: np.ndarray
+    recv_ms: np.ndarray
+    position: np.ndarray
+    device: np.ndarray
+    engaged: np.ndarray      # bool: at least one engagement event
+
+
+def simulate_day(world: World, day: dt.date, n_impressions: int, rng: np.random.Generator):
+    day_ms = _day_start_ms(day)
+    n = n_impressions
+    user = np.minimum(np.searchsorted(world.user_cum_activity, rng.random(n) * world.user_cum_activity[-1],
+                                      side="right"), len(world.user_activity) - 1)
+    hour_cum = np.cumsum(HOUR_TRAFFIC) / HOUR_TRAFFIC.sum()
+    hour = np.minimum(np.searchsorted(hour_cum, rng.random(n), side="right"), 23)
+    ts = day_ms + hour * HOUR_MS + rng.integers(0, HOUR_MS, n)
+    # only items already uploaded at the impression time can be shown
+    available = np.maximum(np.searchsorted(world.upload_sorted_ms, ts, side="right"), 1)
+    draw = rng.random(n) * world.exposure_cum_by_upload[available - 1]
+    pick = np.minimum(np.searchsorted(world.exposure_cum_by_upload, draw, side="right"), available - 1)
+    item = world.items_by_upload[pick]
+    position = np.minimum(rng.geometric(0.12, n) - 1, MAX_POSITION)
+    device = np.where(rng.random(n) < 0.85, world.user_device[user], rng.integers(0, len(DEVICES), n))
+
+    appeal, quality = world.item_appeal[item], world.item_quality[item]
+    affinity = 0.6 * world.user_taste[user, world.item_category[item]]
+    age_days = np.maximum(ts - world.item_upload_ms[item], 0) / DAY_MS
+    play_logit = (-0.9 + 1.1 * appeal + 0.25 * quality + world.user_play[user] + affinity
+                  + DEVICE_PLAY[device] + HOUR_PLAY[hour] - 0.07 * position
+                  - 0.2 * np.log1p(age_days) + 0.15 * np.log(world.user_activity[user]))
+    played = np.flatnonzero(rng.random(n) < _sigmoid(play_logit))
+
+    # completion: quality and taste help, click-bait appeal hurts, long videos are abandoned
+    p_user, p_item, p_dev = user[played], item[played], device[played]
+    duration = world.item_duration_ms[p_item]
+    watch_logit = (0.3 + 1.0 * quality[played] - 0.8 * appeal[played] + 0.8 * affinity[played]
+                   - 0.45 * np.log(duration / 60_000) + DEVICE_WATCH[p_dev]
+                   + world.user_patience[p_user] + rng.normal(0, 0.7, len(played)))
+    ratio = _sigmoid(watch_logit)
+    rewatch = rng.random(len(played)) < 0.12 * _sigmoid(quality[played])
+    ratio = ratio + rewatch * rng.uniform(0.2, 1.0, len(played))
+    watch_total = np.maximum(np.round(ratio * duration), 0).astype(np.int64)
+    # some plays are paused and resumed: two play events for one impression
+    resumed = rng.random(len(played)) < 0.10
+    first = np.where(resumed, np.round(watch_total * rng.uniform(0.2, 0.8, len(played))), watch_total)
+    first = first.astype(np.int64)
+    second = watch_total - first
+    play1_ts = ts[played] + 1_000 + rng.exponential(15_000, len(played)).astype(np.int64)
+    play2_ts = play1_ts + first + rng.exponential(600_000, len(played)).astype(np.int64)
+    end_ts = np.where(resumed, play2_ts + second, play1_ts + first)
+
+    done = np.minimum(ratio, 1.0)
+    age = world.user_age[p_user]
+    share_logit = (-4.0 + 0.9 * quality[played] + 1.6 * done + world.user_share[p_user]
+                   + 0.3 * affinity[played] + AGE_SHARE_EFFECT[age])
+    comment_logit = (-4.6 + 1.3 * world.item_controversy[p_item] + 0.7 * done
+                     + world.user_comment[p_user] + AGE_COMMENT_EFFECT[age])
+    shared = rng.random(len(played)) < _sigmoid(share_logit)
+    commented = rng.random(len(played)) < _sigmoid(comment_logit)
+
+    engaged = np.zeros(n, dtype=bool)
+    engaged[played] = True
+    parts = [
+        (np.full(n, IMPRESSION, np.int8), ts, np.arange(n), position),
+        (np.full(len(played), PLAY, np.int8), play1_ts, played, first),
+        (np.full(int(resumed.sum()), PLAY, np.int8), play2_ts[resumed], played[resumed], second[resumed]),
+        (np.full(int(shared.sum()), SHARE, np.int8),
+         end_ts[shared] + rng.exponential(20_000, int(shared.sum())).astype(np.int64),
+         played[shared], rng.integers(0, len(CHANNELS), int(shared.sum()))),
+        (np.full(int(commented.sum()), COMMENT, np.int8),
+         end_ts[commented] + rng.exponential(45_000, int(commented.sum())).astype(np.int64),
+         played[commented], np.maximum(1, rng.lognormal(3.0, 0.8, int(commented.sum()))).astype(np.int64)),
+    ]
+    etype, ev_ts, imp, extra = (np.concatenate(cols) for cols in zip(*parts))
+    # delivery delay: usually a second or two; sometimes hours (offline clients)
+    delay = rng.exponential(1_500, len(ev_ts)).astype(np.int64)
+    offline = rng.random(len(ev_ts)) < 0.005
+    delay[offline] += rng.integers(0, 3 * HOUR_MS, int(offline.sum()))
+    recv = ev_ts + delay
+    impressions = DayImpressions(user, item, ts, recv[:n], position, device, engaged)
+    return impressions, DayEvents(etype, ev_ts.astype(np.int64), recv.astype(np.int64), imp, extra.astype(np.int64))
+
+
+# --- rendering to JSON lines -------------------------------------------------------------------
+
+def _ts_tokens(ts_ms: np.ndarray, as_epoch: np.ndarray) -> list[str]:
+    iso = np.datetime_as_string(ts_ms.astype("datetime64[ms]"), unit="ms", timezone="UTC").tolist()
+    return [str(ms) if epoch else f'"{text}"' for text, ms, epoch in zip(iso, ts_ms.tolist(), as_epoch.tolist())]
+
+
+def render_lines(day: dt.date, imps: DayImpressions, events: DayEvents, first_event_number: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """One JSON line per event (object array, in `events` order)."""
+    stamp = day.strftime("%Y%m%d")
+    n = len(events.etype)
+    ts_tok = np.array(_ts_tokens(events.ts_ms, rng.random(n) >= ISO_SHARE), dtype=object)
+    event_no = np.arange(first_event_number, first_event_number + n)
+    lines = np.empty(n, dtype=object)
+    for code, name in enumerate(S.EVENT_TYPES):
+        idx = np.flatnonzero(events.etype == code)
+        imp = events.imp[idx]
+        # the common head of the line, then the type's own fields; f-strings over zipped
+        # lists are the fastest pure-Python rendering measured (~6x pandas.to_json)
+        heads = [
+            f'{{"event_id":"ev-{stamp}-{k:09d}","event_type":"{name}","ts":{t},"user_id":"u{u:07d}",'
+            f'"item_id":"v{i:06d}","impression_id":"im-{stamp}-{m:08d}"'
+            for k, t, u, i, m in zip(event_no[idx].tolist(), ts_tok[idx].tolist(), imps.user[imp].tolist(),
+                                      imps.item[imp].tolist(), imp.tolist())
+        ]
+        extra = events.extra[idx].tolist()
+        if name == "impression":
+            devices = imps.device[imp].tolist()
+            rendered = [f'{h},"position":{x},"device":"{DEVICES[d]}"}}' for h, x, d in zip(heads, extra, devices)]
+        elif name == "play":
+            rendered = [f'{h},"watch_ms":{x}}}' for h, x in zip(heads, extra)]
+        elif name == "share":
+            rendered = [f'{h},"channel":"{CHANNELS[x]}"}}' for h, x in zip(heads, extra)]
+        else:
+            rendered = [f'{h},"comment_len":{x}}}' for h, x in zip(heads, extra)]
+        lines[idx] = rendered
+    return lines
+
+
+# --- faults --------------------------------------------------------------------------------------
+
+@dataclass
+class Partition:
+    """Lines of one received-day partition plus what fault injection needs to know about them."""
+
+    lines: np.ndarray        # object array of str
+    etype: np.ndarray
+    recv_ms: np.ndarray
+    ts_ms: np.ndarray
+    clean_target: np.ndarray  # bool: impression without engagement, or an engagement line
+    imp_part: np.ndarray     # engagement: the partition index of its impression (-1 for impressions)
+
+    def take(self, mask: np.ndarray) -> "Partition":
+        return Partition(*(getattr(self, f.name)[mask] for f in fields(self)))
+
+    @staticmethod
+    def concat(parts: list["Partition"]) -> "Partition":
+        return Partition(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Partition)))
+
+
+def _edit(line: str, fn) -> str:
+    record = json.loads(line)
+    fn(record)
+    return json.dumps(record, separators=(",", ":"))
+
+
+def inject_faults(part: Partition, rates: FaultRates, rng: np.random.Generator, day_ms: int,
+                  can_move_late: bool) -> tuple[Partition, Partition, dict[str, int], int]:
+    """Return (this partition, lines moved to the next one, quarantine reason counts, duplicates)."""
+    n = len(part.lines)
+    lines = part.lines.copy()
+    used = np.zeros(n, dtype=bool)
+    order = rng.permutation(n)
+    is_play = part.etype == PLAY
+    is_engagement = part.etype != IMPRESSION
+    reasons: dict[str, int] = {}
+
+    def pick(rate: float, eligible: np.ndarray) -> np.ndarray:
+        if rate <= 0:
+            return np.empty(0, dtype=np.int64)
+        k = rng.binomial(n, rate)
+        chosen = order[(eligible & ~used)[order]][:k]
+        used[chosen] = True
+        return np.sort(chosen)
+
+    def count(reason: str) -> None:
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+    # Corrupting an impression that has engagement would turn its engagement into orphans;
+    # only engagement lines and impressions nobody engaged with are corrupted.
+    corruptible = part.clean_target
+    for k in pick(rates.malformed, corruptible):
+        cut = int(rng.integers(1, len(lines[k]) - 1))
+        lines[k] = lines[k][:cut]
+        count(S.MALFORMED_JSON)
+    type_names = np.array(S.EVENT_TYPES)
+    for k in pick(rates.missing_field, corruptible):
+        name = type_names[part.etype[k]]
+        required = S.COMMON_FIELDS + S.FIELDS_BY_TYPE[name]
+        missing = required[int(rng.integers(0, len(required)))]
+        lines[k] = _edit(lines[k], lambda r, f=missing: r.pop(f))
+        count(S.missing_field(missing))
+    wrong_values = {"impression": ("position", "top"), "play": ("watch_ms", "12s"),
+                    "share": ("channel", {"name": "wechat"}), "comment": ("comment_len", "long")}
+    for k in pick(rates.bad_type, corruptible):
+        fld, value = wrong_values[type_names[part.etype[k]]]
+        lines[k] = _edit(lines[k], lambda r, f=fld, v=value: r.__setitem__(f, v))
+        count(S.bad_type(fld))
+    for k in pick(rates.unknown_event_type, corruptible):
+        kind = ("like", "follow", "dislike")[int(rng.integers(0, 3))]
+        lines[k] = _edit(lines[k], lambda r, v=kind: r.__setitem__("event_type", v))
+        count(S.UNKNOWN_EVENT_TYPE)
+    for k in pick(rates.bad_timestamp, corruptible):
+        bad = ("not-a-timestamp", "2026-02-30T25:61:00Z", "12:00 yesterday")[int(rng.integers(0, 3))]
+        lines[k] = _edit(lines[k], lambda r, v=bad: r.__setitem__("ts", v))
+        count(S.BAD_TIMESTAMP)
+    for k in pick(rates.clock_skew, corruptible):
+        shift = int(rng.integers(3, 31)) * DAY_MS * (1 if rng.random() < 0.5 else -1)
+
+        def skew(r, s=shift):
+            r["ts"] = (r["ts"] + s if isinstance(r["ts"], int)
+                       else str(np.datetime_as_string(np.datetime64(r["ts"][:-1], "ms") + s, unit="ms")) + "Z")
+        lines[k] = _edit(lines[k], skew)
+        count(S.CLOCK_SKEW)
+    for k in pick(rates.negative_watch_ms, is_play):
+        lines[k] = _edit(lines[k], lambda r, v=-int(rng.integers(1, 100_000)): r.__setitem__("watch_ms", v))
+        count(S.NEGATIVE_WATCH_MS)
+    for k in pick(rates.absurd_watch_ms, is_play):
+        lines[k] = _edit(lines[k], lambda r, v=int(rng.integers(10**9, 10**11)): r.__setitem__("watch_ms", v))
+        count(S.ABSURD_WATCH_MS)
+    for k in pick(rates.orphan, is_engagement):
+        lines[k] = _edit(lines[k], lambda r, j=int(k): r.__setitem__("impression_id", f"im-orphan-{day_ms}-{j}"))
+        count(S.ORPHAN_ENGAGEMENT)
+    for k in pick(rates.unknown_item, part.clean_target & ~is_engagement):
+        lines[k] = _edit(lines[k], lambda r, j=int(k): r.__setitem__("item_id", f"v-unknown-{j}"))
+        count(S.UNKNOWN_ITEM)
+
+    # Late: a clean engagement whose impression sits in this partition is delivered tomorrow.
+    late = pick(rates.late, is_engagement & (part.imp_part == day_ms // DAY_MS)) \
+        if can_move_late else np.empty(0, dtype=np.int64)
+    dup = pick(rates.duplicate, np.ones(n, dtype=bool))
+
+    result = Partition(lines, part.etype, part.recv_ms, part.ts_ms, part.clean_target, part.imp_part)
+    moved = result.take(np.isin(np.arange(n), late))
+    if len(late):
+        moved.recv_ms = day_ms + DAY_MS + rng.integers(0, 6 * HOUR_MS, len(late))
+    keep = ~np.isin(np.arange(n), late)
+    copies = result.take(np.isin(np.arange(n), dup))
+    copies.recv_ms = copies.recv_ms + rng.integers(1, 60_000, len(dup))  # a client retry
+    copies.clean_target = np.zeros(len(dup), dtype=bool)
+    kept = Partition.concat([result.take(keep), copies])
+    return kept, moved, reasons, len(dup)
+
+
+# --- writing -----------------------------------------------------------------------------------------
+
+def _write_lines(path: Path, lines: list[str], use_gzip: bool, level: int) -> int:
+    data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+    tmp = path.with_name("." + path.name + ".tmp")  # hidden from Spark while being written
+    if use_gzip:
+        # mtime=0: the same seed gives byte-identical files
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename=path.name, mode="wb", compresslevel=level,
+                                                   fileobj=raw, mtime=0) as gz:
+            gz.write(data)
+    else:
+        tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return len(data)
+
+
+def _iso(ms: np.ndarray) -> list[str]:
+    return np.datetime_as_string(np.asarray(ms).astype("datetime64[ms]"), unit="ms", timezone="UTC").tolist()
+
+
+def write_dimensions(world: World, raw_dir: Path) -> None:
+    items_dir, users_dir = raw_dir / "items", raw_dir / "users"
+    items_dir.mkdir(parents=True, exist_ok=True)
+    users_dir.mkdir(parents=True, exist_ok=True)
+    item_lines = [
+        json.dumps({"item_id": f"v{i:06d}", "author_id": f"a{a:05d}", "category": CATEGORIES[c],
+                    "duration_ms": int(d), "upload_ts": u}, separators=(",", ":"))
+        for i, (a, c, d, u) in enumerate(zip(world.item_author.tolist(), world.item_category.tolist(),
+                                             world.item_duration_ms.tolist(), _iso(world.item_upload_ms)))
+    ]
+    user_lines = [
+        json.dumps({"user_id": f"u{i:07d}", "age_bucket": AGE_BUCKETS[a], "gender": GENDERS[g],
+                    "region": REGIONS[r], "signup_ts": s}, separators=(",", ":"))
+        for i, (a, g, r, s) in enumerate(zip(world.user_age.tolist(), world.user_gender.tolist(),
+                                             world.user_region.tolist(), _iso(world.user_signup_ms)))
+    ]
+    _write_lines(items_dir / "part-00000.json", item_lines, False, 0)
+    _write_lines(users_dir / "part-00000.json", user_lines, False, 0)
+
+
+def prepare_output(raw_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix two generations; with overwrite, remove only what a generation writes."""
+    owned = [raw_dir / "events", raw_dir / "items", raw_dir / "users", raw_dir / "_manifest.json"]
+    existing = [p for p in owned if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{existing[0]} already exists; pass --overwrite to replace the generated logs under {raw_dir}")
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool = False,
+             progress=None) -> dict:
+    """Write raw logs and dimension snapshots under raw_dir; return (and write) the manifest."""
+    raw_dir = Path(raw_dir)
+    prepare_output(raw_dir, overwrite)
+    seeds = np.random.SeedSequence(settings.seed)
+    world_seed, *day_seeds = seeds.spawn(1 + settings.days)
+    world = build_world(settings, np.random.default_rng(world_seed))
+    write_dimensions(world, raw_dir)
+
+    start_ms = _day_start_ms(settings.start_date)
+    first_part = start_ms // DAY_MS
+    carry: list[Partition] = []
+    manifest_parts: dict[str, dict] = {}
+    dropped_after_end = 0
+    pool = ThreadPoolExecutor(max_workers=max(1, min(settings.files_per_day, os.cpu_count() or 1)))
+    try:
+        for d in range(settings.days):
+            day = settings.start_date + dt.timedelta(days=d)
+            rng = np.random.default_rng(day_seeds[d])
+            n_imp = int(round(settings.impressions_per_day * (1.15 if day.weekday() >= 5 else 1.0)))
+            imps, events = simulate_day(world, day, n_imp, rng)
+            lines = render_lines(day, imps, events, 0, rng)
+            imp_part = np.where(events.etype == IMPRESSION, -1, imps.recv_ms[events.imp] // DAY_MS)
+            clean_target = (events.etype != IMPRESSION) | ~imps.engaged[events.imp]
+            today = Partition(lines, events.etype, events.recv_ms, events.ts_ms, clean_target, imp_part)
+            pending = Partition.concat([today, *carry])
+            part_index = pending.recv_ms // DAY_MS
+            this_day = part_index == first_part + d
+            carry = [pending.take(~this_day)]
+            part = pending.take(this_day)
+            day_ms = start_ms + d * DAY_MS
+            part, moved, reasons, duplicates = inject_faults(
+                part, settings.faults, rng, day_ms, can_move_late=d + 1 < settings.days)
+            carry.append(moved)
+            order = np.argsort(part.recv_ms, kind="stable")
+            ordered = part.lines[order].tolist()
+            by_type = {name: int((part.etype == code).sum()) for code, name in enumerate(S.EVENT_TYPES)}
+            out_dir = raw_dir / "events" / f"dt={day.isoformat()}"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            suffix = ".json.gz" if settings.gzip else ".json"
+            chunks = np.array_split(np.arange(len(ordered)), settings.files_per_day)
+            futures = [pool.submit(_write_lines, out_dir / f"part-{i:05d}{suffix}",
+                                   ordered[c[0]:c[-1] + 1] if len(c) else [], settings.gzip, settings.gzip_level)
+                       for i, c in enumerate(chunks)]
+            written = sum(f.result() for f in futures)
+            manifest_parts[day.isoformat()] = {
+                "lines": len(ordered),
+                "events_by_type": by_type,
+                "impressions_simulated": n_imp,
+                "quarantine": dict(sorted(reasons.items())),
+                "quarantined": int(sum(reasons.values())),
+                "duplicates": duplicates,
+                "late_moved_to_next_day": len(moved.lines),
+                "bytes_uncompressed": written,
+            }
+            if progress:
+                progress(day, manifest_parts[day.isoformat()])
+        leftover = Partition.concat(carry)
+        dropped_after_end = len(leftover.lines)
+    finally:
+        pool.shutdown()
+
+    settings_dict = asdict(settings)
+    settings_dict["start_date"] = settings.start_date.isoformat()
+    manifest = {
+        "settings": settings_dict,
+        "partitions": manifest_parts,
+        "totals": {
+            "lines": sum(p["lines"] for p in manifest_parts.values()),
+            "quarantined": sum(p["quarantined"] for p in manifest_parts.values()),
+            "duplicates": sum(p["duplicates"] for p in manifest_parts.values()),
+            "late_moved_to_next_day": sum(p["late_moved_to_next_day"] for p in manifest_parts.values()),
+            "dropped_received_after_last_day": dropped_after_end,
+        },
+    }
+    (raw_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest

@@ -1,0 +1,63 @@
+"""Impressions of a day and their multi-task labels (play, watch_ratio, share, comment)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+
+def day_impressions(accepted: DataFrame, day: str) -> DataFrame:
+    """Accepted impressions whose event time falls on `day` (UTC), whichever partition
+    delivered them; one row per impression_id (the smallest event_id wins a tie)."""
+    first = Window.partitionBy("impression_id").orderBy("event_id")
+    return (
+        accepted
+        .where((F.col("event_type") == "impression") & (F.to_date("ts") == F.lit(day).cast("date")))
+        .withColumn("_n", F.row_number().over(first))
+        .where(F.col("_n") == 1)
+        .select("impression_id", "event_id", F.col("ts").alias("impression_ts"), "user_id", "item_id",
+                "position", "device")
+    )
+
+
+def attributed_engagement(impressions: DataFrame, accepted: DataFrame, window_hours: float) -> DataFrame:
+    """Engagement events that count for `impressions`: same impression_id, at or after the
+    impression and within the window. One row per event (duplicates were already dropped,
+    and events delivered twice across partitions are dropped again here by event_id)."""
+    engagement = (
+        accepted.where(F.col("event_type").isin("play", "share", "comment"))
+        .dropDuplicates(["event_id"])
+        .select(F.col("impression_id").alias("_iid"), F.col("event_type").alias("engagement_type"),
+                F.col("ts").alias("engagement_ts"), "watch_ms", F.col("dt").alias("engagement_dt"))
+    )
+    joined = impressions.select("impression_id", "impression_ts").join(
+        engagement, F.col("impression_id") == F.col("_iid"), "inner")
+    window_end = F.col("impression_ts") + F.expr(f"INTERVAL {int(round(window_hours * 3600))} SECONDS")
+    in_window = (F.col("engagement_ts") >= F.col("impression_ts")) & (F.col("engagement_ts") <= window_end)
+    return joined.drop("_iid").withColumn("in_window", in_window)
+
+
+def attach_labels(impressions: DataFrame, engagement: DataFrame) -> DataFrame:
+    """Add play, watch_ms, share, comment and watch_ratio to impressions (which carry
+    duration_ms). watch_ratio = min(1, total watch_ms / duration_ms) when played, else
+    null: its sample space is `play` (the spec's mask)."""
+    counted = engagement.where("in_window")
+    per_impression = counted.groupBy(F.col("impression_id").alias("_iid")).agg(
+        F.max((F.col("engagement_type") == "play").cast("int")).alias("play"),
+        F.sum(F.when(F.col("engagement_type") == "play", F.col("watch_ms")).otherwise(0)).alias("watch_ms"),
+        F.max((F.col("engagement_type") == "share").cast("int")).alias("share"),
+        F.max((F.col("engagement_type") == "comment").cast("int")).alias("comment"),
+    )
+    labelled = impressions.join(per_impression, F.col("impression_id") == F.col("_iid"), "left").drop("_iid")
+    play = F.coalesce(F.col("play"), F.lit(0))
+    return (
+        labelled
+        .withColumn("play", play)
+        .withColumn("share", F.coalesce(F.col("share"), F.lit(0)))
+        .withColumn("comment", F.coalesce(F.col("comment"), F.lit(0)))
+        .withColumn("watch_ms", F.coalesce(F.col("watch_ms"), F.lit(0)).cast("long"))
+        .withColumn("watch_ratio",
+                    F.when(play == 1, F.least(F.lit(1.0), F.col("watch_ms") / F.col("duration_ms")))
+                    .cast("float"))
+    )

@@ -1,0 +1,65 @@
+"""Stable categorical ids: (vocabulary, value) -> id, kept in the vocabulary Delta table.
+
+An id, once given, never changes. New values of a day get new ids after the largest
+id of their vocabulary, in sorted order of the value (deterministic). Id 0 is
+reserved for out-of-vocabulary and null. A model trained with vocab sizes taken
+at training time keeps working when the vocabulary grows: ids it has never seen
+are mapped to 0 by the model (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from feature_eng import schema as S
+
+
+def vocabulary_values(df: DataFrame) -> DataFrame:
+    """Distinct non-null (vocabulary, value) pairs of the source columns in `df`."""
+    parts = [
+        df.select(F.lit(name).alias("vocabulary"), F.col(source).cast("string").alias("value"))
+        for name, (source, _) in S.VOCABULARIES.items()
+    ]
+    return reduce(DataFrame.unionByName, parts).where(F.col("value").isNotNull()).distinct()
+
+
+def new_vocabulary_entries(existing: DataFrame, values: DataFrame, dt: str) -> DataFrame:
+    """Rows to append: values not in `existing`, with ids continuing each vocabulary."""
+    max_ids = existing.groupBy("vocabulary").agg(F.max("id").alias("_max_id"))
+    unseen = values.join(existing.select("vocabulary", "value"), ["vocabulary", "value"], "left_anti")
+    order = Window.partitionBy("vocabulary").orderBy("value")
+    return (
+        unseen.join(max_ids, "vocabulary", "left")
+        .select(
+            "vocabulary", "value",
+            (F.coalesce(F.col("_max_id"), F.lit(S.OOV_ID)) + F.row_number().over(order)).cast("int").alias("id"),
+            F.lit(dt).alias("first_seen_dt"),
+        )
+    )
+
+
+def apply_vocabulary(df: DataFrame, vocabulary: DataFrame) -> DataFrame:
+    """Add the id column of every vocabulary (S.VOCABULARIES) to df; unknown/null -> 0."""
+    for name, (source, id_column) in S.VOCABULARIES.items():
+        ids = vocabulary.where(F.col("vocabulary") == name).select(
+            F.col("value").alias(f"_{id_column}_value"), F.col("id").alias(id_column))
+        df = (df.join(ids, F.col(source).cast("string") == F.col(f"_{id_column}_value"), "left")
+              .drop(f"_{id_column}_value")
+              .withColumn(id_column, F.coalesce(F.col(id_column), F.lit(S.OOV_ID)).cast("int")))
+    return df
+
+
+def vocabulary_sizes(vocabulary: DataFrame) -> dict[str, int]:
+    """Embedding table size per vocabulary: max id + 1 (1 when empty: only the OOV id).
+
+    The train job calls this on the vocabulary table (read at the version it trains
+    with) to fill `vocab_size: null` entries of conf/video_spec.yaml.
+    """
+    rows = vocabulary.groupBy("vocabulary").agg(F.max("id").alias("max_id")).collect()  # one row per vocabulary
+    sizes = {name: 1 for name in S.VOCABULARIES}
+    sizes.update({row["vocabulary"]: int(row["max_id"]) + 1 for row in rows})
+    return sizes

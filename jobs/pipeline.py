@@ -1,0 +1,240 @@
+"""`ple pipeline`: the whole pipeline locally, on embedded defaults.
+
+    ple pipeline                      # everything under ./ple_data (or $PLE_DATA_DIR)
+    ple pipeline --days 10 --models ple mmoe cgc single_task
+    ple pipeline --force              # redo every stage
+
+Stages, each skipped when its output is already there (so a re-run reuses work):
+  1. generate  raw event logs for `days` days (with a little fault injection)
+  2. extract   every day into the examples Delta table (Spark, local)
+  3. train     PLE and the baselines needed for the MTL gain (Horovod, `workers` local processes)
+               on days 1..N-2, validating on day N-1
+  4. evaluate  the published candidate on day N (the test day), with MTL gain and an HTML report
+  5. publish   behind the quality gate, into the local MLflow registry
+Prints where the report and the registered model are, and the wall time per stage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from ple_runtime.config import JobConfig, config_as_dict, parse_job_config
+from ple_runtime.lake import Lake, default_data_dir
+from ple_runtime.lineage import run_context, write_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class PipelineConfig(JobConfig):
+    """Run generate -> extract -> train -> evaluate -> publish locally."""
+
+    data_dir: str = Field(default_factory=default_data_dir, description="data root for raw logs, lake, runs, registry")
+    start_date: dt.date = Field(dt.date(2026, 1, 1), description="first day of generated logs")
+    days: int = Field(8, ge=3, le=60, description="days of logs: N-2 to train, 1 to validate, the last to test")
+    users: int = Field(2000, ge=10)
+    items: int = Field(500, ge=10)
+    impressions_per_day: int = Field(20_000, ge=100)
+    fault_rate: float = Field(0.002, ge=0, le=0.05, description="share of raw lines corrupted on purpose")
+    spec: str = Field(str(REPO_ROOT / "conf" / "video_spec.yaml"), description="feature/task spec")
+    models: list[str] = Field(["ple", "mmoe", "single_task"],
+                              description="models to train; single_task gives the MTL gain baseline")
+    publish_model: str = Field("ple", description="which trained model is evaluated and published")
+    weighting: str = Field("static", description="loss weighting for every model")
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(1024, ge=32)
+    lr: float = Field(2e-3, gt=0)
+    workers: int = Field(2, ge=1, description="Horovod processes per training run")
+    seed: int = 7
+    force: bool = Field(False, description="redo every stage even when its output exists")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PipelineConfig":
+        from ple_model import MODEL_NAMES
+
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; valid: {list(MODEL_NAMES)}")
+        if self.publish_model not in self.models:
+            raise ValueError(f"publish_model {self.publish_model!r} must be one of models {self.models}")
+        if not Path(self.spec).is_file():
+            raise ValueError(f"spec file {self.spec} does not exist")
+        return self
+
+    def day(self, index: int) -> str:
+        return (self.start_date + dt.timedelta(days=index)).isoformat()
+
+    @property
+    def all_days(self) -> list[str]:
+        return [self.day(i) for i in range(self.days)]
+
+    @property
+    def train_days(self) -> tuple[str, str]:
+        return self.day(0), self.day(self.days - 3)
+
+    @property
+    def validation_day(self) -> str:
+        return self.day(self.days - 2)
+
+    @property
+    def test_day(self) -> str:
+        return self.day(self.days - 1)
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def _banner(index: int, name: str, what: str) -> None:
+    print(f"\n=== [{index}/5] {name}: {what}", flush=True)
+
+
+def _call(job: str, args: list[str]) -> None:
+    """Run a job's entry point in this process (one SparkSession for all Spark stages)."""
+    import importlib
+
+    module = importlib.import_module(f"jobs.{job}")
+    status = module.main(args)
+    if status:
+        raise StageFailed(f"`ple {job} {' '.join(args)}` exited with status {status}")
+
+
+def _generated_days(raw_events: Path) -> set[str]:
+    if not raw_events.is_dir():
+        return set()
+    return {p.name.removeprefix("dt=") for p in raw_events.glob("dt=*") if any(p.iterdir())}
+
+
+def _extracted_days(data_dir: str) -> set[str]:
+    """Days with a data-quality record: extract writes it last, after the examples."""
+    from ple_runtime.spark import get_spark
+
+    path = Lake(data_dir).data_quality
+    if not Path(path, "_delta_log").is_dir():
+        return set()
+    spark = get_spark("ple-pipeline")
+    return {row["dt"] for row in spark.read.format("delta").load(path).select("dt").distinct().collect()}
+
+
+def _train_args(config: PipelineConfig, model: str, out: Path) -> list[str]:
+    first, last = config.train_days
+    return [
+        "--table", Lake(config.data_dir).examples, "--train-start", first, "--train-end", last,
+        "--validation-date", config.validation_day, "--spec", config.spec, "--model", model,
+        "--weighting", config.weighting, "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
+        "--lr", str(config.lr), "--workers", str(config.workers), "--seed", str(config.seed), "--out", str(out),
+    ]
+
+
+def _trained(out: Path, args: list[str]) -> bool:
+    """A finished run with the same arguments is reused."""
+    record_path = out / "pipeline_train_args.json"
+    return (out / "model.pt").is_file() and record_path.is_file() and json.loads(record_path.read_text()) == args
+
+
+def run(config: PipelineConfig) -> dict:
+    lake = Lake(config.data_dir)
+    timings: dict[str, float] = {}
+    outputs: dict[str, str] = {}
+
+    def timed(stage: str, started: float) -> None:
+        timings[stage] = round(time.perf_counter() - started, 1)
+        print(f"--- {stage} took {timings[stage]:.1f} s", flush=True)
+
+    # 1. raw logs
+    started = time.perf_counter()
+    _banner(1, "generate", f"{config.days} days of raw logs from {config.day(0)}")
+    missing = sorted(set(config.all_days) - _generated_days(Path(lake.raw, "events")))
+    if missing or config.force:
+        _call("generate", [
+            "--data-dir", config.data_dir, "--start-date", config.day(0), "--days", str(config.days),
+            "--users", str(config.users), "--items", str(config.items),
+            "--impressions-per-day", str(config.impressions_per_day), "--fault-rate", str(config.fault_rate),
+            "--seed", str(config.seed), "--overwrite",
+        ])
+    else:
+        print(f"raw logs for all {config.days} days already under {lake.raw}: reused")
+    timed("generate", started)
+
+    # 2. examples
+    started = time.perf_counter()
+    _banner(2, "extract", f"{config.days} days into {lake.examples}")
+    done = set() if config.force else _extracted_days(config.data_dir)
+    to_extract = [d for d in config.all_days if d not in done]
+    for day in to_extract:
+        _call("extract", ["--date", day, "--data-dir", config.data_dir])
+    if not to_extract:
+        print("every day already extracted: reused")
+    timed("extract", started)
+
+    # 3. models
+    runs = Path(lake.runs, "pipeline")
+    for model in config.models:
+        started = time.perf_counter()
+        out = runs / model
+        args = _train_args(config, model, out)
+        _banner(3, "train", f"{model} with {config.workers} Horovod worker(s) -> {out}")
+        if _trained(out, args) and not config.force:
+            print(f"{model}: a finished run with these settings exists: reused")
+        else:
+            _call("train", args)
+            write_json(out / "pipeline_train_args.json", args)
+        timed(f"train {model}", started)
+        outputs[f"run {model}"] = str(out)
+
+    # 4. evaluation on the test day
+    started = time.perf_counter()
+    candidate = runs / config.publish_model
+    report_dir = Path(lake.reports, "pipeline", config.test_day)
+    _banner(4, "evaluate", f"{config.publish_model} on the test day {config.test_day}")
+    evaluate_args = ["--model", str(candidate), "--date", config.test_day, "--data-dir", config.data_dir,
+                     "--out", str(report_dir)]
+    if "single_task" in config.models and config.publish_model != "single_task":
+        evaluate_args += ["--single-task-runs", str(runs / "single_task")]
+    others = [str(runs / m) for m in config.models if m not in (config.publish_model, "single_task")]
+    if others:
+        evaluate_args += ["--compare", *others]
+    _call("evaluate", evaluate_args)
+    outputs["report"] = str(report_dir / "report.html")
+    outputs["metrics"] = str(report_dir / "metrics.json")
+    timed("evaluate", started)
+
+    # 5. publish behind the gate
+    started = time.perf_counter()
+    _banner(5, "publish", f"{config.publish_model} behind the quality gate")
+    _call("publish", ["--model", str(candidate), "--date", config.test_day, "--data-dir", config.data_dir])
+    outputs["registry"] = str(Path(lake.registry))
+    timed("publish", started)
+
+    record = {"config": config_as_dict(config), "context": run_context(), "stage_seconds": timings,
+              "outputs": outputs}
+    write_json(Path(config.data_dir, "pipeline_record.json"), record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_job_config(PipelineConfig, argv, "ple pipeline", __doc__.split("\n")[0])
+    started = time.perf_counter()
+    try:
+        record = run(config)
+    except StageFailed as err:
+        print(f"\npipeline stopped: {err}", file=sys.stderr)
+        return 1
+    total = time.perf_counter() - started
+    print("\n=== pipeline finished in {:.0f} s".format(total))
+    for stage, seconds in record["stage_seconds"].items():
+        print(f"  {stage:<22} {seconds:7.1f} s")
+    print(f"\nreport:          {record['outputs']['report']}")
+    print(f"metrics:         {record['outputs']['metrics']}")
+    print(f"registry:        {record['outputs']['registry']} (MLflow, model `ple_video`, alias `production`)")
+    print(f"pipeline record: {Path(config.data_dir, 'pipeline_record.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
