@@ -90,6 +90,46 @@ class StackedMLP(nn.Module):
                 x = torch.relu(x)
         return x
 
+    @torch.jit.export
+    def batch_major(self, x: Tensor, runs: List[List[int]]) -> Tensor:
+        """Experts of a level, output (batch, count, out) contiguous: the layout gate mixing reads.
+
+        x is (batch, n_inputs, in); runs = [[input, first member, end member], ...]
+        cover the members in order, member m reading x[:, input] for m in
+        [first, end). The first layer runs as one GEMM per run on a strided
+        view of x (no gather, no copy of the input); the outputs are
+        concatenated in member order, i.e. already (batch, count * out).
+        """
+        first = self.layers[0]
+        if len(runs) == 1:
+            weight = first.weight.reshape(first.count * first.out_features, first.in_features)
+            h = F.linear(x.select(1, runs[0][0]), weight, first.bias.reshape(-1))
+        else:
+            # split/unbind rather than slicing/select: their backward is one cat/stack,
+            # not a zero-filled full-size gradient per piece.
+            sizes = [run[2] - run[1] for run in runs]
+            weights = first.weight.split(sizes, dim=0)
+            biases = first.bias.split(sizes, dim=0)
+            inputs = x.unbind(1)
+            parts: List[Tensor] = []
+            for index, run in enumerate(runs):
+                weight = weights[index].reshape(sizes[index] * first.out_features, first.in_features)
+                parts.append(F.linear(inputs[run[0]], weight, biases[index].reshape(-1)))
+            h = torch.cat(parts, dim=1)
+        batch = h.shape[0]
+        if len(self.layers) == 1:
+            if self.activate_last:
+                h = torch.relu_(h)  # in place on the fresh GEMM/cat output: no extra activation buffer
+            return h.reshape(batch, self.count, first.out_features)
+        h = torch.relu(h).reshape(batch, self.count, first.out_features).transpose(0, 1)
+        last = len(self.layers) - 1
+        for index, layer in enumerate(self.layers):
+            if index > 0:
+                h = layer.grouped(h)
+                if index < last or self.activate_last:
+                    h = torch.relu(h)
+        return h.transpose(0, 1).contiguous()
+
 
 class ExtractionLevel(nn.Module):
     """One level of experts and softmax gates (a CGC / MMoE / PLE extraction layer).
@@ -142,24 +182,48 @@ class ExtractionLevel(nn.Module):
                 logit_mask[gate, expert] = 0.0
                 row += 1
         self.register_buffer("gate_dense_index", dense_index.reshape(-1))
+        # Experts reading the same input, in runs of consecutive members (PLE numbers
+        # them task by task, shared last, so each input is one run).
+        self.expert_runs: List[List[int]] = [[0, 0, num_experts]] if shared_input else _runs(expert_input)
+        self.gates_read_prefix: bool = list(gate_input) == list(range(num_gates))
         self.register_buffer("gate_logit_mask", logit_mask)
 
     def forward(self, inputs: Tensor) -> Tuple[Tensor, Tensor]:
         gate_weight = self.gate_weight.index_select(0, self.gate_dense_index)  # (G*E, in)
+        batch = inputs.shape[0]
         if self.shared_input:
-            batch = inputs.shape[0]
-            expert_out = self.experts.from_shared(inputs)                     # (E, B, D)
+            experts = self.experts.batch_major(inputs.unsqueeze(1), self.expert_runs)      # (B, E, D)
             logits = F.linear(inputs, gate_weight).reshape(batch, self.num_gates, self.num_experts)
         else:
-            batch = inputs.shape[0]
-            expert_in = inputs.index_select(1, self.expert_input_index).transpose(0, 1)  # (E, B, in)
-            expert_out = self.experts.grouped(expert_in)                      # (E, B, D)
-            gate_in = inputs.index_select(1, self.gate_input_index).transpose(0, 1)      # (G, B, in)
+            # Experts grouped by the input they read: one GEMM per run on a view, no gather.
+            experts = self.experts.batch_major(inputs, self.expert_runs)      # (B, E, D)
             dense = gate_weight.reshape(self.num_gates, self.num_experts, -1)
-            logits = torch.bmm(gate_in, dense.transpose(1, 2)).transpose(0, 1)          # (B, G, E)
+            extra = inputs.shape[1] - self.num_gates
+            if self.gates_read_prefix and extra >= 0:
+                # Gate g reads input g. Run the bmm over ALL inputs (zero weights for the
+                # inputs no gate reads, e.g. the shared one at the last level) and drop those
+                # logits: a narrow of the tiny logits instead of the (B, G, in) inputs, whose
+                # backward would zero-fill and copy a gradient of the inputs' size.
+                if extra > 0:
+                    dense = torch.cat([dense, dense.new_zeros(extra, self.num_experts, dense.shape[2])], dim=0)
+                logits = torch.bmm(inputs.transpose(0, 1), dense.transpose(1, 2))
+                logits = logits[:self.num_gates].transpose(0, 1)                            # (B, G, E)
+            else:
+                gate_in = inputs.index_select(1, self.gate_input_index).transpose(0, 1)      # (G, B, in)
+                logits = torch.bmm(gate_in, dense.transpose(1, 2)).transpose(0, 1)          # (B, G, E)
         weights = torch.softmax(logits.float() + self.gate_logit_mask, dim=-1)
-        # Per-sample mixing as one batched matmul. Contiguous (B, E, D): CPU
-        # bf16 bmm on the strided view was ~20x slower than on a copy.
-        experts = expert_out.transpose(0, 1).contiguous()
-        mixed = torch.bmm(weights.to(experts.dtype), experts)                        # (B, G, D)
+        # Per-sample mixing as one batched matmul over the contiguous (B, E, D)
+        # expert outputs (batch-major straight from the expert GEMMs, no copy).
+        mixed = torch.bmm(weights.to(experts.dtype), experts)                              # (B, G, D)
         return mixed, weights
+
+
+def _runs(expert_input: List[int]) -> List[List[int]]:
+    """[[input, first, end], ...]: maximal runs of consecutive experts reading the same input."""
+    runs: List[List[int]] = []
+    for member, source in enumerate(expert_input):
+        if runs and runs[-1][0] == source:
+            runs[-1][2] = member + 1
+        else:
+            runs.append([source, member, member + 1])
+    return runs
