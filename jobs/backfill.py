@@ -15,33 +15,22 @@ import datetime as dt
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ple_runtime.config import JobConfig, parse_job_config
-from ple_runtime.lake import Lake, default_data_dir
+from evaluation.config import ScoringConfig
+from ple_runtime.config import parse_job_config
+from ple_runtime.lake import Lake
 
 
-class BackfillConfig(JobConfig):
+class BackfillConfig(ScoringConfig):
     """Evaluate a model over past dates into a metrics Delta table."""
 
-    model: str = Field(..., description="run folder / model.pt, models:/<name>/<version>, models:/<name>@<alias>, "
-                                        "or @<alias>")
     start: dt.date = Field(..., description="first date (inclusive)")
     end: dt.date = Field(..., description="last date (inclusive)")
-    table: str | None = Field(None, description="Delta table (default: <data>/lake/examples)")
-    partition_column: str = "dt"
-    data_dir: str = Field(default_factory=default_data_dir, description="data root ($PLE_DATA_DIR)")
     metrics_table: str | None = Field(None, description="Delta table of results (default <data>/lake/backfill_metrics)")
     out: str | None = Field(None, description="plot folder (default <data>/reports/backfill/<model id>)")
     force: bool = Field(False, description="re-evaluate dates already in the metrics table")
-    registered_model: str = "ple_video"
-    tracking_uri: str | None = None
-    reader: Literal["auto", "arrow", "spark"] = "auto"
-    batch_size: int = Field(8192, ge=1)
-    calibration_bins: int = Field(10, ge=2)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     debug_tracebacks: bool = Field(False, description="print the traceback of failed dates")
 
     @model_validator(mode="after")

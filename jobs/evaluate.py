@@ -17,25 +17,19 @@ import datetime as dt
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ple_runtime.config import JobConfig, parse_job_config
-from ple_runtime.lake import Lake, default_data_dir
+from evaluation.config import ScoringConfig
+from ple_runtime.config import parse_job_config
 
 
-class EvaluateConfig(JobConfig):
+class EvaluateConfig(ScoringConfig):
     """Evaluate a model on one date of a Delta table: per-task metrics, MTL gain, report."""
 
-    model: str = Field(..., description="run folder / model.pt, models:/<name>/<version>, models:/<name>@<alias> "
-                                        "or @<alias>")
     date: dt.date = Field(..., description="the date partition to evaluate on, YYYY-MM-DD")
-    table: str | None = Field(None, description="Delta table (default: <data>/lake/examples)")
     version: int | None = Field(None, ge=0, description="Delta version to read (time travel)")
     timestamp: str | None = Field(None, description="read the table as of this time (ISO 8601; UTC if no zone)")
-    partition_column: str = Field("dt", description="date partition column")
-    data_dir: str = Field(default_factory=default_data_dir, description="data root ($PLE_DATA_DIR)")
     out: str | None = Field(None, description="output folder (default <data>/reports/evaluate/<model>/<date>-v<version>)")
     single_task_runs: list[str] = Field(default_factory=list,
                                         description="single-task runs (folders, model.pt files, or folders of runs) "
@@ -43,14 +37,6 @@ class EvaluateConfig(JobConfig):
     compare: list[str] = Field(default_factory=list, description="more models to put on the seesaw plot")
     with_production: bool = Field(True, description="also score the published model (registry alias)")
     production_alias: str = Field("production", description="registry alias of the published model")
-    registered_model: str = Field("ple_video", description="registered model name in the MLflow registry")
-    tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI (default $MLFLOW_TRACKING_URI, "
-                                                       "else SQLite under <data>/registry)")
-    reader: Literal["auto", "arrow", "spark"] = Field("auto", description="how rows are read (auto: pyarrow, Spark "
-                                                                          "when the log reader cannot)")
-    batch_size: int = Field(8192, ge=1, description="rows per forward pass")
-    calibration_bins: int = Field(10, ge=2)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _one_time_travel(self) -> "EvaluateConfig":
@@ -61,16 +47,6 @@ class EvaluateConfig(JobConfig):
 
             parse_timestamp(self.timestamp)  # a bad timestamp fails here, with the field named
         return self
-
-    @property
-    def table_path(self) -> str:
-        return self.table or Lake(self.data_dir).examples
-
-    @property
-    def resolved_device(self) -> str:
-        import torch
-
-        return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,14 +25,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from evaluation.gate import Tolerances
-from ple_runtime.config import JobConfig, parse_job_config
-from ple_runtime.lake import Lake, default_data_dir
+from evaluation.config import ScoringConfig
+from ple_runtime.config import parse_job_config
 
 
 GATE_FAILED_EXIT_CODE = 3  # distinct from errors (1) so a scheduler can tell "refused" from "broken"
 
 
-class PublishConfig(JobConfig):
+class PublishConfig(ScoringConfig):
     """Gate, export and register a model in the MLflow registry."""
 
     model: str = Field(..., description="run folder / model.pt (or a registry reference) to publish")
@@ -41,17 +41,11 @@ class PublishConfig(JobConfig):
     metrics: str | None = Field(None, description="metrics.json of `ple evaluate` for this model: the gate runs on "
                                                   "the same table, date and version")
     check_only: bool = Field(False, description="run the gate only (no export, nothing registered); exit 3 if it fails")
-    table: str | None = Field(None, description="Delta table (default: <data>/lake/examples)")
     version: int | None = Field(None, ge=0, description="Delta version to evaluate on (default: the date's recorded one)")
     timestamp: str | None = Field(None, description="evaluate on the table as of this time (ISO 8601)")
-    partition_column: str = "dt"
-    data_dir: str = Field(default_factory=default_data_dir, description="data root ($PLE_DATA_DIR)")
     tolerance: Tolerances = Field(default_factory=Tolerances,
                                   description="allowed worsening vs production (--set tolerance.default.auc=0.01)")
-    registered_model: str = Field("ple_video", description="registered model name")
     alias: str = Field("production", description="alias moved to the new version")
-    tracking_uri: str | None = Field(None, description="MLflow URI (default $MLFLOW_TRACKING_URI, else SQLite under "
-                                                       "<data>/registry)")
     lock_file: str | None = Field(None, description="publish lock (default <data>/registry/publish.lock)")
     lock_timeout_s: float = Field(600.0, gt=0)
     vocabulary_table: str | None = Field(None, description="vocabulary Delta table (default <data>/lake/vocabulary)")
@@ -59,10 +53,6 @@ class PublishConfig(JobConfig):
         "dynamo", description="torch.onnx exporter (dynamo falls back to torchscript if it fails)")
     export_tolerance: float = Field(1e-5, gt=0, description="max |ONNX/TorchScript - PyTorch| on the check batch")
     out: str | None = Field(None, description="folder for the publish record (default <data>/reports/publish)")
-    reader: Literal["auto", "arrow", "spark"] = "auto"
-    batch_size: int = Field(8192, ge=1)
-    calibration_bins: int = Field(10, ge=2)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     debug_hold_lock_s: float = Field(0.0, ge=0, description="tests: sleep while holding the lock")
 
     @model_validator(mode="after")
@@ -74,16 +64,6 @@ class PublishConfig(JobConfig):
         if self.metrics is not None and (self.version is not None or self.timestamp is not None):
             raise ValueError("--metrics pins the table version already; drop --version/--timestamp")
         return self
-
-    @property
-    def table_path(self) -> str:
-        return self.table or Lake(self.data_dir).examples
-
-    @property
-    def resolved_device(self) -> str:
-        import torch
-
-        return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
 
 
 def main(argv: list[str] | None = None) -> int:

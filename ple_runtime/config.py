@@ -40,6 +40,9 @@ class ConfigError(SystemExit):
         super().__init__(2)
         self.message = message
 
+    def __str__(self) -> str:
+        return self.message
+
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -116,9 +119,7 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def build_parser(config_cls: type[BaseModel], prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file with settings for this job")
     parser.add_argument(
         "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
@@ -135,8 +136,9 @@ def build_parser(config_cls: type[BaseModel], prog: str, description: str) -> ar
             parser.add_argument(_flag(name), dest=name, nargs="+", default=argparse.SUPPRESS,
                                 metavar="VALUE", help=help_text)
         else:
+            shown_default = field.get_default(call_default_factory=True)
             parser.add_argument(_flag(name), dest=name, default=argparse.SUPPRESS, metavar="VALUE",
-                                help=f"{help_text} (default: {field.default!r})" if not field.is_required()
+                                help=f"{help_text} (default: {shown_default!r})" if not field.is_required()
                                 else f"{help_text} (required)")
     return parser
 

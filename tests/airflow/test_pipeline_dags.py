@@ -15,9 +15,12 @@ from airflow.utils.state import DagRunState, TaskInstanceState
 
 pytestmark = pytest.mark.slow
 
-# 4 days of logs: days 1-2 are history (extracted up front, as earlier DAG runs
-# would have), the DAG runs for day 3, and day 4 is the "next day" its sensor waits for.
-START, HISTORY_END, RUN_DAY, NEXT_DAY = "2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"
+# 5 days of logs: days 1-3 are history (extracted up front, as earlier DAG runs
+# would have), the DAG runs for day 4 (training on days 1-2, one file each, so
+# each of the 2 workers gets one; validating on day 3), and day 5 is the "next
+# day" its sensor waits for.
+START, HISTORY_END, RUN_DAY = "2026-01-01", "2026-01-03", "2026-01-04"
+HISTORY = ["2026-01-01", "2026-01-02", "2026-01-03"]
 
 
 def _ple(*args: str) -> None:
@@ -29,7 +32,7 @@ def _ple(*args: str) -> None:
 @pytest.fixture(scope="module")
 def tiny_lake():
     data_dir = os.environ["PLE_DATA_DIR"]
-    _ple("generate", "--data-dir", data_dir, "--start-date", START, "--days", "4", "--users", "60",
+    _ple("generate", "--data-dir", data_dir, "--start-date", START, "--days", "5", "--users", "60",
          "--items", "40", "--impressions-per-day", "600", "--seed", "3")
     _ple("extract", "--start", START, "--end", HISTORY_END, "--data-dir", data_dir)
     return Path(data_dir)
@@ -67,13 +70,13 @@ def test_backfill_evaluation_dag_maps_one_task_per_date(dagbag, tiny_lake):
     states = _states(run)
     assert run.state == DagRunState.SUCCESS, states
     mapped = sorted(k for k in states if k.startswith("evaluate_date["))
-    assert mapped == ["evaluate_date[0]", "evaluate_date[1]"], states
+    assert mapped == [f"evaluate_date[{i}]" for i in range(len(HISTORY))], states
     assert states["summary"] == TaskInstanceState.SUCCESS
 
     summaries = list((tiny_lake / "reports" / "backfill").glob("*/backfill.json"))
     assert len(summaries) == 1, "the summary task wrote the metrics-over-time report"
     summary = json.loads(summaries[0].read_text())
-    assert sorted(summary["skipped"]) == [START, HISTORY_END], "the mapped tasks had done every date"
+    assert sorted(summary["skipped"]) == HISTORY, "the mapped tasks had done every date"
     assert not summary["failed"]
     assert (summaries[0].parent / "backfill.png").is_file()
 
@@ -87,7 +90,7 @@ def test_backfill_evaluation_dag_maps_one_task_per_date(dagbag, tiny_lake):
         "print(json.dumps(sorted(pairs)))",
         str(tiny_lake / "lake" / "backfill_metrics"))
     assert [tuple(r) for r in rows] == sorted(
-        (day, task) for day in (START, HISTORY_END) for task in ("comment", "play", "share", "watch_ratio"))
+        (day, task) for day in HISTORY for task in ("comment", "play", "share", "watch_ratio"))
 
 
 def _main_env_python(code: str, *args: str):
