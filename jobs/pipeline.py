@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -44,9 +45,15 @@ class PipelineConfig(JobConfig):
     spec: str = Field(str(REPO_ROOT / "conf" / "video_spec.yaml"), description="feature/task spec")
     models: list[str] = Field(["ple", "mmoe", "single_task"],
                               description="models to train; single_task gives the MTL gain baseline")
+    model_params: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"ple": {"specific_experts": 2, "shared_experts": 2},
+                                 "cgc": {"specific_experts": 2, "shared_experts": 2}},
+        description="hyperparameters per model name (e.g. --set model_params.ple.num_levels=3)")
     publish_model: str = Field("ple", description="which trained model is evaluated and published")
-    weighting: str = Field("static", description="loss weighting for every model")
-    epochs: int = Field(2, ge=1)
+    # Uncertainty weighting keeps the rare tasks (comment: ~1.4% positives) from
+    # being drowned by play's larger loss in the shared parameters.
+    weighting: str = Field("uncertainty", description="loss weighting for every model")
+    epochs: int = Field(3, ge=1)
     batch_size: int = Field(1024, ge=32)
     lr: float = Field(2e-3, gt=0)
     workers: int = Field(2, ge=1, description="Horovod processes per training run")
@@ -62,6 +69,15 @@ class PipelineConfig(JobConfig):
             raise ValueError(f"unknown models {unknown}; valid: {list(MODEL_NAMES)}")
         if self.publish_model not in self.models:
             raise ValueError(f"publish_model {self.publish_model!r} must be one of models {self.models}")
+        from ple_model import model_hyperparameters
+
+        for model, params in self.model_params.items():
+            unknown = sorted(set(params) - set(model_hyperparameters(model))) if model in MODEL_NAMES else None
+            if unknown is None:
+                raise ValueError(f"model_params names unknown model {model!r}; valid: {list(MODEL_NAMES)}")
+            if unknown:
+                raise ValueError(f"model_params.{model} has unknown hyperparameters {unknown}; "
+                                 f"valid: {sorted(model_hyperparameters(model))}")
         if not Path(self.spec).is_file():
             raise ValueError(f"spec file {self.spec} does not exist")
         return self
@@ -128,6 +144,8 @@ def _train_args(config: PipelineConfig, model: str, out: Path) -> list[str]:
         "--validation-date", config.validation_day, "--spec", config.spec, "--model", model,
         "--weighting", config.weighting, "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
         "--lr", str(config.lr), "--workers", str(config.workers), "--seed", str(config.seed), "--out", str(out),
+        *[arg for name, value in config.model_params.get(model, {}).items()
+          for arg in ("--set", f"model_params.{name}={json.dumps(value)}")],
     ]
 
 
