@@ -94,6 +94,9 @@ with DAG(
         application_args=["--date", "{{ ds }}", "--data-dir", data_dir(), "--require-next-day"],
         conn_id=SPARK_CONN_ID,
         jars=spark_jars(),  # Delta Lake's JVM side: the driver needs it at launch
+        # spark-submit starts the driver JVM, so its heap must be set here (the
+        # session builder's default comes too late); 1g, spark's own, is too small.
+        driver_memory=setting("spark_driver_memory", "4g"),
         name="ple-extract-{{ ds }}",
         env_vars=job_env(),
         execution_timeout=dt.timedelta(hours=2),
