@@ -73,17 +73,24 @@ def context_features(df: DataFrame) -> DataFrame:
     )
 
 
-def history_priors(history: DataFrame) -> dict[str, float]:
-    """Global rates over the history window (one small aggregate), DEFAULT_PRIORS when empty."""
+def history_summary(history: DataFrame) -> tuple[dict[str, float], int]:
+    """(history_priors, number of distinct days) of the history window in one small aggregate."""
     row = history.agg(
         F.count(F.lit(1)).alias("n"),
+        F.countDistinct("dt").alias("days"),
         F.avg("play").alias("play_rate"),
         F.avg("watch_ratio").alias("watch_ratio"),  # avg ignores nulls: over played rows only
         F.avg("share").alias("share_rate"),
         F.avg("comment").alias("comment_rate"),
     ).collect()[0]
-    return {name: float(row[name]) if row["n"] and row[name] is not None else default
-            for name, default in DEFAULT_PRIORS.items()}
+    priors = {name: float(row[name]) if row["n"] and row[name] is not None else default
+              for name, default in DEFAULT_PRIORS.items()}
+    return priors, int(row["days"] or 0)
+
+
+def history_priors(history: DataFrame) -> dict[str, float]:
+    """Global rates over the history window (one small aggregate), DEFAULT_PRIORS when empty."""
+    return history_summary(history)[0]
 
 
 def history_stats(history: DataFrame, key: str, prefix: str, priors: dict[str, float],

@@ -62,17 +62,19 @@ def quarantine_rows(classified: DataFrame, day: str) -> DataFrame:
 
 
 def labelled_impressions(classified: DataFrame, items: DataFrame, users: DataFrame,
-                         params: DayParams) -> tuple[DataFrame, DataFrame]:
+                         params: DayParams, keep=None) -> tuple[DataFrame, DataFrame]:
     """The day's impressions with dims, labels and context features (no ids yet), and the
     engagement joined to them (with `in_window`, for the data-quality figures).
-    The caller persists the first: vocabulary and examples both read it."""
+    The caller persists the first: vocabulary and examples both read it. `keep`: applied
+    to the impressions and the engagement, which are each read twice (e.g. a persist)."""
+    keep = keep or (lambda df: df)
     accepted = classified.where(F.col("status") == "accepted")
-    impressions = (
+    impressions = keep(
         day_impressions(accepted, params.day)
         .join(F.broadcast(items), "item_id", "inner")  # unknown items were quarantined
-        .join(users, "user_id", "left")                # unknown users keep OOV dims
+        .join(F.broadcast(users), "user_id", "left")   # unknown users keep OOV dims
     )
-    engagement = attributed_engagement(impressions, accepted, params.attribution_window_hours)
+    engagement = keep(attributed_engagement(impressions, accepted, params.attribution_window_hours))
     return context_features(attach_labels(impressions, engagement)), engagement
 
 
@@ -82,17 +84,19 @@ def new_vocabulary(labelled: DataFrame, vocabulary: DataFrame, params: DayParams
 
 
 def examples_from(labelled: DataFrame, vocabulary: DataFrame, history: DataFrame,
-                  params: DayParams) -> tuple[DataFrame, dict[str, float]]:
+                  params: DayParams, priors: dict[str, float] | None = None) -> tuple[DataFrame, dict[str, float]]:
     """The day's rows of the examples table (EXAMPLES_SCHEMA) and the priors used.
 
     `vocabulary`: the pinned version plus this day's new entries. `history`: examples
     rows; only dt in `params.history_range()` (days strictly before the day) is used,
     so no statistic can see the day itself or later (point-in-time by construction).
+    `priors`: history_priors of that window when the caller already computed them.
     """
     with_ids = apply_vocabulary(labelled, vocabulary)
     lo, hi = params.history_range()
     history = history.where(F.col("dt").between(lo, hi))
-    priors = history_priors(history)
+    if priors is None:
+        priors = history_priors(history)
     for key, prefix in (("user_idx", "user"), ("item_idx", "item")):
         stats = history_stats(history, key, prefix, priors, params.smoothing_weight)
         with_ids = fill_history_stats(with_ids.join(stats, key, "left"), prefix, priors)

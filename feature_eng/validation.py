@@ -134,18 +134,22 @@ def classify_partition(events: DataFrame, day: str, known_items: DataFrame) -> D
     rows are accounted for by the caller.
     """
     in_day = F.col("dt") == day
-    valid_impressions = (events.where(F.col("reason").isNull() & (F.col("event_type") == "impression"))
-                         .select(F.col("impression_id").alias("_imp_known")).distinct())
+    # "some valid impression carries this impression_id": a window over impression_id
+    # instead of a self-join with the distinct valid impressions, so the lines are
+    # parsed once and shuffled once for it (null ids never match, as in a join).
+    is_valid_impression = F.col("reason").isNull() & (F.col("event_type") == "impression")
+    impression_known = F.max(is_valid_impression.cast("int")).over(Window.partitionBy("impression_id")) == 1
+    impression_known = F.coalesce(F.col("impression_id").isNotNull() & impression_known, F.lit(False))
     items = known_items.select(F.col("item_id").alias("_item_known")).distinct()
     engagement = F.col("event_type").isin(*S.ENGAGEMENT_TYPES)
     checked = (
         events
-        .join(valid_impressions, events["impression_id"] == valid_impressions["_imp_known"], "left")
         .join(F.broadcast(items), events["item_id"] == items["_item_known"], "left")
+        .withColumn("_imp_known", impression_known)
         .withColumn(
             "reason",
             F.when(F.col("reason").isNotNull(), F.col("reason"))
-            .when(in_day & engagement & F.col("_imp_known").isNull(), F.lit(S.ORPHAN_ENGAGEMENT))
+            .when(in_day & engagement & ~F.col("_imp_known"), F.lit(S.ORPHAN_ENGAGEMENT))
             .when(in_day & (F.col("event_type") == "impression") & F.col("_item_known").isNull(),
                   F.lit(S.UNKNOWN_ITEM)),
         )

@@ -43,12 +43,18 @@ def new_vocabulary_entries(existing: DataFrame, values: DataFrame, dt: str) -> D
 
 
 def apply_vocabulary(df: DataFrame, vocabulary: DataFrame) -> DataFrame:
-    """Add the id column of every vocabulary (S.VOCABULARIES) to df; unknown/null -> 0."""
+    """Add the id column of every vocabulary (S.VOCABULARIES) to df; unknown/null -> 0.
+
+    The whole vocabulary table is broadcast once: every join below has the same build
+    side, so Spark reuses one broadcast for all of them (no shuffle of `df`)."""
+    # one key column (vocabulary NUL value): a filter on `vocabulary` would be pushed into
+    # each build side and make the eight broadcasts differ
+    table = F.broadcast(vocabulary.select(F.concat_ws("\u0000", "vocabulary", "value").alias("_key"), "id"))
     for name, (source, id_column) in S.VOCABULARIES.items():
-        ids = vocabulary.where(F.col("vocabulary") == name).select(
-            F.col("value").alias(f"_{id_column}_value"), F.col("id").alias(id_column))
-        df = (df.join(ids, F.col(source).cast("string") == F.col(f"_{id_column}_value"), "left")
-              .drop(f"_{id_column}_value")
+        ids = table.select(F.col("_key").alias(f"_{id_column}_key"), F.col("id").alias(id_column))
+        key = F.concat(F.lit(name + "\u0000"), F.col(source).cast("string"))  # null source: no match
+        df = (df.join(ids, key == F.col(f"_{id_column}_key"), "left")
+              .drop(f"_{id_column}_key")
               .withColumn(id_column, F.coalesce(F.col(id_column), F.lit(S.OOV_ID)).cast("int")))
     return df
 

@@ -141,6 +141,12 @@ def check_table_schema(spark, path: str, expected) -> None:
 
 
 def table_version(spark, path: str) -> int | None:
+    """The table's latest version. Local tables: the newest commit file in _delta_log
+    (no Spark job); elsewhere DeltaTable.history(1)."""
+    if _is_local(path):
+        log = Path(path.removeprefix("file:"), "_delta_log")
+        versions = [int(p.name[:-5]) for p in log.glob("*.json") if p.name[:-5].isdigit()] if log.is_dir() else []
+        return max(versions) if versions else None
     from delta.tables import DeltaTable
 
     if not delta_exists(spark, path):
@@ -160,12 +166,15 @@ def read_vocabulary(spark, path: str):
 
 
 def read_history(spark, path: str, first: str, last: str):
+    """Examples rows of dt in [first, last] (a partition filter: only those days' files
+    are read), only the columns the history statistics use."""
     from feature_eng import schema as S
     from pyspark.sql import functions as F
 
+    columns = ("user_idx", "item_idx", "play", "watch_ratio", "share", "comment", "dt")
     if not delta_exists(spark, path):
-        return spark.createDataFrame([], S.EXAMPLES_SCHEMA)
-    return spark.read.format("delta").load(path).where(F.col("dt").between(first, last))
+        return spark.createDataFrame([], S.EXAMPLES_SCHEMA).select(*columns)
+    return spark.read.format("delta").load(path).where(F.col("dt").between(first, last)).select(*columns)
 
 
 def append_vocabulary(spark, path: str, new_entries) -> None:
@@ -181,10 +190,17 @@ def append_vocabulary(spark, path: str, new_entries) -> None:
      .whenNotMatchedInsertAll().execute())
 
 
-def replace_partition(df, path: str, day: str, partition_by: str = "dt") -> None:
+def replace_partition(df, path: str, day: str, partition_by: str = "dt", files: int | None = None) -> None:
+    """One Delta commit replacing partition `day`; `files`: at most this many data files."""
+    if files is not None:
+        df = df.coalesce(max(1, files))
     (df.write.format("delta").mode("overwrite")
      .option("replaceWhere", f"{partition_by} = '{day}'")
      .partitionBy(partition_by).save(path))
+
+
+def files_for(rows: int, rows_per_file: int = 1_000_000) -> int:
+    return max(1, -(-rows // rows_per_file))
 
 
 # --- the job -----------------------------------------------------------------------------------------
@@ -210,11 +226,9 @@ class _StepTimer:
 def extract_day(spark, config: ExtractConfig, day: str) -> dict[str, float]:
     from feature_eng import schema as S
     from feature_eng.features import parse_items, parse_users
-    from feature_eng.pipeline import (DayParams, classify_lines, examples_from, labelled_impressions,
-                                      new_vocabulary, quarantine_rows)
-    from feature_eng.quality import (data_quality_rows, engagement_figures, format_summary,
-                                     label_figures, reconcile, status_counts)
+    from feature_eng.pipeline import DayParams
     from feature_eng.validation import ValidationRules
+    from pyspark import StorageLevel
 
     lake = Lake(config.data_dir)
     raw_dir = config.raw_dir or lake.raw
@@ -243,18 +257,56 @@ def extract_day(spark, config: ExtractConfig, day: str) -> dict[str, float]:
     users = parse_users(read_snapshot(spark, str(Path(raw_dir, "users")), "user"))
 
     # 2. classify every line and reconcile the day's counts: nothing is written before this.
-    # Intermediate results are local checkpoints, not persist(): they cut the lineage, so
-    # the plans built on them stay small (the validation expression is large, and cached
-    # plans are re-printed inside every plan that uses them).
+    # Intermediate results are lazy local checkpoints: like persist() (memory, spilling
+    # to disk) each is computed once, by the first action that needs it, and not by an
+    # extra job of its own; unlike persist() they cut the lineage, so the plans built on
+    # them stay small (the validation expression is large, and a cached plan is carried
+    # inside every plan that uses it: planning slows down and the driver runs out of
+    # memory). Small inputs with small plans (snapshots, history) are persisted.
+    kept = []
+
+    def keep(df, lineage: bool = False):
+        df = df.persist(StorageLevel.MEMORY_AND_DISK) if lineage else df.localCheckpoint(eager=False)
+        kept.append(df)
+        return df
+
     try:
-        items = items.localCheckpoint()
-        items_known = items.count()
+        return _extract_day(spark, config, day, lake, raw_dir, params, read, lines, items, users,
+                            has_previous, has_next, step, keep)
+    finally:
+        for df in kept:
+            _release(df)
+
+
+def _release(df) -> None:
+    """Drop a persisted DataFrame's or a local checkpoint's blocks (memory and disk)."""
+    if df.is_cached:
+        df.unpersist()
+        return
+    try:
+        df._jdf.queryExecution().analyzed().rdd().unpersist(False)  # LogicalRDD of a checkpoint
+    except Exception:  # noqa: BLE001 - best effort: Spark's ContextCleaner frees it later anyway
+        pass
+
+
+def _extract_day(spark, config, day, lake, raw_dir, params, read, lines, items, users,
+                 has_previous, has_next, step, keep) -> dict[str, float]:
+    from feature_eng import schema as S
+    from feature_eng.features import history_summary
+    from feature_eng.pipeline import (classify_lines, examples_from, labelled_impressions, new_vocabulary,
+                                      quarantine_rows)
+    from feature_eng.quality import (data_quality_rows, day_counts, format_summary,
+                                     label_and_engagement_figures, reconcile)
+    from pyspark.sql import functions as F
+
+    try:
+        items = keep(items, lineage=True)
         step("checks and item snapshot")
-        classified = classify_lines(lines, items, params).localCheckpoint()
-        step(f"parse and classify {len(read)} partitions")
-        lines_read = read_lines(spark, events_dir(raw_dir, day), day).count()
-        counts = status_counts(classified, day)
-        step("reconcile")
+        classified = keep(classify_lines(lines, items, params))
+        # one job: raw lines of the day (counted from the files), statuses, valid items
+        lines_read, counts, items_known = day_counts(
+            read_lines(spark, events_dir(raw_dir, day), day), classified, items, day)
+        step(f"parse, classify and reconcile {len(read)} partitions")
     except Exception as err:  # noqa: BLE001 - Spark raises Py4J/Java errors of many kinds
         raise ExtractError(f"cannot read the raw logs of {day} under {raw_dir} "
                            f"(partitions {[f for _, f in read]}): {_spark_failure(err)}") from err
@@ -262,35 +314,41 @@ def extract_day(spark, config: ExtractConfig, day: str) -> dict[str, float]:
     if items_known == 0:
         raise ExtractError(f"the item snapshot under {Path(raw_dir, 'items')} holds no valid item")
 
-    labelled, engagement = labelled_impressions(classified, items, users, params)
-    labelled = labelled.localCheckpoint()
-    step("labels and context features")
+    labelled, engagement = labelled_impressions(classified, items, users, params, keep=keep)
+    labelled = keep(labelled)
     vocabulary, vocabulary_version = read_vocabulary(spark, lake.vocabulary)
-    new_entries = new_vocabulary(labelled, vocabulary, params).localCheckpoint()
-    new_values = new_entries.count()
-    step("new vocabulary values")
-    history = read_history(spark, lake.examples, *params.history_range())
-    examples, priors = examples_from(labelled, vocabulary.unionByName(new_entries), history, params)
+    new_entries = keep(new_vocabulary(labelled, vocabulary, params))
+    # one job: labels (materialised for the examples) and the new vocabulary values
+    sizes = {r["what"]: r["count"] for r in (
+        new_entries.select(F.lit("new").alias("what"))
+        .unionByName(labelled.select(F.lit("labelled").alias("what")))
+        .groupBy("what").count().collect())}
+    new_values, impressions = sizes.get("new", 0), sizes.get("labelled", 0)
+    step("labels, context features and new vocabulary values")
+    history = keep(read_history(spark, lake.examples, *params.history_range()), lineage=True)
+    priors, history_days = history_summary(history)  # one job, reads only the window's partitions
+    examples, priors = examples_from(labelled, vocabulary.unionByName(new_entries), history, params, priors)
+    examples = keep(examples)
 
     # 3. writes: vocabulary first (examples reference its ids), then the day's partitions
     if new_values:
         append_vocabulary(spark, lake.vocabulary, new_entries)
-    replace_partition(examples, lake.examples, day)
+    replace_partition(examples, lake.examples, day, files=files_for(impressions))
     step("write vocabulary and examples")
-    replace_partition(quarantine_rows(classified, day), lake.quarantine, day)
+    replace_partition(quarantine_rows(classified, day), lake.quarantine, day,
+                      files=files_for(counts["quarantined"]))
     step("write quarantine")
 
-    written = spark.read.format("delta").load(lake.examples).where(f"dt = '{day}'")
-    history_days = history.select("dt").distinct().count()
     figures: dict[str, float] = {
         "lines_read": lines_read, **counts,
-        **label_figures(written), **engagement_figures(engagement, day),
+        # from the persisted rows just written (same content as the table's partition)
+        **label_and_engagement_figures(examples, engagement, day),
         "previous_partition_read": float(has_previous), "next_partition_read": float(has_next),
         "history_days_available": history_days, "vocabulary_new_values": new_values,
         **{f"prior:{k}": v for k, v in priors.items()},
     }
     dq = spark.createDataFrame(data_quality_rows(day, figures), S.DATA_QUALITY_SCHEMA)
-    replace_partition(dq, lake.data_quality, day)
+    replace_partition(dq, lake.data_quality, day, files=1)
     step("data quality")
     figures["seconds"] = round(sum(step.steps.values()), 1)
     print(format_summary(day, figures))
