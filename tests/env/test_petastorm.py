@@ -5,6 +5,11 @@ from petastorm import make_batch_reader
 
 
 def _read_shard(urls, shard, shard_count):
+    # As the training job does: petastorm 0.13.1's thread pool can end a reader over
+    # a few row groups with zero rows (a race; see training/petastorm_fix.py).
+    from training.petastorm_fix import install
+
+    install()
     ids = []
     with make_batch_reader(urls, cur_shard=shard, shard_count=shard_count, num_epochs=1,
                            shuffle_row_groups=False, workers_count=1) as reader:
