@@ -113,6 +113,7 @@ with DAG(
             "--spec", setting("spec", repo_path("conf", "video_spec.yaml")),
             "--model", setting("model", "ple"),
             "--epochs", setting("epochs", "2"),
+            "--batch-size", setting("batch_size", "1024"),
             "--workers", setting("train_workers", "2"),
             "--hosts", setting("horovod_hosts", "localhost:" + setting("train_workers", "2")),
             "--launcher", "horovodrun",

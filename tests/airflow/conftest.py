@@ -30,6 +30,7 @@ os.environ.setdefault("PLE_VENV", str(REPO_ROOT / ".venv"))
 os.environ.update({
     "PLE_DATA_DIR": str(PLE_DATA_DIR),
     "PLE_EPOCHS": "1",
+    "PLE_BATCH_SIZE": "128",  # ~600 rows per worker in the tiny data set
     "PLE_TRAIN_DAYS": "3",
     "PLE_TRAIN_WORKERS": "2",
     "PLE_RETRIES": "0",
