@@ -46,6 +46,8 @@ def repo_path(*parts: str) -> str:
 def spark_jars() -> str:
     """Delta Lake's jars for spark-submit (fetched by `make setup`); a Variable
     `ple_spark_jars` overrides (e.g. jars on HDFS/S3 for a cluster)."""
+    # Mirrors ple_runtime.spark.delta_jars(): this module runs in Airflow's own
+    # environment, where the pipeline's packages are not installed.
     cache = os.environ.get("PLE_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "ple-pipeline"))
     default = ",".join(
         os.path.join(cache, "jars", "delta-3.3.2", name)

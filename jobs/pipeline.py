@@ -127,14 +127,17 @@ def _generated_days(raw_events: Path) -> set[str]:
 
 
 def _extracted_days(data_dir: str) -> set[str]:
-    """Days with a data-quality record: extract writes it last, after the examples."""
-    from ple_runtime.spark import get_spark
+    """Days with a data-quality record: extract writes it last, after the examples.
+
+    Read from the table's Delta log (its files live under dt=... folders), so
+    a re-run that has nothing to extract starts no Spark session."""
+    from training import resolve_snapshot
 
     path = Lake(data_dir).data_quality
     if not Path(path, "_delta_log").is_dir():
         return set()
-    spark = get_spark("ple-pipeline")
-    return {row["dt"] for row in spark.read.format("delta").load(path).select("dt").distinct().collect()}
+    return {part.removeprefix("dt=") for file in resolve_snapshot(path).paths
+            for part in Path(file).parts if part.startswith("dt=")}
 
 
 def _train_args(config: PipelineConfig, model: str, out: Path) -> list[str]:

@@ -101,7 +101,7 @@ def check_horovod() -> Check:
         import horovod
         import horovod.torch as hvd
 
-        frameworks = "PyTorch" if hvd else "-"
+        frameworks = "PyTorch"  # importing horovod.torch succeeded, so its PyTorch extension is built
         controllers = [name for name, built in (("Gloo", hvd.gloo_built()), ("MPI", hvd.mpi_built())) if built]
         ops = [name for name, built in (("NCCL", hvd.nccl_built()), ("CUDA", hvd.cuda_built())) if built]
         ok = hvd.gloo_built() and shutil.which("horovodrun", path=str(Path(sys.executable).parent)) is not None
