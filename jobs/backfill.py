@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from evaluation.config import ScoringConfig
-from ple_runtime.config import parse_job_config
+from ple_runtime.config import Location, parse_job_config
 from ple_runtime.lake import Lake
 
 
@@ -28,8 +28,8 @@ class BackfillConfig(ScoringConfig):
 
     start: dt.date = Field(..., description="first date (inclusive)")
     end: dt.date = Field(..., description="last date (inclusive)")
-    metrics_table: str | None = Field(None, description="Delta table of results (default <data>/lake/backfill_metrics)")
-    out: str | None = Field(None, description="plot folder (default <data>/reports/backfill/<model id>)")
+    metrics_table: Location | None = Field(None, description="Delta table of results (default <data>/lake/backfill_metrics)")
+    out: Location | None = Field(None, description="plot folder (default <data>/reports/backfill/<model id>)")
     force: bool = Field(False, description="re-evaluate dates already in the metrics table")
     debug_tracebacks: bool = Field(False, description="print the traceback of failed dates")
 

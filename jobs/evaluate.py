@@ -20,8 +20,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from evaluation.config import ScoringConfig
-from ple_runtime.config import parse_job_config
+from evaluation.config import ModelReference, ScoringConfig
+from ple_runtime.config import Location, parse_job_config
 
 
 class EvaluateConfig(ScoringConfig):
@@ -30,11 +30,11 @@ class EvaluateConfig(ScoringConfig):
     date: dt.date = Field(..., description="the date partition to evaluate on, YYYY-MM-DD")
     version: int | None = Field(None, ge=0, description="Delta version to read (time travel)")
     timestamp: str | None = Field(None, description="read the table as of this time (ISO 8601; UTC if no zone)")
-    out: str | None = Field(None, description="output folder (default <data>/reports/evaluate/<model>/<date>-v<version>)")
-    single_task_runs: list[str] = Field(default_factory=list,
+    out: Location | None = Field(None, description="output folder (default <data>/reports/evaluate/<model>/<date>-v<version>)")
+    single_task_runs: list[Location] = Field(default_factory=list,
                                         description="single-task runs (folders, model.pt files, or folders of runs) "
                                                     "for the MTL gain")
-    compare: list[str] = Field(default_factory=list, description="more models to put on the seesaw plot")
+    compare: list[ModelReference] = Field(default_factory=list, description="more models to put on the seesaw plot")
     with_production: bool = Field(True, description="also score the published model (registry alias)")
     production_alias: str = Field("production", description="registry alias of the published model")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from ple_runtime.config import JobConfig, parse_job_config
+from ple_runtime.config import JobConfig, Location, parse_job_config
 from ple_runtime.lake import Lake, default_data_dir
 
 
@@ -30,9 +30,9 @@ class ExtractError(RuntimeError):
 class ExtractConfig(JobConfig):
     """Raw logs of one day (or a range of days, in order) -> examples, quarantine, data quality."""
 
-    data_dir: str = Field(default_factory=default_data_dir,
+    data_dir: Location = Field(default_factory=default_data_dir,
                           description="data root: <data>/raw is read, <data>/lake is written")
-    raw_dir: str | None = Field(None, description="raw logs folder (default: <data_dir>/raw)")
+    raw_dir: Location | None = Field(None, description="raw logs folder (default: <data_dir>/raw)")
     date: dt.date | None = Field(None, description="the day to extract (YYYY-MM-DD)")
     start: dt.date | None = Field(None, description="first day of a range (with --end), extracted in order")
     end: dt.date | None = Field(None, description="last day of a range (inclusive)")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ple_runtime.config import JobConfig, parse_job_config
+from ple_runtime.config import JobConfig, Location, parse_job_config
 from ple_runtime.lake import Lake, default_data_dir
 
 
@@ -43,8 +43,8 @@ class FaultConfig(BaseModel):
 class GenerateConfig(JobConfig):
     """Write synthetic raw logs (events, item and user snapshots) for the pipeline."""
 
-    data_dir: str = Field(default_factory=default_data_dir, description="data root; logs go to <data_dir>/raw")
-    raw_dir: str | None = Field(None, description="write here instead of <data_dir>/raw")
+    data_dir: Location = Field(default_factory=default_data_dir, description="data root; logs go to <data_dir>/raw")
+    raw_dir: Location | None = Field(None, description="write here instead of <data_dir>/raw")
     users: int = Field(2000, ge=1)
     items: int = Field(500, ge=2)
     days: int = Field(7, ge=1, le=366)

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from ple_runtime.config import JobConfig, config_as_dict, parse_job_config
+from ple_runtime.config import JobConfig, Location, config_as_dict, parse_job_config
 from ple_runtime.lake import Lake, default_data_dir
 from ple_runtime.lineage import run_context, write_json
 
@@ -35,14 +35,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class PipelineConfig(JobConfig):
     """Run generate -> extract -> train -> evaluate -> publish locally."""
 
-    data_dir: str = Field(default_factory=default_data_dir, description="data root for raw logs, lake, runs, registry")
+    data_dir: Location = Field(default_factory=default_data_dir, description="data root for raw logs, lake, runs, registry")
     start_date: dt.date = Field(dt.date(2026, 1, 1), description="first day of generated logs")
     days: int = Field(8, ge=3, le=60, description="days of logs: N-2 to train, 1 to validate, the last to test")
     users: int = Field(2000, ge=10)
     items: int = Field(500, ge=10)
     impressions_per_day: int = Field(20_000, ge=100)
     fault_rate: float = Field(0.002, ge=0, le=0.05, description="share of raw lines corrupted on purpose")
-    spec: str = Field(str(REPO_ROOT / "conf" / "video_spec.yaml"), description="feature/task spec")
+    spec: Location = Field(str(REPO_ROOT / "conf" / "video_spec.yaml"), description="feature/task spec")
     models: list[str] = Field(["ple", "mmoe", "single_task"],
                               description="models to train; single_task gives the MTL gain baseline")
     model_params: dict[str, dict[str, Any]] = Field(

@@ -25,8 +25,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from evaluation.gate import Tolerances
-from evaluation.config import ScoringConfig
-from ple_runtime.config import parse_job_config
+from evaluation.config import ModelReference, ScoringConfig
+from ple_runtime.config import Location, parse_job_config
 
 
 GATE_FAILED_EXIT_CODE = 3  # distinct from errors (1) so a scheduler can tell "refused" from "broken"
@@ -35,10 +35,10 @@ GATE_FAILED_EXIT_CODE = 3  # distinct from errors (1) so a scheduler can tell "r
 class PublishConfig(ScoringConfig):
     """Gate, export and register a model in the MLflow registry."""
 
-    model: str = Field(..., description="run folder / model.pt (or a registry reference) to publish")
+    model: ModelReference = Field(..., description="run folder / model.pt (or a registry reference) to publish")
     date: dt.date | None = Field(None, description="date partition the gate evaluates on, YYYY-MM-DD "
                                                    "(or taken from --metrics)")
-    metrics: str | None = Field(None, description="metrics.json of `ple evaluate` for this model: the gate runs on "
+    metrics: Location | None = Field(None, description="metrics.json of `ple evaluate` for this model: the gate runs on "
                                                   "the same table, date and version")
     check_only: bool = Field(False, description="run the gate only (no export, nothing registered); exit 3 if it fails")
     version: int | None = Field(None, ge=0, description="Delta version to evaluate on (default: the date's recorded one)")
@@ -46,13 +46,13 @@ class PublishConfig(ScoringConfig):
     tolerance: Tolerances = Field(default_factory=Tolerances,
                                   description="allowed worsening vs production (--set tolerance.default.auc=0.01)")
     alias: str = Field("production", description="alias moved to the new version")
-    lock_file: str | None = Field(None, description="publish lock (default <data>/registry/publish.lock)")
+    lock_file: Location | None = Field(None, description="publish lock (default <data>/registry/publish.lock)")
     lock_timeout_s: float = Field(600.0, gt=0)
-    vocabulary_table: str | None = Field(None, description="vocabulary Delta table (default <data>/lake/vocabulary)")
+    vocabulary_table: Location | None = Field(None, description="vocabulary Delta table (default <data>/lake/vocabulary)")
     onnx_exporter: Literal["dynamo", "torchscript"] = Field(
         "dynamo", description="torch.onnx exporter (dynamo falls back to torchscript if it fails)")
     export_tolerance: float = Field(1e-5, gt=0, description="max |ONNX/TorchScript - PyTorch| on the check batch")
-    out: str | None = Field(None, description="folder for the publish record (default <data>/reports/publish)")
+    out: Location | None = Field(None, description="folder for the publish record (default <data>/reports/publish)")
     debug_hold_lock_s: float = Field(0.0, ge=0, description="tests: sleep while holding the lock")
 
     @model_validator(mode="after")

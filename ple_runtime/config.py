@@ -18,18 +18,45 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 T = TypeVar("T", bound=BaseModel)
 
 
-class JobConfig(BaseModel):
-    """Base for job configs: unknown keys are errors (a typo must not pass silently)."""
+def is_remote(location: str) -> bool:
+    """True for a URI with a scheme other than file (s3a://, hdfs://, gs://, ...)."""
+    return "://" in location and not location.startswith("file:")
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+def absolute_location(location: str) -> str:
+    """A local path -> an absolute path (relative to the working directory, `~` expanded);
+    a `file:` URI -> its absolute local path; any other URI unchanged.
+
+    Jobs resolve every path once, when their config is validated: Spark, Delta
+    (`DeltaTable...location(...)` takes a relative path for a table NAME), worker
+    processes and executors all run with other working directories.
+    """
+    if is_remote(location):
+        return location
+    if location.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        location = unquote(urlparse(location).path)
+    return str(Path(location).expanduser().resolve())
+
+
+# A config field naming a file, folder or table: absolute once validated.
+Location = Annotated[str, AfterValidator(absolute_location)]
+
+
+class JobConfig(BaseModel):
+    """Base for job configs: unknown keys are errors (a typo must not pass silently).
+    Defaults are validated too, so a default `Location` is made absolute like a given one."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class ConfigError(SystemExit):
@@ -118,6 +145,11 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
+def _help(text: str) -> str:
+    # argparse %-formats help strings (%(default)s): a literal % must be doubled.
+    return text.replace("%", "%%")
+
+
 def build_parser(config_cls: type[BaseModel], prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON file with settings for this job")
@@ -126,7 +158,7 @@ def build_parser(config_cls: type[BaseModel], prog: str, description: str) -> ar
         help="override any setting, nested ones with dots (repeatable)",
     )
     for name, field in config_cls.model_fields.items():
-        help_text = field.description or ""
+        help_text = _help(field.description or "")
         if _is_model(field.annotation):
             continue  # nested sections: --config or --set section.key=value
         if _is_bool(field.annotation):
@@ -138,7 +170,7 @@ def build_parser(config_cls: type[BaseModel], prog: str, description: str) -> ar
         else:
             shown_default = field.get_default(call_default_factory=True)
             parser.add_argument(_flag(name), dest=name, default=argparse.SUPPRESS, metavar="VALUE",
-                                help=f"{help_text} (default: {shown_default!r})" if not field.is_required()
+                                help=f"{help_text} (default: {_help(repr(shown_default))})" if not field.is_required()
                                 else f"{help_text} (required)")
     return parser
 

@@ -14,24 +14,24 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ple_runtime.config import JobConfig
+from ple_runtime.config import JobConfig, Location
 
 
 class TrainConfig(JobConfig):
     """Train a multi-task model on a Delta/Parquet snapshot (single process or Horovod)."""
 
     # --- data -------------------------------------------------------------------
-    table: str | None = Field(None, description="Delta or Parquet table partitioned by partition_column")
+    table: Location | None = Field(None, description="Delta or Parquet table partitioned by partition_column")
     train_start: dt.date | None = Field(None, description="first training day (inclusive), YYYY-MM-DD")
     train_end: dt.date | None = Field(None, description="last training day (inclusive), YYYY-MM-DD")
     validation_date: dt.date | None = Field(None, description="validation day, after the training range")
-    train_path: str | None = Field(None, description="training table/folder (tables without dates)")
-    validation_path: str | None = Field(None, description="validation table/folder (tables without dates)")
+    train_path: Location | None = Field(None, description="training table/folder (tables without dates)")
+    validation_path: Location | None = Field(None, description="validation table/folder (tables without dates)")
     partition_column: str = Field("dt", description="date partition column of --table")
     delta_version: int | None = Field(None, description="pin this Delta version (default: latest at start)")
 
     # --- model ------------------------------------------------------------------
-    spec: str = Field(..., description="feature/task spec YAML (see docs/ARCHITECTURE.md)")
+    spec: Location = Field(..., description="feature/task spec YAML (see docs/ARCHITECTURE.md)")
     model: str = Field("ple", description="any name ple_model.build_model knows")
     model_params: dict[str, Any] = Field(default_factory=dict,
                                          description="model hyperparameters, e.g. --set model_params.num_levels=2")
@@ -39,7 +39,7 @@ class TrainConfig(JobConfig):
     weighting_params: dict[str, Any] = Field(default_factory=dict)
     vocab_sizes: dict[str, int] = Field(default_factory=dict,
                                         description="vocab_size per feature; wins over the vocabulary table")
-    vocabulary_table: str | None = Field(
+    vocabulary_table: Location | None = Field(
         None, description="vocabulary Delta table (default: <table's parent>/vocabulary when it exists)")
 
     # --- optimisation -----------------------------------------------------------
@@ -62,7 +62,7 @@ class TrainConfig(JobConfig):
     validation_batch_size: int = Field(8192, ge=1)
 
     # --- run --------------------------------------------------------------------
-    out: str = Field(..., description="output folder: model.pt, checkpoints/, tensorboard/, run_record.json")
+    out: Location = Field(..., description="output folder: model.pt, checkpoints/, tensorboard/, run_record.json")
     workers: int = Field(1, ge=1, description="number of training processes")
     launcher: Literal["auto", "horovodrun", "spark", "single"] = Field(
         "auto", description="auto: single when workers == 1, else horovodrun")

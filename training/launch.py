@@ -14,17 +14,6 @@ from .config import TrainConfig
 from .plan import PLAN_FILE, prepare_plan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_PATH_FIELDS = ("spec", "table", "train_path", "validation_path", "out", "vocabulary_table")
-
-
-def absolute_paths(config: TrainConfig) -> TrainConfig:
-    """Workers may run with another working directory (Spark executors): make paths absolute."""
-    update = {}
-    for name in _PATH_FIELDS:
-        value = getattr(config, name)
-        if value and "://" not in value:
-            update[name] = str(Path(value).expanduser().resolve())
-    return config.model_copy(update=update)
 
 
 def worker_env() -> dict[str, str]:
@@ -48,7 +37,7 @@ def horovodrun_command(config: TrainConfig, plan_path: Path) -> list[str]:
 
 
 def run_training(config: TrainConfig) -> int:
-    config = absolute_paths(config)
+    # Paths are absolute already (TrainConfig's Location fields): workers may run elsewhere.
     plan = prepare_plan(config)  # every check that can fail, before any worker starts
     plan_path = Path(config.out) / PLAN_FILE
     launcher = config.resolved_launcher

@@ -59,7 +59,6 @@ def test_run_reads_and_records_the_version_resolved_before_a_new_commit(lake, sp
     from jobs.train import main  # noqa: F401  (same entry point as `ple train`)
     from ple_runtime.config import parse_job_config
     from training.config import TrainConfig
-    from training.launch import absolute_paths
     from training.loop import train_worker
     from training.plan import prepare_plan
 
@@ -68,10 +67,10 @@ def test_run_reads_and_records_the_version_resolved_before_a_new_commit(lake, sp
     synth.write_delta(spark, pd.concat(frames, ignore_index=True), table, files_per_day=2)
     args = date_args(lake)
     args[args.index("--table") + 1] = table
-    config = absolute_paths(parse_job_config(TrainConfig, [
+    config = parse_job_config(TrainConfig, [
         *args, "--out", str(tmp_path / "out"), "--epochs", "1", "--batch-size", "100", "--no-progress",
         "--vocab-sizes", "{user_idx: 41}", "--set", "model_params.expert_hidden=[8]",
-        "--set", "model_params.tower_hidden=[8]"], prog="ple train"))
+        "--set", "model_params.tower_hidden=[8]"], prog="ple train")
     plan = prepare_plan(config)
     pinned = plan["train_snapshot"]["version"]
     synth.write_delta(spark, synth.make_rows(5000, 9, start_id=9 * 10**6, dt=TRAIN_DAYS[0]), table, 2, mode="append")
