@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .inputs import FeatureInput
+from .input_layer import FeatureInput
 from .layers import ExtractionLevel, StackedLinear, StackedMLP
 from .spec import ModelSpec
 
@@ -109,6 +109,32 @@ class SingleTask(MultiTaskModel):
     def compute(self, features: Dict[str, Tensor]) -> Tuple[Tensor, List[Tensor]]:
         inputs = torch.stack([task_input(features) for task_input in self.task_inputs], dim=0)
         return self.task_networks.grouped(inputs).squeeze(-1).transpose(0, 1), []
+
+    def state_dict_with_tasks_from(self, other: Mapping[str, Tensor], tasks: Sequence[str]) -> Dict[str, Tensor]:
+        """This model's state_dict (copied), with the networks of `tasks` taken from `other`.
+
+        `other` is a state_dict of a model built the same way (e.g. an earlier epoch's):
+        task k owns `task_inputs.k.*` and slice k (dim 0) of every `task_networks.*`
+        tensor, and nothing else exists, so the result is exactly "each task's network
+        from the epoch it was taken from". Used to keep each task at its own best epoch.
+        """
+        unknown = sorted(set(tasks) - set(self.task_names))
+        if unknown:
+            raise ValueError(f"unknown tasks {unknown}; this model has {self.task_names}")
+        indices = [self.task_names.index(t) for t in tasks]
+        merged: Dict[str, Tensor] = {}
+        for key, value in self.state_dict().items():
+            value = value.detach().clone()
+            if key.startswith("task_networks."):
+                for index in indices:
+                    value[index] = other[key][index]
+            elif key.startswith("task_inputs."):
+                if int(key.split(".")[1]) in indices:
+                    value = other[key].detach().clone()
+            else:
+                raise KeyError(f"state entry {key!r} belongs to no task; cannot merge per task")
+            merged[key] = value
+        return merged
 
 
 class SharedBottom(MultiTaskModel):

@@ -50,8 +50,24 @@ class FeatureSpec(BaseModel):
     embedding_dim: int | None = None
     # multi_categorical only: the fixed array length of the column.
     max_len: int | None = None
+    # Open vocabularies: hash each raw id into this many embedding rows (bucket 0 stays
+    # the null/OOV/padding id 0). The table then has `hash_buckets` rows whatever the id
+    # space; vocab_size is set to it. See ple_model/input_layer.py and docs/MODEL.md.
+    hash_buckets: int | None = None
 
     _check_type = field_validator("type", mode="before")(_type_validator(FEATURE_TYPES, "feature"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hashed_table_size(cls, data: Any) -> Any:
+        # A hashed feature's table has hash_buckets rows: that IS its vocab_size.
+        if isinstance(data, dict) and data.get("hash_buckets") is not None:
+            size = data.get("vocab_size")
+            if size is not None and size != data["hash_buckets"]:
+                raise ValueError(f"feature {data.get('name')!r}: hash_buckets {data['hash_buckets']} and vocab_size "
+                                 f"{size} disagree; give only hash_buckets (the table has that many rows)")
+            data = {**data, "vocab_size": data["hash_buckets"]}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -66,8 +82,11 @@ class FeatureSpec(BaseModel):
             value = getattr(self, field)
             if value is not None and value <= 0:
                 raise ValueError(f"feature {self.name!r}: {field} must be positive, got {value}")
+        if self.hash_buckets is not None and self.hash_buckets < 2:
+            raise ValueError(f"feature {self.name!r}: hash_buckets must be >= 2 (bucket 0 is the null id), "
+                             f"got {self.hash_buckets}")
         if self.type == "numeric":
-            extra = [f for f in ("vocab_size", "vocabulary", "embedding_dim", "max_len")
+            extra = [f for f in ("vocab_size", "vocabulary", "embedding_dim", "max_len", "hash_buckets")
                      if getattr(self, f) is not None]
             if extra:
                 raise ValueError(f"feature {self.name!r} is numeric and cannot have {extra}")
@@ -176,6 +195,9 @@ class ModelSpec(BaseModel):
             if feature.name in sizes:
                 if feature.type == "numeric":
                     raise SpecError(f"with_vocab_sizes: feature {feature.name!r} is numeric and has no vocabulary")
+                if feature.hash_buckets is not None:
+                    raise SpecError(f"with_vocab_sizes: feature {feature.name!r} is hashed into "
+                                    f"{feature.hash_buckets} buckets; its size does not come from a vocabulary")
                 feature = FeatureSpec.model_validate({**feature.model_dump(), "vocab_size": int(sizes[feature.name])})
             features.append(feature)
         return ModelSpec(features=features, tasks=list(self.tasks))
@@ -201,7 +223,7 @@ class ModelSpec(BaseModel):
 
     @property
     def input_dim(self) -> int:
-        """Width of the input vector built by ple_model.inputs.FeatureInput."""
+        """Width of the input vector built by ple_model.input_layer.FeatureInput."""
         return sum(f.output_dim for f in self.features)
 
     def task(self, name: str) -> TaskSpec:
@@ -209,18 +231,3 @@ class ModelSpec(BaseModel):
             if task.name == name:
                 return task
         raise KeyError(f"unknown task {name!r}; tasks are {self.task_names}")
-
-    def split_columns(self, batch: Mapping[str, Any]) -> tuple[dict, dict, dict]:
-        """Split a batch of columns into (features, labels, masks), labels and masks keyed by TASK name.
-
-        Tasks without a mask column get no entry in masks (= every row is in the space).
-        """
-        missing = [n for n in self.feature_names if n not in batch]
-        missing += [t.label for t in self.tasks if t.label not in batch]
-        missing += [t.mask for t in self.tasks if t.mask is not None and t.mask not in batch]
-        if missing:
-            raise KeyError(f"batch lacks columns {sorted(set(missing))}")
-        features = {n: batch[n] for n in self.feature_names}
-        labels = {t.name: batch[t.label] for t in self.tasks}
-        masks = {t.name: batch[t.mask] for t in self.tasks if t.mask is not None}
-        return features, labels, masks

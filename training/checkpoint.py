@@ -67,3 +67,76 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     # weights_only=False: the checkpoint holds RNG states and plain Python records we wrote ourselves.
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint cannot continue this run (other world size or steps per epoch)."""
+
+
+class Checkpointer:
+    """Every checkpoint concern of a run behind one object: what goes in, who writes, how it comes back.
+
+    `save` is a collective (it gathers every rank's RNG state); rank 0 writes.
+    `restore` loads the latest checkpoint on rank 0 only (no shared filesystem
+    needed), puts the weights, weighting and optimizer state into the given
+    objects (the world then broadcasts them), refuses a checkpoint written by
+    another world size or steps-per-epoch, and returns the small run state
+    every rank needs (position, history, selection state, this rank's RNG).
+    """
+
+    SMALL_KEYS = ("position", "global_step", "history", "selection", "resumes", "rng", "world_size",
+                  "steps_per_epoch")
+
+    def __init__(self, directory: str | Path, world, keep_step_checkpoints: int):
+        self.directory = Path(directory)
+        self.world = world
+        self.keep_step_checkpoints = keep_step_checkpoints
+
+    def save(self, *, modules: dict[str, Any], optimizers: list, run_state: dict[str, Any],
+             epoch: int, step: int, end_of_epoch: bool) -> None:
+        from .world import rng_state
+
+        rng_states = self.world.allgather_object(rng_state())  # collective: every rank calls it
+        if not self.world.is_root:
+            return
+        state = {name: module.state_dict() for name, module in modules.items()}
+        state["optimizer"] = [optimizer.state_dict() for optimizer in optimizers]
+        state.update(run_state, rng=rng_states, world_size=self.world.size)
+        save_checkpoint(self.directory, state, epoch=epoch, step=step, end_of_epoch=end_of_epoch,
+                        keep_step_checkpoints=self.keep_step_checkpoints)
+
+    def restore(self, *, modules: dict[str, Any], optimizers: list, steps_per_epoch: int) -> dict[str, Any] | None:
+        found = None
+        if self.world.is_root:
+            path = latest_checkpoint(self.directory)
+            if path is not None:
+                found = load_checkpoint(path)
+                found["_file"] = path.name
+        if not self.world.broadcast_object(found is not None, "resume_found"):
+            return None
+        small = None
+        if self.world.is_root:
+            saved = found["optimizer"] if isinstance(found["optimizer"], list) else [found["optimizer"]]
+            small = {k: found.get(k) for k in (*self.SMALL_KEYS, "_file")}
+            small["optimizer_count"] = len(saved)
+        small = self.world.broadcast_object(small, "resume_state")
+        # Every rank checks the same facts and raises alike: none is left waiting in a collective.
+        check_compatible(small, self.world.size, steps_per_epoch)
+        if small["optimizer_count"] != len(optimizers):
+            raise CheckpointMismatch(f"checkpoint {small['_file']} holds {small['optimizer_count']} optimizer states, "
+                                     f"this run has {len(optimizers)} (another embedding_optimizer?)")
+        if self.world.is_root:
+            for name, module in modules.items():
+                module.load_state_dict(found[name])
+            for optimizer, optimizer_state in zip(optimizers, saved):
+                optimizer.load_state_dict(optimizer_state)
+        small["rng"] = small["rng"][self.world.rank]
+        return small
+
+
+def check_compatible(state: dict[str, Any], world_size: int, steps_per_epoch: int) -> None:
+    if state["world_size"] != world_size or state["steps_per_epoch"] != steps_per_epoch:
+        raise CheckpointMismatch(
+            f"checkpoint {state.get('_file', '')} was written by {state['world_size']} workers with "
+            f"{state['steps_per_epoch']} steps/epoch; this run has {world_size} and {steps_per_epoch}: "
+            "resume with the same --workers and batch size")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ple_runtime.config import JobConfig, Location
+from ple_runtime.config import JobConfig, Location, is_remote
 
 
 class TrainConfig(JobConfig):
@@ -48,6 +48,12 @@ class TrainConfig(JobConfig):
     lr: float = Field(1e-3, gt=0, description="learning rate for ONE worker (scaled by lr_scaling)")
     lr_scaling: Literal["linear", "none"] = Field("linear", description="linear: lr * number of workers")
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    embedding_optimizer: Literal["dense", "sparse_adam", "rowwise_adagrad"] = Field(
+        "dense", description="embedding tables: dense (in `optimizer`, every row every step, allreduced densely), "
+                             "sparse_adam (lazy Adam on the rows a batch touches) or rowwise_adagrad (one "
+                             "accumulator per row); the sparse ones exchange only touched rows between workers")
+    embedding_lr: float | None = Field(None, gt=0, description="learning rate of the sparse embedding optimizer "
+                                                               "for ONE worker (default: lr); scaled like lr")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip_norm: float | None = Field(None, gt=0)
     seed: int = 42
@@ -64,25 +70,35 @@ class TrainConfig(JobConfig):
     # --- run --------------------------------------------------------------------
     out: Location = Field(..., description="output folder: model.pt, checkpoints/, tensorboard/, run_record.json")
     workers: int = Field(1, ge=1, description="number of training processes")
-    launcher: Literal["auto", "horovodrun", "spark", "single"] = Field(
-        "auto", description="auto: single when workers == 1, else horovodrun")
+    launcher: Literal["auto", "horovodrun", "spark", "torch-distributor", "single"] = Field(
+        "auto", description="auto: single when workers == 1, else horovodrun; spark: horovod.spark.run on Spark "
+                            "executors; torch-distributor: pyspark's TorchDistributor (torch.distributed, gloo on "
+                            "CPU, nccl on GPU) on Spark executors")
     hosts: str | None = Field(None, description="horovodrun -H value (default localhost:<workers>)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     resume: bool = Field(False, description="continue from the last checkpoint in <out>/checkpoints")
     checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every K steps (0 = epoch ends only)")
     keep_checkpoints: int = Field(3, ge=1, description="mid-epoch checkpoints kept (epoch ends are all kept)")
+    # --- model selection and early stopping (training/selection.py) -------------------
+    selection: Literal["auto", "mean_normalized", "per_task", "metric", "last_epoch"] = Field(
+        "auto", description="which epoch's weights model.pt keeps (early stopping uses the same criterion): "
+                            "mean_normalized = mean over tasks of the direction-aware relative change of each "
+                            "task's metric against selection_reference; per_task = each task's own best epoch "
+                            "(single_task only); metric = early_stop_metric alone; last_epoch; auto = per_task "
+                            "for single_task, metric when early_stop_metric is set, else mean_normalized")
+    selection_metrics: dict[str, str] = Field(
+        default_factory=dict, description="metric per task for mean_normalized/per_task (default: auc for binary, "
+                                          "mse for regression), e.g. --set selection_metrics.share=logloss")
+    selection_reference: Location | None = Field(
+        None, description="mean_normalized: normalise against this baseline run's selected validation metrics "
+                          "(its run folder or run_record.json) instead of this run's first epoch")
     early_stop_metric: str | None = Field(None, description="e.g. play.auc (higher is better) or watch_ratio.mse")
     early_stop_mode: Literal["auto", "max", "min"] = "auto"
     patience: int = Field(2, ge=1)
     log_every_steps: int = Field(20, ge=1)
     progress: bool = Field(True, description="tqdm progress bar on rank 0")
 
-    # --- debugging (tests) --------------------------------------------------------
-    debug_row_id_column: str | None = Field(None, description="log this column's values per rank into <out>/debug/")
-    stop_after_steps: int | None = Field(None, ge=1, description="exit hard (status 75) after this many global steps")
-    debug_step_delay_s: float = Field(0.0, ge=0, description="sleep per step (gives kill tests a window)")
-
-    @field_validator("model_params", "weighting_params", "vocab_sizes", mode="before")
+    @field_validator("model_params", "weighting_params", "vocab_sizes", "selection_metrics", mode="before")
     @classmethod
     def _mapping_from_text(cls, value: Any) -> Any:
         # `--model-params '{num_levels: 2}'` arrives as text: read it as YAML/JSON.
@@ -144,6 +160,12 @@ class TrainConfig(JobConfig):
             raise ValueError("--train-path and --validation-path go together")
         if self.launcher == "single" and self.workers != 1:
             raise ValueError(f"launcher 'single' runs one process; got workers={self.workers}")
+        if self.selection == "per_task" and self.model != "single_task":
+            raise ValueError(f"selection 'per_task' keeps each task's own network at its best epoch, which only "
+                             f"single_task has; model {self.model!r} shares parameters between tasks "
+                             "(use mean_normalized)")
+        if self.selection == "metric" and self.early_stop_metric is None:
+            raise ValueError("selection 'metric' needs --early-stop-metric <task>.<metric>")
         return self
 
     # --- derived ----------------------------------------------------------------
@@ -155,21 +177,31 @@ class TrainConfig(JobConfig):
         return self.launcher
 
     @property
+    def resolved_selection(self) -> str:
+        if self.selection != "auto":
+            return self.selection
+        if self.model == "single_task":
+            return "per_task"
+        return "metric" if self.early_stop_metric else "mean_normalized"
+
+    @property
     def early_stop_direction(self) -> str | None:
         if self.early_stop_metric is None:
             return None
         if self.early_stop_mode != "auto":
             return self.early_stop_mode
-        metric = self.early_stop_metric.split(".", 1)[1]
-        return "max" if metric in ("auc",) else "min"
+        from .selection import metric_direction
+
+        return metric_direction(self.early_stop_metric.split(".", 1)[1])
 
     def check_paths(self) -> list[str]:
         """Problems with files named by the config (checked on the driver, before launching)."""
         problems = []
         if not Path(self.spec).is_file():
             problems.append(f"spec file {self.spec} does not exist")
-        for name in ("table", "train_path", "validation_path"):
+        for name in ("table", "train_path", "validation_path", "selection_reference"):
             value = getattr(self, name)
-            if value is not None and not Path(value.removeprefix("file://")).exists():
+            # Remote tables (s3a://...) are checked when their snapshot is resolved.
+            if value is not None and not is_remote(value) and not Path(value).exists():
                 problems.append(f"{name} {value} does not exist")
         return problems

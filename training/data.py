@@ -1,13 +1,17 @@
 """Petastorm over a pinned file list: sharded, shuffled, deterministic per (seed, epoch).
 
-- `make_batch_reader` reads the snapshot's Parquet files (file:// URLs), one
-  row group at a time; rank r of N reads the row groups whose index (in
-  Petastorm's own order: files as given x row groups) is r mod N.
+- `make_batch_reader` reads the snapshot's Parquet files (file:// or s3://
+  URLs, see training/storage.py), one row group at a time; rank r of N reads
+  the row groups whose index (in Petastorm's own order: files as given x row
+  groups) is r mod N.
 - A petastorm TransformSpec (runs on the reader thread) turns the table's
-  columns into what the model needs: features cleaned (null categorical -> 0,
-  the OOV id; null numeric -> 0.0), and per task `label__<task>` (float32,
-  0 where undefined) and `mask__<task>` (float32 1/0: the task's sample-space
-  column AND a non-null label). Null labels are therefore never learned from.
+  columns into what the model needs with `ple_model.model_inputs` (the one
+  sample-space rule, shared with evaluation): features cleaned (null
+  categorical -> 0, the OOV id; null numeric -> 0.0; id arrays padded to
+  max_len), and per task `label__<task>` (float32, 0 where undefined) and
+  `mask__<task>` (float32 1/0: the task's sample-space column AND a non-null
+  label). Null labels are therefore never learned from. Columns a callback
+  asked for (`extra_columns`) pass through unchanged.
 - `BatchedDataLoader(shuffling_queue_capacity=...)` mixes rows across row
   groups. Its buffer draws from torch's GLOBAL generator (torch.randperm);
   `DeterministicBatches` swaps in its own generator state around each batch so
@@ -22,12 +26,15 @@ import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from ple_model import ModelSpec
+from ple_model import ModelSpec, model_inputs
+from ple_model.model_inputs import source_columns as spec_columns
+
+from .storage import open_parquet, petastorm_filesystem
 
 # petastorm 0.13 drives pyarrow's legacy ParquetDataset: one FutureWarning per row group otherwise.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
@@ -47,71 +54,48 @@ def epoch_seed(seed: int, epoch: int, purpose: str = "train") -> int:
     return int.from_bytes(digest[:4], "little") % (2**31 - 1) + 1
 
 
-def source_columns(spec: ModelSpec, row_id_column: str | None = None) -> list[str]:
-    """Columns read from the table: features, labels, masks (each once)."""
-    columns: list[str] = []
-    for name in [*spec.feature_names, *(t.label for t in spec.tasks),
-                 *(t.mask for t in spec.tasks if t.mask), row_id_column]:
-        if name and name not in columns:
-            columns.append(name)
-    return columns
+def source_columns(spec: ModelSpec, extra_columns: Sequence[str] = ()) -> list[str]:
+    """Columns read from the table: features, labels, masks, then extra columns (each once)."""
+    return list(dict.fromkeys([*spec_columns(spec), *extra_columns]))
 
 
-def output_columns(spec: ModelSpec, row_id_column: str | None = None) -> list[str]:
+def output_columns(spec: ModelSpec, extra_columns: Sequence[str] = ()) -> list[str]:
     names = [*spec.feature_names, *(LABEL_PREFIX + t.name for t in spec.tasks),
              *(MASK_PREFIX + t.name for t in spec.tasks)]
-    return names + ([row_id_column] if row_id_column else [])
+    return list(dict.fromkeys([*names, *extra_columns]))
 
 
-def _as_float(series) -> np.ndarray:
+def make_transform_spec(spec: ModelSpec, extra_columns: Sequence[str] = ()):
+    """The reader-thread transform: table columns -> model columns (ple_model.model_inputs)."""
     import pandas as pd
-
-    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def make_transform_spec(spec: ModelSpec, row_id_column: str | None = None):
-    """The reader-thread transform: table columns -> model columns (see module doc)."""
     from petastorm.transform import TransformSpec
 
-    def transform(frame):
-        import pandas as pd
-
+    def transform(frame: pd.DataFrame) -> pd.DataFrame:
+        features, labels, masks = model_inputs(frame, spec)
         out = {}
         for feature in spec.features:
-            column = frame[feature.name]
-            if feature.type == "numeric":
-                out[feature.name] = np.nan_to_num(_as_float(column), nan=0.0).astype(np.float32)
-            elif feature.type == "categorical":
-                out[feature.name] = np.nan_to_num(_as_float(column), nan=0.0).astype(np.int64)
-            else:
-                out[feature.name] = column  # fixed-length id arrays pass through
+            values = features[feature.name]
+            out[feature.name] = list(values) if values.ndim == 2 else values  # id arrays: one array per row
         for task in spec.tasks:
-            label = _as_float(frame[task.label])
-            in_space = ~np.isnan(label)
-            if task.mask is not None:
-                in_space &= np.nan_to_num(_as_float(frame[task.mask]), nan=0.0) > 0
-            out[LABEL_PREFIX + task.name] = np.where(in_space, label, 0.0).astype(np.float32)
-            out[MASK_PREFIX + task.name] = in_space.astype(np.float32)
-        if row_id_column:
-            out[row_id_column] = frame[row_id_column].to_numpy().astype(np.int64)
+            out[LABEL_PREFIX + task.name] = labels[task.name]
+            out[MASK_PREFIX + task.name] = masks[task.name]
+        for column in extra_columns:
+            if column not in out:
+                out[column] = frame[column].to_numpy()
         return pd.DataFrame(out, index=frame.index)
 
-    edit_fields = [(f.name, np.float32 if f.type == "numeric" else np.int64, (), False)
-                   for f in spec.features if f.type != "multi_categorical"]
+    edit_fields = [(f.name, np.float32 if f.type == "numeric" else np.int64,
+                    (int(f.max_len),) if f.type == "multi_categorical" else (), False) for f in spec.features]
     edit_fields += [(prefix + t.name, np.float32, (), False)
                     for t in spec.tasks for prefix in (LABEL_PREFIX, MASK_PREFIX)]
-    if row_id_column:
-        edit_fields.append((row_id_column, np.int64, (), False))
-    return TransformSpec(transform, edit_fields=edit_fields, selected_fields=output_columns(spec, row_id_column))
+    return TransformSpec(transform, edit_fields=edit_fields, selected_fields=output_columns(spec, extra_columns))
 
 
 # --- sharding -----------------------------------------------------------------------
 
 @lru_cache(maxsize=4096)
-def _row_group_rows(path: str) -> tuple[int, ...]:
-    import pyarrow.parquet as pq
-
-    metadata = pq.ParquetFile(path).metadata
+def _row_group_rows(url: str) -> tuple[int, ...]:
+    metadata = open_parquet(url).metadata
     return tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
 
 
@@ -126,10 +110,13 @@ def row_groups_in_petastorm_order(urls: Sequence[str]) -> list[tuple[str, int, i
     from petastorm.fs_utils import get_filesystem_and_path_or_paths
     from petastorm.reader import normalize_dataset_url_or_urls
 
-    filesystem, paths = get_filesystem_and_path_or_paths(normalize_dataset_url_or_urls(list(urls)))
+    urls = normalize_dataset_url_or_urls(list(urls))
+    filesystem, paths = get_filesystem_and_path_or_paths(urls, filesystem=petastorm_filesystem(urls))
     dataset = pq.ParquetDataset(paths, filesystem=filesystem, validate_schema=False, metadata_nthreads=4)
     pieces = load_row_groups(dataset)
-    return [(piece.path, piece.row_group, _row_group_rows(piece.path)[piece.row_group]) for piece in pieces]
+    url_of = dict(zip(paths, urls))
+    return [(url_of.get(piece.path, piece.path), piece.row_group,
+             _row_group_rows(url_of.get(piece.path, piece.path))[piece.row_group]) for piece in pieces]
 
 
 @dataclass(frozen=True)
@@ -166,7 +153,7 @@ class DeterministicBatches:
 
     def __init__(self, urls: Sequence[str], spec: ModelSpec, *, rank: int, layout: ShardLayout,
                  batch_size: int, seed: int, shuffle: bool, shuffle_buffer: int = 0,
-                 infinite: bool = False, reader_workers: int = 1, row_id_column: str | None = None,
+                 infinite: bool = False, reader_workers: int = 1, extra_columns: Sequence[str] = (),
                  drop_last: bool = True):
         self.urls = list(urls)
         self.spec = spec
@@ -178,7 +165,7 @@ class DeterministicBatches:
         self.shuffle_buffer = shuffle_buffer if shuffle else 0
         self.infinite = infinite
         self.reader_workers = reader_workers
-        self.row_id_column = row_id_column
+        self.extra_columns = tuple(extra_columns)
         self.drop_last = drop_last
         self._reader = None
         # The shuffling buffer's own torch generator state (see module doc).
@@ -211,14 +198,14 @@ class DeterministicBatches:
 
         sharded = self.layout.shard_count > 1
         self._reader = make_batch_reader(
-            self.urls,
-            schema_fields=[f"^{re.escape(c)}$" for c in source_columns(self.spec, self.row_id_column)],
+            self.urls, filesystem=petastorm_filesystem(self.urls),
+            schema_fields=[f"^{re.escape(c)}$" for c in source_columns(self.spec, self.extra_columns)],
             reader_pool_type="thread", workers_count=self.reader_workers,
             results_queue_size=max(4, 2 * self.reader_workers),
             seed=self.seed, shuffle_rows=self.shuffle, shuffle_row_groups=self.shuffle,
             num_epochs=None if self.infinite else 1,
             cur_shard=self.rank if sharded else None, shard_count=self.layout.shard_count if sharded else None,
-            transform_spec=make_transform_spec(self.spec, self.row_id_column),
+            transform_spec=make_transform_spec(self.spec, self.extra_columns),
         )
         return BatchedDataLoader(self._reader, batch_size=self.batch_size,
                                  shuffling_queue_capacity=self.shuffle_buffer)
@@ -248,27 +235,28 @@ class DeterministicBatches:
             self.close()
 
 
-def split_batch(batch: dict[str, torch.Tensor], spec: ModelSpec, device: torch.device | str = "cpu"):
-    """-> (features, labels, masks), every task with a mask (see module doc)."""
+class Batch(NamedTuple):
+    """One batch as a step reads it: tensors on the training device; labels/masks keyed by task."""
+
+    features: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    extra: dict[str, torch.Tensor]   # columns callbacks asked for (on CPU)
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.labels.values())))
+
+
+def to_batch(columns: dict[str, torch.Tensor], spec: ModelSpec, device: torch.device | str = "cpu",
+             extra_columns: Sequence[str] = ()) -> Batch:
+    """A loader batch ({column: tensor}, columns as `make_transform_spec` names them) -> Batch on `device`."""
     non_blocking = torch.device(device).type == "cuda"
-    features = {name: batch[name].to(device, non_blocking=non_blocking) for name in spec.feature_names}
-    labels = {t.name: batch[LABEL_PREFIX + t.name].to(device, non_blocking=non_blocking) for t in spec.tasks}
-    masks = {t.name: batch[MASK_PREFIX + t.name].to(device, non_blocking=non_blocking) for t in spec.tasks}
-    return features, labels, masks
 
+    def move(name: str) -> torch.Tensor:
+        return columns[name].to(device, non_blocking=non_blocking)
 
-def read_columns(urls: Sequence[str], columns: Sequence[str]) -> dict[str, Any]:
-    """Whole columns of a (small) file list as numpy arrays, via pyarrow (vocab fallbacks, tests)."""
-    import pyarrow.parquet as pq
-    import pyarrow as pa
-
-    tables = [pq.read_table(_path(u), columns=list(columns)) for u in urls]
-    table = pa.concat_tables(tables) if tables else None
-    return {c: (table.column(c).to_numpy(zero_copy_only=False) if table is not None else np.array([]))
-            for c in columns}
-
-
-def _path(url: str) -> str:
-    from urllib.parse import unquote, urlparse
-
-    return unquote(urlparse(url).path) if url.startswith("file:") else url
+    return Batch(features={name: move(name) for name in spec.feature_names},
+                 labels={t.name: move(LABEL_PREFIX + t.name) for t in spec.tasks},
+                 masks={t.name: move(MASK_PREFIX + t.name) for t in spec.tasks},
+                 extra={name: columns[name] for name in extra_columns})

@@ -1,4 +1,4 @@
-"""Start the workers: in this process, under horovodrun, or on Spark executors."""
+"""Start the workers: in this process, under horovodrun, or on Spark executors (Horovod or TorchDistributor)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from ple_runtime.config import ConfigError
 
+from .callbacks import TrainerCallback, callbacks_from_environment, load_callbacks
 from .config import TrainConfig
 from .plan import PLAN_FILE, prepare_plan
 
@@ -36,29 +38,38 @@ def horovodrun_command(config: TrainConfig, plan_path: Path) -> list[str]:
             sys.executable, "-m", "training.worker", str(plan_path)]
 
 
-def run_training(config: TrainConfig) -> int:
-    # Paths are absolute already (TrainConfig's Location fields): workers may run elsewhere.
-    plan = prepare_plan(config)  # every check that can fail, before any worker starts
-    plan_path = Path(config.out) / PLAN_FILE
-    launcher = config.resolved_launcher
-    if launcher == "single":
-        from .loop import train_worker
+def run_training(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ()) -> int:
+    """Plan on the driver (every check that can fail), then train with the configured launcher.
 
-        train_worker(plan, use_horovod=False, launcher="single")
+    `callbacks`: objects for an in-process (`single`) run. Worker processes get
+    theirs from PLE_TRAIN_CALLBACKS (training/callbacks.py), which this process
+    reads too, so the columns they need are checked before any worker starts.
+    """
+    launcher = config.resolved_launcher
+    if callbacks and launcher != "single":
+        raise ConfigError("callback objects only reach an in-process run; for worker processes set "
+                          "PLE_TRAIN_CALLBACKS (see training/callbacks.py)")
+    callbacks_text = callbacks_from_environment()
+    callbacks = [*callbacks, *load_callbacks(callbacks_text)]
+    extra_columns = tuple(dict.fromkeys(c for cb in callbacks for c in cb.extra_columns))
+    plan = prepare_plan(config, extra_columns)
+    plan_path = Path(config.out) / PLAN_FILE
+    if launcher == "single":
+        from .trainer import train_worker
+
+        train_worker(plan, "single", "single", callbacks)
         return 0
     if launcher == "horovodrun":
         command = horovodrun_command(config, plan_path)
         print("launching: " + " ".join(command), file=sys.stderr, flush=True)
         return subprocess.run(command, env=worker_env(), cwd=str(REPO_ROOT)).returncode
-    return run_on_spark(config, plan_path)
+    if launcher == "spark":
+        return run_on_spark(config, plan_path, callbacks_text)
+    return run_on_torch_distributor(config, plan_path, callbacks_text)
 
 
-def run_on_spark(config: TrainConfig, plan_path: Path) -> int:
-    import horovod.spark
-
+def _spark_for_workers(config: TrainConfig):
     from ple_runtime.spark import get_spark
-
-    from .worker import spark_worker
 
     import cloudpickle
 
@@ -70,9 +81,42 @@ def run_on_spark(config: TrainConfig, plan_path: Path) -> int:
     spark = get_spark("ple-train")
     slots = spark.sparkContext.defaultParallelism
     if slots < config.workers:
-        raise ConfigError(f"Spark offers {slots} task slots but --workers {config.workers}: horovod.spark needs "
-                          "one concurrent task per worker")
-    results = horovod.spark.run(spark_worker, args=(str(plan_path), str(REPO_ROOT)), num_proc=config.workers,
-                                use_gloo=True, env=worker_env(), stdout=sys.stdout, stderr=sys.stderr, verbose=1)
+        raise ConfigError(f"Spark offers {slots} task slots but --workers {config.workers}: every worker needs "
+                          "its own concurrent task")
+    return spark
+
+
+def run_on_spark(config: TrainConfig, plan_path: Path, callbacks_text: str | None) -> int:
+    import horovod.spark
+
+    from .worker import spark_worker
+
+    _spark_for_workers(config)
+    results = horovod.spark.run(spark_worker, args=(str(plan_path), str(REPO_ROOT), callbacks_text),
+                                num_proc=config.workers, use_gloo=True, env=worker_env(), stdout=sys.stdout,
+                                stderr=sys.stderr, verbose=1)
     print(f"horovod.spark finished: {results[0]}", file=sys.stderr)
+    return 0
+
+
+def run_on_torch_distributor(config: TrainConfig, plan_path: Path, callbacks_text: str | None) -> int:
+    """TorchDistributor on Spark executors: one barrier task per worker, each a torchrun of one process."""
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from .worker import torch_distributor_worker
+
+    spark = _spark_for_workers(config)
+    gpu_per_task = float(spark.conf.get("spark.task.resource.gpu.amount", "0") or 0)
+    use_gpu = config.device == "cuda" or (config.device == "auto" and gpu_per_task > 0)
+    # The task's cores are the worker's threads (2 local tasks on 2 cores: 1 thread each, not 2 x 2).
+    threads = int(spark.conf.get("spark.task.cpus", "1") or 1)
+    distributor = TorchDistributor(num_processes=config.workers, local_mode=False, use_gpu=use_gpu)
+    print(f"launching: TorchDistributor(num_processes={config.workers}, local_mode=False, use_gpu={use_gpu})",
+          file=sys.stderr, flush=True)
+    try:
+        result = distributor.run(torch_distributor_worker, str(plan_path), str(REPO_ROOT), callbacks_text, threads)
+    except Exception as error:  # noqa: BLE001 - a failed worker fails the Spark job: say so, exit non-zero
+        print(f"TorchDistributor training failed: {str(error)[-4000:]}", file=sys.stderr)
+        return 1
+    print(f"TorchDistributor finished: {result}", file=sys.stderr)
     return 0

@@ -2,28 +2,84 @@
 
 `prepare_plan(config)` resolves the snapshots (pinned Delta version + files),
 fills vocab sizes, checks columns against the table schema, builds the model
-once (bad hyperparameters fail here) and returns the plan: a JSON-safe dict
-that workers read (<out>/plan.json). On --resume the plan already in <out>
-is reused, so a resumed run reads the SAME files even if the table moved on.
+once (bad hyperparameters fail here) and returns a `TrainingPlan`: the typed
+object every worker trains from. The driver writes it to <out>/plan.json;
+workers started in other processes load it with `TrainingPlan.load(path)`;
+an in-process run passes the object itself. On --resume the plan already in
+<out> is reused, so a resumed run reads the SAME files even if the table
+moved on.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from ple_model import ModelSpec
 from ple_runtime.config import ConfigError, config_as_dict
 from ple_runtime.lineage import write_json
 
 from .config import TrainConfig
 from .snapshot import Snapshot, SnapshotError, date_range_filter, is_delta_table, resolve_snapshot
+from .storage import open_parquet
 
 PLAN_FILE = "plan.json"
 PLAN_FORMAT = "ple-train-plan/1"
 # Settings that may differ between the original run and a --resume of it.
-RESUMABLE_CHANGES = {"resume", "epochs", "progress", "stop_after_steps", "debug_step_delay_s", "launcher",
-                     "hosts", "patience", "early_stop_metric", "early_stop_mode", "log_every_steps"}
+RESUMABLE_CHANGES = {"resume", "epochs", "progress", "launcher", "hosts", "patience", "early_stop_metric",
+                     "early_stop_mode", "log_every_steps"}
+# Settings of plans written before test hooks left the config (callbacks now); ignored when loading.
+_RETIRED_SETTINGS = ("debug_row_id_column", "stop_after_steps", "debug_step_delay_s")
+
+
+class VocabRecord(BaseModel):
+    """Where each id feature's vocab size came from (run records keep it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sizes: dict[str, int]
+    sources: dict[str, str]
+    vocabulary_table: dict[str, Any] | None = None
+
+
+class TrainingPlan(BaseModel):
+    """Everything a worker needs, resolved and checked on the driver."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["ple-train-plan/1"] = PLAN_FORMAT
+    config: TrainConfig
+    spec: ModelSpec                          # vocab sizes filled
+    vocab: VocabRecord
+    train_snapshot: Snapshot
+    validation_snapshot: Snapshot
+    model_parameters: int
+    # mean_normalized selection against a baseline run: that run's selected validation metrics.
+    selection_reference: dict[str, dict[str, Any]] | None = None
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _drop_retired_settings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in _RETIRED_SETTINGS}
+        return value
+
+    def write(self, path: str | Path) -> Path:
+        write_json(Path(path), self.model_dump(mode="json"))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainingPlan":
+        data = json.loads(Path(path).read_text())
+        if data.get("format") != PLAN_FORMAT:
+            raise ValueError(f"{path} is not a training plan ({data.get('format')!r})")
+        return cls.model_validate(data)
+
+    def with_config(self, config: TrainConfig) -> "TrainingPlan":
+        return self.model_copy(update={"config": config})
 
 
 def resolve_snapshots(config: TrainConfig) -> tuple[Snapshot, Snapshot]:
@@ -52,20 +108,18 @@ def resolve_snapshots(config: TrainConfig) -> tuple[Snapshot, Snapshot]:
 
 def table_columns(snapshot: Snapshot) -> dict[str, str]:
     """Column name -> Arrow type (as text) of the snapshot's first file (partition columns excluded)."""
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(snapshot.files[0].path)
+    schema = open_parquet(snapshot.files[0].url).schema_arrow
     return {name: str(schema.field(name).type) for name in schema.names}
 
 
-def check_columns(spec, snapshot: Snapshot, row_id_column: str | None, what: str) -> None:
+def check_columns(spec, snapshot: Snapshot, extra_columns, what: str) -> None:
     from .data import source_columns
 
     columns = table_columns(snapshot)
-    missing = [c for c in source_columns(spec, row_id_column) if c not in columns]
+    missing = [c for c in source_columns(spec, extra_columns) if c not in columns]
     if missing:
         raise ConfigError(f"{what} table {snapshot.table} lacks columns {missing} that the spec "
-                          f"(or debug_row_id_column) needs; it has {sorted(columns)}")
+                          f"(or a training callback) needs; it has {sorted(columns)}")
     for feature in spec.features:
         kind = columns[feature.name]
         if feature.type == "multi_categorical" and not kind.startswith(("list", "large_list", "fixed_size_list")):
@@ -92,13 +146,11 @@ def default_vocabulary_table(config: TrainConfig) -> str | None:
 def vocabulary_sizes(table: str, version: int | None = None) -> tuple[dict[str, int], dict[str, Any]]:
     """{vocabulary name: max id + 1} from the vocabulary table, and where it came from."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    import pyarrow as pa
 
     snapshot = resolve_snapshot(table, version=version)
     if not snapshot.files:
         return {}, {"table": table, "version": snapshot.version, "files": 0}
-    names = pq.read_schema(snapshot.files[0].path).names
+    names = open_parquet(snapshot.files[0].url).schema_arrow.names
     partition_names = list(snapshot.partition_columns)
     all_names = names + partition_names
     name_column = next((c for c in _VOCAB_NAME_COLUMNS if c in all_names), None)
@@ -109,18 +161,17 @@ def vocabulary_sizes(table: str, version: int | None = None) -> tuple[dict[str, 
     sizes: dict[str, int] = {}
     for file in snapshot.files:
         if name_column in partition_names:
-            frame = pq.read_table(file.path, columns=[id_column])
+            frame = open_parquet(file.url).read(columns=[id_column])
             vocab = file.partition_values[name_column]
             if frame.num_rows:
                 sizes[vocab] = max(sizes.get(vocab, 0), int(pc.max(frame.column(id_column)).as_py()) + 1)
             continue
-        frame = pq.read_table(file.path, columns=[name_column, id_column])
+        frame = open_parquet(file.url).read(columns=[name_column, id_column])
         if frame.num_rows == 0:
             continue
         grouped = frame.group_by(name_column).aggregate([(id_column, "max")])
         for vocab, top in zip(grouped.column(name_column).to_pylist(), grouped.column(f"{id_column}_max").to_pylist()):
             sizes[vocab] = max(sizes.get(vocab, 0), int(top) + 1)
-    del pa
     return sizes, {"table": snapshot.table, "version": snapshot.version, "file_list_hash": snapshot.file_list_hash,
                    "columns": [name_column, id_column]}
 
@@ -128,11 +179,11 @@ def vocabulary_sizes(table: str, version: int | None = None) -> tuple[dict[str, 
 def max_id_in_data(snapshot: Snapshot, column: str) -> int:
     """Largest id of a column over the snapshot: Parquet footer statistics, else a column scan."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     top = 0
     for file in snapshot.files:
-        metadata = pq.ParquetFile(file.path).metadata
+        parquet = open_parquet(file.url)
+        metadata = parquet.metadata
         index = next((i for i in range(metadata.num_columns)
                       if metadata.schema.column(i).path.split(".")[0] == column), None)
         stats = [metadata.row_group(g).column(index).statistics for g in range(metadata.num_row_groups)] \
@@ -140,7 +191,7 @@ def max_id_in_data(snapshot: Snapshot, column: str) -> int:
         if stats and all(s is not None and s.has_min_max for s in stats):
             top = max([top, *(int(s.max) for s in stats)])
             continue
-        values = pq.read_table(file.path, columns=[column]).column(column)
+        values = parquet.read(columns=[column]).column(column)
         if str(values.type).startswith("list"):
             values = pc.list_flatten(values)
         value = pc.max(values).as_py()
@@ -155,7 +206,7 @@ def fill_vocab_sizes(config: TrainConfig, spec, train: Snapshot):
     unknown = sorted(set(config.vocab_sizes) - set(spec.feature_names))
     if unknown:
         raise ConfigError(f"--vocab-sizes names unknown features {unknown}; features are {spec.feature_names}")
-    missing = [f for f in spec.features if f.type != "numeric" and f.vocab_size is None]
+    missing = [f for f in spec.features if f.type != "numeric" and f.vocab_size is None]  # hashed: sized already
     vocab_record: dict[str, Any] | None = None
     table_sizes: dict[str, int] = {}
     needs_table = [f for f in missing if f.name not in config.vocab_sizes]
@@ -178,40 +229,71 @@ def fill_vocab_sizes(config: TrainConfig, spec, train: Snapshot):
             else:
                 sizes[feature.name] = max_id_in_data(train, feature.name) + 1
                 sources[feature.name] = "max id in training data + 1"
+    for feature in spec.features:
+        if feature.hash_buckets is not None:
+            sources[feature.name] = f"hash_buckets ({feature.hash_buckets})"
     filled = spec.with_vocab_sizes(sizes) if sizes else spec
-    return filled, {"sizes": {f.name: f.vocab_size for f in filled.features if f.type != "numeric"},
-                    "sources": sources, "vocabulary_table": vocab_record}
+    return filled, VocabRecord(sizes={f.name: f.vocab_size for f in filled.features if f.type != "numeric"},
+                               sources=sources, vocabulary_table=vocab_record)
 
 
 # --- the plan ---------------------------------------------------------------------------
 
-def prepare_plan(config: TrainConfig) -> dict[str, Any]:
-    """Validate everything, resolve snapshots and write <out>/plan.json (rank 0 of nothing: the driver)."""
-    from ple_model import ModelSpec, SpecError, build_model
-    from ple_model.weighting import build_weighting
+def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
+    """Validate everything, resolve snapshots and write <out>/plan.json (the driver; no worker yet).
 
+    `extra_columns`: table columns training callbacks will read (checked to exist too).
+    """
     problems = config.check_paths()
     if problems:
         raise ConfigError("; ".join(problems))
     out = Path(config.out)
     plan_path = out / PLAN_FILE
     if config.resume and plan_path.is_file():
-        plan = json.loads(plan_path.read_text())
-        _check_resume_compatible(plan, config)
-        plan["config"] = config_as_dict(config)
-        write_json(plan_path, plan)
+        plan = TrainingPlan.load(plan_path)
+        _check_resume_compatible(plan.config, config)
+        plan = plan.with_config(config)
+        plan.write(plan_path)
         return plan
     if not config.resume and (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
         raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue that run or pick a new --out")
 
+    spec = _load_spec(config)
+    train, validation = resolve_snapshots(config)
+    check_columns(spec, train, extra_columns, "training")
+    check_columns(spec, validation, extra_columns, "validation")
+    spec, vocab = fill_vocab_sizes(config, spec, train)
+    parameters = _check_model(config, spec)
+    reference = _selection_reference(config, spec)
+
+    from .data import shard_layout
+
+    layout = shard_layout(train.urls, config.workers)
+    if layout.num_row_groups < config.workers:
+        raise ConfigError(f"training data has {layout.num_row_groups} row groups but {config.workers} workers: "
+                          "every worker needs at least one (write the table with more files or use fewer workers)")
+    plan = TrainingPlan(config=config, spec=spec, vocab=vocab, train_snapshot=train, validation_snapshot=validation,
+                        model_parameters=parameters, selection_reference=reference)
+    plan.write(plan_path)
+    return plan
+
+
+def _load_spec(config: TrainConfig) -> ModelSpec:
+    from ple_model import SpecError
+
     try:
-        spec = ModelSpec.from_yaml(config.spec)
+        return ModelSpec.from_yaml(config.spec)
     except (SpecError, ValueError, OSError) as error:
         raise ConfigError(f"spec {config.spec}: {error}") from None
-    train, validation = resolve_snapshots(config)
-    check_columns(spec, train, config.debug_row_id_column, "training")
-    check_columns(spec, validation, config.debug_row_id_column, "validation")
-    spec, vocab = fill_vocab_sizes(config, spec, train)
+
+
+def _check_model(config: TrainConfig, spec: ModelSpec) -> int:
+    """Build the model and weighting once (bad hyperparameters fail here); check selection names."""
+    from ple_model import SpecError, build_model
+    from ple_model.weighting import build_weighting
+
+    from .selection import task_metrics
+
     try:
         model = build_model(config.model, spec, **config.model_params)
         build_weighting(config.weighting, spec, **config.weighting_params)
@@ -222,42 +304,43 @@ def prepare_plan(config: TrainConfig) -> dict[str, Any]:
         if task not in spec.task_names:
             raise ConfigError(f"early_stop_metric {config.early_stop_metric!r}: no task {task!r}; "
                               f"tasks are {spec.task_names}")
-
-    from .data import shard_layout
-
-    layout = shard_layout(train.urls, config.workers)
-    if layout.num_row_groups < config.workers:
-        raise ConfigError(f"training data has {layout.num_row_groups} row groups but {config.workers} workers: "
-                          "every worker needs at least one (write the table with more files or use fewer workers)")
-    plan = {
-        "format": PLAN_FORMAT,
-        "config": config_as_dict(config),
-        "spec": spec.model_dump(mode="json"),
-        "vocab": vocab,
-        "train_snapshot": train.to_dict(),
-        "validation_snapshot": validation.to_dict(),
-        "model_parameters": sum(p.numel() for p in model.parameters()),
-    }
-    write_json(plan_path, plan)
-    return plan
+    try:
+        task_metrics(spec, config.selection_metrics)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return sum(p.numel() for p in model.parameters())
 
 
-def _check_resume_compatible(plan: dict[str, Any], config: TrainConfig) -> None:
-    before = plan["config"]
-    now = config_as_dict(config)
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+def _selection_reference(config: TrainConfig, spec: ModelSpec) -> dict[str, dict[str, Any]] | None:
+    """The baseline run's selected validation metrics (mean_normalized against a baseline)."""
+    if config.selection_reference is None:
+        return None
+    if config.resolved_selection != "mean_normalized":
+        raise ConfigError(f"selection_reference is only used by selection 'mean_normalized', not "
+                          f"{config.resolved_selection!r}")
+    path = Path(config.selection_reference)
+    path = path / "run_record.json" if path.is_dir() else path
+    try:
+        record = json.loads(path.read_text())
+        selected = record["selection"]["selected_metrics"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"selection_reference {path}: not a run record with selected metrics ({error!r}); "
+                          "give the run folder (or run_record.json) of a finished `ple train`") from None
+    missing = [t for t in spec.task_names if not (selected or {}).get(t)]
+    if missing:
+        raise ConfigError(f"selection_reference {path} has no validation metrics for tasks {missing}")
+    return selected
+
+
+def _check_resume_compatible(before: TrainConfig, config: TrainConfig) -> None:
+    before_values, now = config_as_dict(before), config_as_dict(config)
+    changed = sorted(k for k in set(before_values) | set(now)
+                     if before_values.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
-        details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        details = ", ".join(f"{k}: {before_values.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise ConfigError(f"--resume with settings that differ from the original run ({details}); "
                           "a resumed run must train the same thing. Use a new --out to start over")
 
 
-def load_plan(path: str | Path) -> dict[str, Any]:
-    plan = json.loads(Path(path).read_text())
-    if plan.get("format") != PLAN_FORMAT:
-        raise ValueError(f"{path} is not a training plan ({plan.get('format')!r})")
-    return plan
-
-
-__all__ = ["prepare_plan", "load_plan", "resolve_snapshots", "fill_vocab_sizes", "vocabulary_sizes",
-           "is_delta_table", "PLAN_FILE"]
+__all__ = ["TrainingPlan", "VocabRecord", "prepare_plan", "resolve_snapshots", "fill_vocab_sizes",
+           "vocabulary_sizes", "is_delta_table", "PLAN_FILE"]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ple_model import synthetic
+from ple_model import model_inputs, synthetic
 
 
 @pytest.fixture(autouse=True)
@@ -14,7 +14,7 @@ def _few_threads():
 @pytest.fixture(scope="session")
 def easy_problem():
     spec, columns = synthetic.easy_multitask_problem(512, seed=3)
-    features, labels, masks = spec.split_columns(synthetic.to_tensors(columns))
+    features, labels, masks = model_inputs(columns, spec).to_tensors()
     return spec, features, labels, masks
 
 

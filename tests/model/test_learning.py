@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from ple_model import MODEL_NAMES, build_model, synthetic
+from ple_model import MODEL_NAMES, build_model, model_inputs, synthetic
 from ple_model.losses import masked_task_losses
 from ple_model.metrics import evaluate_tasks, predictions_from_outputs
 from ple_model.weighting import build_weighting
@@ -41,7 +41,7 @@ def test_model_learns_the_easy_problem(name, data):
     model = build_model(name, spec, **SIZES.get(name, DEFAULT_SIZES))
     weighting = build_weighting("static", spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    features, labels, masks = spec.split_columns(train)
+    features, labels, masks = model_inputs(train, spec).to_tensors()
     start = time.perf_counter()
     for epoch in range(5):
         order = torch.randperm(4500)
@@ -53,7 +53,7 @@ def test_model_learns_the_easy_problem(name, data):
             weighting.combine(losses, epoch=epoch).backward()
             optimizer.step()
     model.eval()
-    features, labels, masks = spec.split_columns(test)
+    features, labels, masks = model_inputs(test, spec).to_tensors()
     with torch.no_grad():
         metrics = evaluate_tasks(spec, predictions_from_outputs(spec, model(features)), labels, masks)
     watch_variance = float(labels["watch_ratio"][masks["watch_ratio"] > 0].var())

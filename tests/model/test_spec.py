@@ -3,7 +3,7 @@ import textwrap
 import pytest
 from pydantic import ValidationError
 
-from ple_model import ModelSpec, SpecError, build_model
+from ple_model import ModelSpec, SpecError, build_model, model_inputs
 
 ARCHITECTURE_EXAMPLE = textwrap.dedent("""
     features:
@@ -85,14 +85,15 @@ def test_missing_vocab_size_fails_at_build_time_and_with_vocab_sizes_fills_it():
         template.with_vocab_sizes({"ctr": 3})
 
 
-def test_label_defaults_to_task_name_and_split_columns():
+def test_label_defaults_to_task_name_and_model_inputs_key_labels_by_task():
     spec = ModelSpec.model_validate(_spec(tasks=[{"name": "play", "type": "binary"},
                                                  {"name": "vcr", "type": "regression", "label": "watch", "mask": "play"}]))
     assert spec.task("play").label == "play"
     batch = {"user_idx": [1], "play": [1.0], "watch": [0.5]}
-    features, labels, masks = spec.split_columns(batch)
-    assert features == {"user_idx": [1]}
-    assert labels == {"play": [1.0], "vcr": [0.5]}
-    assert masks == {"vcr": [1.0]}
-    with pytest.raises(KeyError, match="batch lacks columns \\['watch'\\]"):
-        spec.split_columns({"user_idx": [1], "play": [1.0]})
+    features, labels, masks = model_inputs(batch, spec)
+    assert features["user_idx"].tolist() == [1]
+    assert {k: v.tolist() for k, v in labels.items()} == {"play": [1.0], "vcr": [0.5]}
+    # Every task gets a mask now (spec mask AND label present); play has no mask column: label present = in space.
+    assert {k: v.tolist() for k, v in masks.items()} == {"play": [1.0], "vcr": [1.0]}
+    with pytest.raises(KeyError, match="lacks columns \\['watch'\\]"):
+        model_inputs({"user_idx": [1], "play": [1.0]}, spec)

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO_ROOT, date_args, final_metrics, record, run_train
+import fault_callbacks
 import training_tables as synth
+from training.callbacks import CALLBACKS_ENV
 from training.data import row_groups_in_petastorm_order
 from training.snapshot import resolve_snapshot
 
@@ -28,9 +30,10 @@ def _ok(result: subprocess.CompletedProcess) -> None:
 
 def test_two_workers_learn_and_read_disjoint_shards(lake, tmp_path, subprocess_env):
     out = tmp_path / "run"
+    subprocess_env[CALLBACKS_ENV] = fault_callbacks.spec(("RowIdLog", {"column": "row_id"}))
     result = run_train([*date_args(lake), "--out", str(out), "--workers", "2", "--epochs", "2",
-                        "--batch-size", "64", "--lr", "0.003", "--debug-row-id-column", "row_id",
-                        "--early-stop-metric", "play.auc", *SMALL_MODEL], subprocess_env)
+                        "--batch-size", "64", "--lr", "0.003", "--early-stop-metric", "play.auc", *SMALL_MODEL],
+                       subprocess_env)
     _ok(result)
     run = record(out)
     assert run["world_size"] == 2 and run["status"] == "completed" and run["launcher"] == "horovodrun"
@@ -110,9 +113,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(lake, tmp_path, sub
     _ok(run_train([*common, "--out", str(tmp_path / "full")], subprocess_env))
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "jobs.train", *common, "--out", str(killed),
-                                "--debug-step-delay-s", "0.1"], cwd=REPO_ROOT, env=subprocess_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    slowed = {**subprocess_env, CALLBACKS_ENV: fault_callbacks.spec(("StepDelay", {"seconds": 0.1}))}
+    process = subprocess.Popen([sys.executable, "-m", "jobs.train", *common, "--out", str(killed)],
+                               cwd=REPO_ROOT, env=slowed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pointer = killed / "checkpoints" / "latest.json"
     deadline = time.time() + 180
     try:

@@ -59,8 +59,8 @@ def test_run_reads_and_records_the_version_resolved_before_a_new_commit(lake, sp
     from jobs.train import main  # noqa: F401  (same entry point as `ple train`)
     from ple_runtime.config import parse_job_config
     from training.config import TrainConfig
-    from training.loop import train_worker
     from training.plan import prepare_plan
+    from training.trainer import train_worker
 
     table = str(tmp_path / "examples")
     frames = [synth.make_rows(600, i, start_id=i * 10**6, dt=day) for i, day in enumerate([*TRAIN_DAYS, VALIDATION_DAY])]
@@ -72,11 +72,11 @@ def test_run_reads_and_records_the_version_resolved_before_a_new_commit(lake, sp
         "--vocab-sizes", "{user_idx: 41}", "--set", "model_params.expert_hidden=[8]",
         "--set", "model_params.tower_hidden=[8]"], prog="ple train")
     plan = prepare_plan(config)
-    pinned = plan["train_snapshot"]["version"]
+    pinned = plan.train_snapshot.version
     synth.write_delta(spark, synth.make_rows(5000, 9, start_id=9 * 10**6, dt=TRAIN_DAYS[0]), table, 2, mode="append")
     assert latest_delta_version(table) == pinned + 1
 
-    train_worker(plan, use_horovod=False, launcher="single")
+    train_worker(plan, "single", "single")
     result = record(tmp_path / "out")
     assert result["delta_version"] == pinned
     assert result["train_snapshot"]["num_records"] == 3 * 600          # not the 5000 appended rows
