@@ -112,7 +112,9 @@ def row_groups_in_petastorm_order(urls: Sequence[str]) -> list[tuple[str, int, i
 
     urls = normalize_dataset_url_or_urls(list(urls))
     filesystem, paths = get_filesystem_and_path_or_paths(urls, filesystem=petastorm_filesystem(urls))
-    dataset = pq.ParquetDataset(paths, filesystem=filesystem, validate_schema=False, metadata_nthreads=4)
+    with warnings.catch_warnings():  # the legacy dataset is what petastorm itself uses: same pieces, same order
+        warnings.simplefilter("ignore", FutureWarning)
+        dataset = pq.ParquetDataset(paths, filesystem=filesystem, validate_schema=False, metadata_nthreads=4)
     pieces = load_row_groups(dataset)
     url_of = dict(zip(paths, urls))
     return [(url_of.get(piece.path, piece.path), piece.row_group,

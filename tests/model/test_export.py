@@ -59,3 +59,40 @@ def test_ple_exports_to_onnx_with_a_dynamic_batch(tmp_path):
     for task, result in zip(spec.task_names, results):
         assert result.shape == (11,)
         torch.testing.assert_close(torch.from_numpy(result), expected[task].detach(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime", "onnxscript")),
+                    reason="onnx, onnxscript and onnxruntime are needed to export PLE and run the exported graph")
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")
+def test_hashed_sparse_trained_model_exports_through_evaluation_and_hashes_alike(tmp_path):
+    """The serving exports (evaluation/export.py) of a model with a hashed open vocabulary, trained with sparse
+    gradients: TorchScript and ONNX reproduce PyTorch on raw 40-bit ids, so the hash runs inside the graphs."""
+    import onnxruntime
+
+    from evaluation.export import export_model
+    from ple_model import ModelSpec, set_sparse_gradients
+
+    spec = ModelSpec.model_validate({
+        "features": [{"name": "user_id", "type": "categorical", "hash_buckets": 5000, "embedding_dim": 4},
+                     {"name": "tags", "type": "multi_categorical", "hash_buckets": 64, "embedding_dim": 2,
+                      "max_len": 3},
+                     {"name": "x", "type": "numeric"}],
+        "tasks": [{"name": "play", "type": "binary"}, {"name": "watch", "type": "regression"}]})
+    model = build_model("ple", spec, expert_hidden=[8], tower_hidden=[4])
+    set_sparse_gradients(model, True)
+    generator = torch.Generator().manual_seed(1)
+    features = {"user_id": torch.randint(1, 2**40, (300,), generator=generator),
+                "tags": torch.randint(0, 2**40, (300, 3), generator=generator),
+                "x": torch.randn(300, generator=generator)}
+    sum(o.sum() for o in model(features).values()).backward()   # a sparse backward happened
+    assert model.feature_input.categorical_groups[0].table.grad.is_sparse
+    info = export_model(model, spec, tmp_path, features=features)
+    assert max(info["onnx"]["max_abs_difference"].values()) <= 1e-5
+    assert max(info["torchscript"]["max_abs_difference"].values()) <= 1e-5
+    # And by hand on rows the check did not use: ids far beyond the 5000 buckets keep distinct embeddings.
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"))
+    rows = {"user_id": torch.tensor([2**39 + 1, 2**39 + 2, 0]), "tags": torch.tensor([[0, 0, 0]] * 3),
+            "x": torch.zeros(3)}
+    play = session.run(None, {i.name: rows[n].numpy() for i, n in zip(session.get_inputs(), spec.feature_names)})[0]
+    expected = torch.sigmoid(model.eval()(rows)["play"]).detach().numpy()
+    assert abs(play - expected).max() < 1e-5 and len(set(play.round(6).tolist())) == 3

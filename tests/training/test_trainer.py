@@ -1,0 +1,188 @@
+"""The trainer in one process on small Parquet tables: resume, refusals, early stopping, model selection,
+the embedding options. (Several workers: test_training_distributed.py and test_torch_distributor.py.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import fault_callbacks
+import training_tables as synth
+from ple_runtime.config import ConfigError, parse_job_config
+from training.checkpoint import CheckpointMismatch
+from training.config import TrainConfig
+from training.launch import run_training
+
+SMALL = ["--set", "model_params.expert_hidden=[16]", "--set", "model_params.tower_hidden=[16,8]"]
+SMALL_SINGLE_TASK = ["--set", "model_params.bottom_hidden=[16]", "--set", "model_params.tower_hidden=[16,8]"]
+
+
+def flipped_share(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The same rows with share drawn from the OPPOSITE of the training relation: learning share hurts here."""
+    rng = np.random.default_rng(seed)
+    frame = frame.copy()
+    p = 1 / (1 + np.exp(-(-frame["x1"].to_numpy() - frame["x2"].to_numpy() - 1.0)))
+    frame["share"] = (rng.random(len(frame)) < p).astype(np.int32)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trainer_tables")
+    synth.write_parquet_folder(synth.make_rows(1500, 1), root / "train", files=3)
+    validation = synth.make_rows(600, 2, start_id=10**6)
+    synth.write_parquet_folder(validation, root / "valid", files=2)
+    synth.write_parquet_folder(flipped_share(validation, 3), root / "valid_flipped", files=2)
+    spec = json.loads(json.dumps(synth.SPEC))
+    spec["features"][0]["vocab_size"] = synth.USERS + 1
+    (root / "spec.yaml").write_text(json.dumps(spec))
+    return {"root": root, "validation": validation}
+
+
+def config(tables, out: Path, *args: str, validation: str = "valid", small=SMALL) -> TrainConfig:
+    root = tables["root"]
+    return parse_job_config(TrainConfig, [
+        "--train-path", str(root / "train"), "--validation-path", str(root / validation), "--spec",
+        str(root / "spec.yaml"), "--out", str(out), "--batch-size", "100", "--lr", "0.003", "--no-progress",
+        "--seed", "7", *small, *args], prog="ple train")
+
+
+def train(tables, out: Path, *args: str, callbacks=(), validation: str = "valid", small=SMALL) -> dict:
+    assert run_training(config(tables, out, *args, validation=validation, small=small), callbacks) == 0
+    return json.loads((out / "run_record.json").read_text())
+
+
+def test_resume_from_an_end_of_epoch_checkpoint_matches_an_uninterrupted_run(tables, tmp_path):
+    full = train(tables, tmp_path / "full", "--epochs", "2", "--selection", "last_epoch")
+    first = train(tables, tmp_path / "split", "--epochs", "1", "--selection", "last_epoch")
+    assert first["status"] == "completed" and len(first["epochs"]) == 1
+    resumed = train(tables, tmp_path / "split", "--epochs", "2", "--selection", "last_epoch", "--resume")
+    assert resumed["resumes"][0]["position"] == {"epoch": 1, "step": 0}
+    assert resumed["resumes"][0]["checkpoint"] == "epoch-0000.pt"
+    assert resumed["epochs"][1]["validation"] == full["epochs"][1]["validation"]   # bit for bit
+    assert resumed["epochs"][1]["train_loss"] == full["epochs"][1]["train_loss"]
+
+
+@pytest.mark.parametrize("embedding_optimizer", ["dense", "sparse_adam", "rowwise_adagrad"])
+def test_crash_mid_epoch_then_resume_is_exact(tables, tmp_path, embedding_optimizer):
+    common = ["--epochs", "2", "--checkpoint-every-steps", "4", "--embedding-optimizer", embedding_optimizer,
+              "--selection", "last_epoch"]
+    full = train(tables, tmp_path / "full", *common)
+    with pytest.raises(fault_callbacks.SimulatedCrash):
+        train(tables, tmp_path / "crashed", *common, callbacks=[fault_callbacks.RaiseAfterSteps(steps=15 + 6)])
+    pointer = json.loads((tmp_path / "crashed" / "checkpoints" / "latest.json").read_text())
+    assert pointer == {"file": "step-e0001-s000004.pt", "epoch": 1, "step": 4}   # 15 steps/epoch: epoch 1, step 4
+    resumed = train(tables, tmp_path / "crashed", *common, "--resume")
+    assert resumed["resumes"][0]["position"] == {"epoch": 1, "step": 4}
+    assert resumed["embeddings"]["optimizer"] == embedding_optimizer
+    assert resumed["embeddings"]["sparse_gradients"] == (embedding_optimizer != "dense")
+    assert resumed["epochs"][-1]["validation"] == full["epochs"][-1]["validation"]
+
+
+def test_a_checkpoint_of_another_world_size_is_refused(tables, tmp_path):
+    out = tmp_path / "run"
+    train(tables, out, "--epochs", "1")
+    # A checkpoint written by 2 workers (the only change to this real checkpoint): refused on resume.
+    path = out / "checkpoints" / "epoch-0000.pt"
+    state = torch.load(path, weights_only=False)
+    state["world_size"] = 2
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatch, match="written by 2 workers .* this run has 1"):
+        run_training(config(tables, out, "--epochs", "2", "--resume"))
+    # And the plan refuses another --workers before any worker starts.
+    with pytest.raises(ConfigError, match="workers: 1 -> 2"):
+        run_training(config(tables, out, "--epochs", "2", "--resume", "--workers", "2"))
+
+
+def test_early_stopping_when_nothing_improves_keeps_the_first_epoch(tables, tmp_path):
+    # lr 1e-30 moves no float32 weight: every epoch's metrics are identical, so none improves on epoch 0.
+    out = tmp_path / "run"
+    record = train(tables, out, "--epochs", "6", "--patience", "2", "--lr", "1e-30")
+    assert record["status"] == "early_stopped" and record["stopped_early"] is True
+    assert len(record["epochs"]) == 3                               # epoch 0, then 2 without improvement
+    assert record["selection"]["criterion"] == "mean_normalized"    # the multi-task default, recorded
+    assert record["selection"]["values"] == [0.0, 0.0, 0.0] and record["selection"]["chosen_epoch"] == 0
+    saved = torch.load(out / "model.pt", weights_only=False)
+    assert saved["metadata"]["epoch"] == 0
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch-*.pt")) == [
+        "epoch-0000.pt", "epoch-0001.pt", "epoch-0002.pt"]
+
+
+def _rescore(out: Path, frame: pd.DataFrame) -> dict:
+    """model.pt scored by evaluation's own code on the validation rows."""
+    from evaluation.scoring import score_model
+    from ple_model import load_model
+
+    loaded = load_model(out / "model.pt")
+    return score_model(loaded.model, loaded.spec, frame.drop(columns=["_play_p"])).tasks
+
+
+def test_model_pt_holds_the_epoch_the_criterion_chose(tables, tmp_path):
+    out = tmp_path / "run"
+    record = train(tables, out, "--epochs", "3", "--lr", "0.02", "--patience", "3")
+    values = record["selection"]["values"]
+    chosen = record["selection"]["chosen_epoch"]
+    assert chosen == int(np.nanargmax(values)) and record["best"]["epoch"] == chosen
+    scores = _rescore(out, tables["validation"])
+    for task in ("play", "share"):
+        assert scores[task]["auc"] == pytest.approx(record["epochs"][chosen]["validation"][task]["auc"], abs=1e-6)
+    assert scores["watch_ratio"]["mse"] == pytest.approx(record["epochs"][chosen]["validation"]["watch_ratio"]["mse"],
+                                                         rel=1e-5)
+
+
+def test_single_task_keeps_each_task_at_its_own_best_epoch(tables, tmp_path):
+    out = tmp_path / "run"
+    record = train(tables, out, "--model", "single_task", "--epochs", "3", "--patience", "3",
+                   validation="valid_flipped", small=SMALL_SINGLE_TASK)
+    chosen = record["selection"]["chosen_epoch"]
+    assert record["selection"]["criterion"] == "per_task"
+    # play keeps improving; share's validation relation is flipped, so learning it only hurts there.
+    assert chosen["play"] == 2 and chosen["share"] == 0
+    # model.pt combines the networks: each task's part equals that task's best-epoch checkpoint exactly.
+    saved = torch.load(out / "model.pt", weights_only=False)["state_dict"]
+    epoch_states = {e: torch.load(out / "checkpoints" / f"epoch-{e:04d}.pt", weights_only=False)["model"]
+                    for e in range(3)}
+    names = record["spec"]["tasks"]
+    for index, task in enumerate(t["name"] for t in names):
+        source = epoch_states[chosen[task]]
+        for key, value in saved.items():
+            if key.startswith("task_networks."):
+                assert torch.equal(value[index], source[key][index]), (task, key)
+            elif key.startswith(f"task_inputs.{index}."):
+                assert torch.equal(value, source[key]), (task, key)
+    # Scored by evaluation: each task reproduces the validation metric of its own chosen epoch.
+    scores = _rescore(out, flipped_share(tables["validation"], 3))
+    for task in ("play", "share"):
+        expected = record["epochs"][chosen[task]]["validation"][task]["auc"]
+        assert scores[task]["auc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_selection_settings_are_checked(tables, tmp_path):
+    with pytest.raises(SystemExit):   # pydantic: per_task needs a model without shared parameters
+        config(tables, tmp_path / "x", "--selection", "per_task")
+    with pytest.raises(ConfigError, match="selection_reference .* not a run record"):
+        (tmp_path / "not_a_run").mkdir()
+        run_training(config(tables, tmp_path / "y", "--selection-reference", str(tmp_path / "not_a_run")))
+    with pytest.raises(ConfigError, match="selection_metrics names unknown tasks \\['clicks'\\]"):
+        run_training(config(tables, tmp_path / "z", "--set", "selection_metrics.clicks=auc"))
+
+
+def test_hashed_vocabulary_with_a_sparse_optimizer_trains_and_scores_in_evaluation(tables, tmp_path):
+    spec = json.loads((tables["root"] / "spec.yaml").read_text())
+    spec["features"][0] = {"name": "user_idx", "type": "categorical", "hash_buckets": 16, "embedding_dim": 8}
+    (tmp_path / "hashed.yaml").write_text(json.dumps(spec))
+    out = tmp_path / "run"
+    record = train(tables, out, "--epochs", "2", "--lr", "0.01", "--embedding-optimizer", "rowwise_adagrad",
+                   "--embedding-lr", "0.05", "--spec", str(tmp_path / "hashed.yaml"))
+    assert record["vocab"]["sources"]["user_idx"] == "hash_buckets (16)"
+    assert record["embeddings"] == {"optimizer": "rowwise_adagrad", "rows": 16 + 24 + synth.TAGS,
+                                    "sparse_gradients": True}
+    chosen = record["selection"]["chosen_epoch"]
+    auc = record["epochs"][chosen]["validation"]["play"]["auc"]
+    assert auc > 0.7   # 40 users in 15 buckets: some collide, play stays learnable
+    assert _rescore(out, tables["validation"])["play"]["auc"] == pytest.approx(auc, abs=1e-6)
