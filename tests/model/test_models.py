@@ -218,10 +218,17 @@ def test_bf16_autocast_keeps_fp32_weights_and_outputs():
 
     spec = _many_task_spec(2)
     model = build_model("ple", spec, **SMALL)
+    inner_dtypes = []   # the experts/gates really compute in bf16 (a no-op autocast would leave fp32 here)
+    hooks = [level.register_forward_hook(lambda module, args, out: inner_dtypes.append(out[0].dtype))
+             for level in model.levels]
     with ple_model.autocast("bf16"):
         outputs = model(_batch(8))
+    for hook in hooks:
+        hook.remove()
+    assert inner_dtypes == [torch.bfloat16] * len(model.levels)
     assert all(v.dtype == torch.float32 for v in outputs.values())
     assert all(p.dtype == torch.float32 for p in model.parameters())
     reference = model(_batch(8))
     for task in spec.task_names:
         torch.testing.assert_close(outputs[task], reference[task], rtol=0.1, atol=0.05)
+        assert not torch.equal(outputs[task], reference[task])   # bf16 rounding shows: it did run in bf16
