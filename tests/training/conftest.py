@@ -56,3 +56,30 @@ def record(out: Path) -> dict:
 
 def final_metrics(out: Path) -> dict:
     return record(out)["epochs"][-1]["validation"]
+
+
+SMALL_MODEL = ["--set", "model_params.expert_hidden=[16]", "--set", "model_params.tower_hidden=[16,8]"]
+
+
+def assert_disjoint_shards(lake: dict, out: Path, run: dict, batch_size: int) -> None:
+    """From the RowIdLog callback's files: each rank trained on rows of its own row groups (index mod 2),
+    disjoint from the other's; validation rows disjoint and covering the validation day."""
+    import pyarrow.parquet as pq
+
+    from training.data import row_groups_in_petastorm_order
+    from training.snapshot import resolve_snapshot
+
+    rows_by_rank = json.loads((out / "debug" / "row_ids-epoch0000.json").read_text())["rows_by_rank"]
+    ids = {int(rank): set(values) for rank, values in rows_by_rank.items()}
+    assert not ids[0] & ids[1]
+    assert len(ids[0]) == len(ids[1]) == run["steps_per_epoch"] * batch_size
+    snapshot = resolve_snapshot(lake["examples"], {"dt": {"min": TRAIN_DAYS[0], "max": TRAIN_DAYS[-1]}})
+    owned = {0: set(), 1: set()}
+    for index, (path, row_group, _) in enumerate(row_groups_in_petastorm_order(snapshot.urls)):
+        owned[index % 2] |= set(pq.ParquetFile(path.removeprefix("file://")).read_row_group(
+            row_group, columns=["row_id"]).column("row_id").to_pylist())
+    assert ids[0] <= owned[0] and ids[1] <= owned[1]
+    assert sum(run["rows_per_shard"]) == len(owned[0] | owned[1]) == len(TRAIN_DAYS) * ROWS_PER_DAY
+    validation = json.loads((out / "debug" / "validation_row_ids-epoch0000.json").read_text())["rows_by_rank"]
+    v0, v1 = set(validation["0"]), set(validation["1"])
+    assert not v0 & v1 and v0 | v1 == set(lake["validation_frame"]["row_id"])

@@ -11,17 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO_ROOT, date_args, final_metrics, record, run_train
+from conftest import REPO_ROOT, SMALL_MODEL, assert_disjoint_shards, date_args, final_metrics, record, run_train
 import fault_callbacks
 import training_tables as synth
 from training.callbacks import CALLBACKS_ENV
-from training.data import row_groups_in_petastorm_order
-from training.snapshot import resolve_snapshot
-
-SMALL_MODEL = ["--set", "model_params.expert_hidden=[16]", "--set", "model_params.tower_hidden=[16,8]"]
 
 
 def _ok(result: subprocess.CompletedProcess) -> None:
@@ -47,22 +42,7 @@ def test_two_workers_learn_and_read_disjoint_shards(lake, tmp_path, subprocess_e
     assert auc > 0.75 and auc > oracle - 0.06, (auc, oracle)
     assert final_metrics(out)["play"]["count"] == len(lake["validation_frame"])  # every validation row, once
 
-    # Training rows: disjoint between ranks, each from the rank's own row groups (index mod 2).
-    rows_by_rank = json.loads((out / "debug" / "row_ids-epoch0000.json").read_text())["rows_by_rank"]
-    ids = {int(rank): set(values) for rank, values in rows_by_rank.items()}
-    assert not ids[0] & ids[1]
-    assert len(ids[0]) == len(ids[1]) == run["steps_per_epoch"] * 64
-    snapshot = resolve_snapshot(lake["examples"], {"dt": {"min": "2026-01-01", "max": "2026-01-03"}})
-    owned = {0: set(), 1: set()}
-    for index, (path, row_group, _) in enumerate(row_groups_in_petastorm_order(snapshot.urls)):
-        owned[index % 2] |= set(pq.ParquetFile(path).read_row_group(row_group, columns=["row_id"])
-                                .column("row_id").to_pylist())
-    assert ids[0] <= owned[0] and ids[1] <= owned[1]
-    assert sum(run["rows_per_shard"]) == len(owned[0] | owned[1]) == 3 * 2000
-    # Validation rows: disjoint and covering the validation day.
-    validation = json.loads((out / "debug" / "validation_row_ids-epoch0000.json").read_text())["rows_by_rank"]
-    v0, v1 = set(validation["0"]), set(validation["1"])
-    assert not v0 & v1 and v0 | v1 == set(lake["validation_frame"]["row_id"])
+    assert_disjoint_shards(lake, out, run, batch_size=64)
 
     # Outputs: model (loadable), checkpoints, TensorBoard events, plan.
     from training import load_model
