@@ -1,22 +1,27 @@
-"""Loader vs training throughput for PLE on CPU (or GPU when present).
+"""Training throughput on CPU: the loader, one PLE step, `ple train` with 1 and 2 workers, and embeddings at scale.
 
-    .venv/bin/python bench/training_throughput.py                 # defaults below
-    .venv/bin/python bench/training_throughput.py --rows 400000 --row-group-rows 50000 --batch-size 2048
+    .venv/bin/python bench/training_throughput.py                       # everything below, ~15 min on 2 cores
+    .venv/bin/python bench/training_throughput.py --sections scaling --launchers horovodrun torch
+    .venv/bin/python bench/training_throughput.py --sections embeddings --embedding-rows 10000 1000000 10000000
 
-Prints three figures:
-1. loader: rows/s through Petastorm (make_batch_reader + TransformSpec + BatchedDataLoader
-   with the shuffling buffer) into torch tensors, one shard, nothing else running;
-2. training step: samples/s of forward + Eq. 9 loss + backward + Adam for PLE on batches
-   already in memory (the loader taken out);
-3. end to end: `ple train` with --workers 1 and --workers 2 (horovodrun, Gloo), samples/s
-   from the run record (steps x batch x workers / epoch seconds).
-The loader must be >= 2x the training-step rate, or training waits on data.
+Sections (each prints its figures next to the anchor they are compared with, measured in the same run):
+- loader: rows/s through Petastorm (make_batch_reader + TransformSpec + BatchedDataLoader with the
+  shuffling buffer) into torch tensors; anchor: the PLE training step's samples/s (needs >= 2x).
+- scaling: `ple train` with --workers 1 and --workers 2 on the same cores (horovodrun and/or
+  torch.distributed), per embedding optimizer; figure: steady-state samples/s (median step);
+  anchor: the 1-worker run of the same settings (target: 2 workers >= 0.9x).
+- embeddings: `ple train --workers 1` with a user table of each --embedding-rows size, per
+  embedding optimizer: median step time, peak RSS and gradient bytes per step (what each worker puts
+  on the wire with several workers); anchor: the smallest table (target: 10M rows within 1.3x of 10k).
+The machine's load average is printed with every section: figures from a loaded machine are noisy,
+the ratios less so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,35 +33,37 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-SPEC = {
-    "features": [
-        {"name": "user_idx", "type": "categorical", "vocab_size": 100000, "embedding_dim": 16},
-        {"name": "item_idx", "type": "categorical", "vocab_size": 50000, "embedding_dim": 16},
-        {"name": "hour", "type": "categorical", "vocab_size": 24, "embedding_dim": 4},
-        *[{"name": f"num_{i}", "type": "numeric"} for i in range(8)],
-        {"name": "tag_idx", "type": "multi_categorical", "vocab_size": 500, "embedding_dim": 8, "max_len": 5},
-    ],
-    "tasks": [
-        {"name": "play", "type": "binary", "label": "play"},
-        {"name": "watch_ratio", "type": "regression", "label": "watch_ratio", "mask": "play"},
-        {"name": "share", "type": "binary", "label": "share"},
-        {"name": "comment", "type": "binary", "label": "comment"},
-    ],
-}
+
+def make_spec(user_rows: int) -> dict:
+    return {
+        "features": [
+            {"name": "user_idx", "type": "categorical", "vocab_size": user_rows, "embedding_dim": 16},
+            {"name": "item_idx", "type": "categorical", "vocab_size": 50000, "embedding_dim": 16},
+            {"name": "hour", "type": "categorical", "vocab_size": 24, "embedding_dim": 4},
+            *[{"name": f"num_{i}", "type": "numeric"} for i in range(8)],
+            {"name": "tag_idx", "type": "multi_categorical", "vocab_size": 500, "embedding_dim": 8, "max_len": 5},
+        ],
+        "tasks": [
+            {"name": "play", "type": "binary", "label": "play"},
+            {"name": "watch_ratio", "type": "regression", "label": "watch_ratio", "mask": "play"},
+            {"name": "share", "type": "binary", "label": "share"},
+            {"name": "comment", "type": "binary", "label": "comment"},
+        ],
+    }
 
 
-def write_table(path: Path, rows: int, row_group_rows: int, files: int) -> None:
+def write_table(path: Path, rows: int, row_group_rows: int, files: int, user_rows: int, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
     per_file = rows // files
     for index in range(files):
         n = per_file
         play = rng.random(n) < 0.4
         columns = {
-            "user_idx": rng.integers(0, 100000, n), "item_idx": rng.integers(0, 50000, n),
+            "user_idx": rng.integers(1, user_rows, n), "item_idx": rng.integers(1, 50000, n),
             "hour": rng.integers(0, 24, n),
             **{f"num_{i}": rng.normal(0, 1, n).astype(np.float32) for i in range(8)},
             "tag_idx": pa.array(list(rng.integers(0, 500, (n, 5))), type=pa.list_(pa.int64())),
@@ -67,16 +74,21 @@ def write_table(path: Path, rows: int, row_group_rows: int, files: int) -> None:
         pq.write_table(pa.table(columns), path / f"part-{index:04d}.parquet", row_group_size=row_group_rows)
 
 
+def load() -> str:
+    return f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cpus"
+
+
+# --- loader and step ----------------------------------------------------------------------
+
 def loader_rate(urls, spec, batch_size: int, shuffle_buffer: int, reader_workers: int) -> float:
-    from training.data import DeterministicBatches, shard_layout, split_batch
+    from training.data import DeterministicBatches, shard_layout, to_batch
 
     layout = shard_layout(urls, 1)
     source = DeterministicBatches(urls, spec, rank=0, layout=layout, batch_size=batch_size, seed=1, shuffle=True,
                                   shuffle_buffer=shuffle_buffer, reader_workers=reader_workers)
     start, rows = time.perf_counter(), 0
-    for batch in source.batches():
-        features, labels, masks = split_batch(batch, spec)
-        rows += len(labels["play"])
+    for columns in source.batches():
+        rows += to_batch(columns, spec).rows
     return rows / (time.perf_counter() - start)
 
 
@@ -86,78 +98,151 @@ def train_step_rate(urls, spec, batch_size: int, steps: int, model_params: dict)
     from ple_model import build_model
     from ple_model.losses import masked_task_losses
     from ple_model.weighting import build_weighting
-    from training.data import DeterministicBatches, shard_layout, split_batch
+    from training.data import DeterministicBatches, shard_layout, to_batch
 
     layout = shard_layout(urls, 1)
     source = DeterministicBatches(urls, spec, rank=0, layout=layout, batch_size=batch_size, seed=1, shuffle=False)
-    batches = [split_batch(b, spec) for b in source.batches(limit=min(steps, 20))]
+    batches = [to_batch(b, spec) for b in source.batches(limit=min(steps, 20))]
     model = build_model("ple", spec, **model_params)
     weighting = build_weighting("decay", spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for features, labels, masks in batches[:3]:  # warm-up
-        loss = weighting.combine(masked_task_losses(spec, model(features), labels, masks))
-        optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702
+
+    def step(batch) -> None:
+        loss = weighting.combine(masked_task_losses(spec, model(batch.features), batch.labels, batch.masks))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for batch in batches[:3]:  # warm-up
+        step(batch)
     start = time.perf_counter()
-    for step in range(steps):
-        features, labels, masks = batches[step % len(batches)]
-        loss = weighting.combine(masked_task_losses(spec, model(features), labels, masks))
-        optimizer.zero_grad(); loss.backward(); optimizer.step()  # noqa: E702
+    for index in range(steps):
+        step(batches[index % len(batches)])
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def end_to_end_rate(table: Path, spec_path: Path, workers: int, batch_size: int, steps: int, out: Path,
-                    model_params: dict) -> float:
-    command = [sys.executable, "-m", "jobs.train", "--train-path", str(table), "--validation-path", str(table),
+# --- `ple train` runs ------------------------------------------------------------------------
+
+def ple_train(table: Path, validation: Path, spec_path: Path, out: Path, *, workers: int, launcher: str,
+              batch_size: int, steps: int, embedding_optimizer: str, model_params: dict) -> dict:
+    command = [sys.executable, "-m", "jobs.train", "--train-path", str(table), "--validation-path", str(validation),
                "--spec", str(spec_path), "--out", str(out), "--workers", str(workers), "--epochs", "1",
                "--batch-size", str(batch_size), "--max-steps-per-epoch", str(steps), "--no-progress",
-               "--validation-batch-size", "16384"]
+               "--validation-batch-size", "16384", "--embedding-optimizer", embedding_optimizer,
+               "--selection", "last_epoch", "--checkpoint-every-steps", "0"]
+    if launcher != "auto":
+        command += ["--launcher", launcher]
     for key, value in model_params.items():
         command += ["--set", f"model_params.{key}={json.dumps(value)}"]
-    subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     record = json.loads((out / "run_record.json").read_text())
-    return record["epochs"][0]["train_samples_per_s"]
+    epoch = record["epochs"][0]
+    return {"median_step_s": epoch["step_seconds_median"], "epoch_samples_per_s": epoch["train_samples_per_s"],
+            "samples_per_s": batch_size * workers / epoch["step_seconds_median"],
+            "gradient_bytes": epoch["gradient_bytes_per_step"], "peak_rss": record["peak_rss_bytes_rank0"],
+            "embedding_rows": record["embeddings"]["rows"]}
+
+
+def scaling(args, work: Path, model_params: dict) -> None:
+    import yaml
+
+    table, validation = work / "table", work / "validation"
+    spec_path = work / "spec-scaling.yaml"
+    spec_path.write_text(yaml.safe_dump(make_spec(args.scaling_user_rows)))
+    print(f"\n== scaling: 1 vs 2 workers on the same {os.cpu_count()} cores (user table {args.scaling_user_rows:,} "
+          f"rows, batch {args.batch_size} per worker, {args.steps} steps) -- {load()}")
+    print(f"{'launcher':<12} {'embeddings':<16} {'1 worker':>12} {'2 workers':>12} {'ratio':>7}  "
+          f"{'bytes/step/worker':>18}")
+    for launcher in args.launchers:
+        for optimizer in args.embedding_optimizers:
+            rates = {}
+            for workers in (1, 2):
+                run = ple_train(table, validation, spec_path, work / f"scaling-{launcher}-{optimizer}-{workers}",
+                                workers=workers, launcher="single" if workers == 1 else
+                                ("horovodrun" if launcher == "horovodrun" else "torch-distributor"),
+                                batch_size=args.batch_size, steps=args.steps, embedding_optimizer=optimizer,
+                                model_params=model_params)
+                rates[workers] = run
+            ratio = rates[2]["samples_per_s"] / rates[1]["samples_per_s"]
+            print(f"{launcher:<12} {optimizer:<16} {rates[1]['samples_per_s']:>10,.0f}/s {rates[2]['samples_per_s']:>10,.0f}/s "
+                  f"{ratio:>6.2f}x  {rates[2]['gradient_bytes'] / 1e6:>15.2f} MB   (epoch-level: "
+                  f"{rates[1]['epoch_samples_per_s']:,.0f} and {rates[2]['epoch_samples_per_s']:,.0f} samples/s)")
+    print(f"-- {load()}")
+
+
+def embeddings(args, work: Path, model_params: dict) -> None:
+    import yaml
+
+    sizes = sorted(args.embedding_rows)
+    print(f"\n== embeddings at scale: user table rows vs step time, peak RSS, gradient bytes (1 worker, batch "
+          f"{args.batch_size}, {args.steps} steps, dim 16) -- {load()}")
+    print(f"{'embeddings':<16} {'user rows':>12} {'median step':>12} {'vs smallest':>12} {'peak RSS':>10} "
+          f"{'grad bytes/step':>16}")
+    validation = work / "validation"
+    for optimizer in args.embedding_optimizers:
+        anchor = None
+        for rows in sizes:
+            table = work / f"table-users-{rows}"
+            if not table.exists():
+                write_table(table, args.rows, args.row_group_rows, args.files, user_rows=rows, seed=1)
+            spec_path = work / f"spec-{rows}.yaml"
+            spec_path.write_text(yaml.safe_dump(make_spec(rows)))
+            run = ple_train(table, validation, spec_path, work / f"emb-{optimizer}-{rows}", workers=1,
+                            launcher="single", batch_size=args.batch_size, steps=args.steps,
+                            embedding_optimizer=optimizer, model_params=model_params)
+            anchor = anchor or run["median_step_s"]
+            print(f"{optimizer:<16} {rows:>12,} {run['median_step_s'] * 1e3:>9.1f} ms {run['median_step_s'] / anchor:>11.2f}x "
+                  f"{run['peak_rss'] / 2**20:>7,.0f} MB {run['gradient_bytes'] / 1e6:>13.2f} MB", flush=True)
+    print(f"-- {load()}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", default=["loader", "scaling", "embeddings"],
+                        choices=["loader", "scaling", "embeddings"])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--row-group-rows", type=int, default=25_000)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--shuffle-buffer", type=int, default=20_000)
     parser.add_argument("--reader-workers", type=int, default=1)
-    parser.add_argument("--train-steps", type=int, default=60)
-    parser.add_argument("--skip-end-to-end", action="store_true")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per measured run")
+    parser.add_argument("--launchers", nargs="+", default=["horovodrun", "torch"], choices=["horovodrun", "torch"])
+    parser.add_argument("--embedding-optimizers", nargs="+", default=["dense", "rowwise_adagrad", "sparse_adam"],
+                        choices=["dense", "rowwise_adagrad", "sparse_adam"])
+    parser.add_argument("--scaling-user-rows", type=int, default=100_000)
+    parser.add_argument("--embedding-rows", type=int, nargs="+", default=[10_000, 1_000_000, 10_000_000])
     args = parser.parse_args()
 
     import torch
-    import yaml
 
     from ple_model import ModelSpec
 
     # Paper shapes: single-layer experts, towers [256, 128, 64]; 2 levels, 1 specific + 1 shared expert per task.
     model_params = {"num_levels": 2}
-    spec = ModelSpec.model_validate(SPEC)
+    print(f"torch {torch.__version__}, {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}; {load()}")
     with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "table"
-        write_table(table, args.rows, args.row_group_rows, args.files)
-        spec_path = Path(tmp) / "spec.yaml"
-        spec_path.write_text(yaml.safe_dump(SPEC))
-        from training.snapshot import resolve_parquet_snapshot
+        work = Path(tmp)
+        write_table(work / "table", args.rows, args.row_group_rows, args.files, user_rows=args.scaling_user_rows)
+        write_table(work / "validation", 8192, 8192, 1, user_rows=args.scaling_user_rows, seed=2)
+        if "loader" in args.sections:
+            from training.snapshot import resolve_parquet_snapshot
 
-        urls = resolve_parquet_snapshot(str(table)).urls
-        print(f"table: {args.rows} rows, {args.files} files, row groups of {args.row_group_rows}; "
-              f"batch {args.batch_size}; torch threads {torch.get_num_threads()}")
-        loader = loader_rate(urls, spec, args.batch_size, args.shuffle_buffer, args.reader_workers)
-        print(f"loader (petastorm -> tensors, reader_workers={args.reader_workers}): {loader:,.0f} rows/s")
-        step = train_step_rate(urls, spec, args.batch_size, args.train_steps, model_params)
-        print(f"PLE training step (data in memory):            {step:,.0f} samples/s")
-        print(f"loader / training ratio: {loader / step:.1f}x (needs >= 2x)")
-        if not args.skip_end_to_end:
-            for workers in (1, 2):
-                rate = end_to_end_rate(table, spec_path, workers, args.batch_size, args.train_steps,
-                                       Path(tmp) / f"run{workers}", model_params)
-                print(f"ple train --workers {workers}: {rate:,.0f} samples/s (all workers together)")
+            spec = ModelSpec.model_validate(make_spec(args.scaling_user_rows))
+            urls = resolve_parquet_snapshot(str(work / "table")).urls
+            print(f"\n== loader vs step: {args.rows} rows, {args.files} files, row groups of {args.row_group_rows}; "
+                  f"batch {args.batch_size} -- {load()}")
+            loader = loader_rate(urls, spec, args.batch_size, args.shuffle_buffer, args.reader_workers)
+            print(f"loader (petastorm -> tensors, reader_workers={args.reader_workers}): {loader:,.0f} rows/s")
+            step = train_step_rate(urls, spec, args.batch_size, args.steps, model_params)
+            print(f"PLE training step (data in memory, anchor):    {step:,.0f} samples/s")
+            print(f"loader / training ratio: {loader / step:.1f}x (needs >= 2x)")
+        if "scaling" in args.sections:
+            scaling(args, work, model_params)
+        if "embeddings" in args.sections:
+            embeddings(args, work, model_params)
 
 
 if __name__ == "__main__":

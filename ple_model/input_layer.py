@@ -169,7 +169,7 @@ def set_sparse_gradients(module: nn.Module, enabled: bool) -> None:
 def _embedding_init(rows: int, dim: int) -> Tensor:
     # std 1/sqrt(dim): each embedding has about unit norm, the scale the
     # kaiming-initialised experts that read it expect.
-    return torch.randn(rows, dim) / math.sqrt(dim)
+    return torch.randn(rows, dim).div_(math.sqrt(dim))  # in place: no second table-sized buffer
 
 
 def _cumsum(values):

@@ -41,8 +41,10 @@ class TrainingMeter:
         self._epoch.zero_()
         self._window_start = self._epoch_start = time.perf_counter()
         self._window_steps = 0
-        self._exchange_bytes = 0
+        self._gradient_bytes = 0
         self._steps_this_process = 0
+        self._step_times: list[float] = []
+        self._last_step_end = time.perf_counter()
         if self.world.is_root and self.progress_enabled:
             from tqdm import tqdm
 
@@ -50,18 +52,22 @@ class TrainingMeter:
                              file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
 
     def after_step(self, sums: Mapping[str, torch.Tensor], counts: torch.Tensor, *, global_step: int,
-                   last_of_epoch: bool, exchange_bytes: int, task_weights: Callable[[], Mapping[str, float]]) -> None:
+                   last_of_epoch: bool, gradient_bytes: int, task_weights: Callable[[], Mapping[str, float]]) -> None:
+        now = time.perf_counter()
+        self._step_times.append(now - self._last_step_end)  # step + waiting for its batch
+        self._last_step_end = now
         with torch.no_grad():
             step = torch.cat([torch.stack([sums[t].detach().double() for t in self.task_names]), counts.double()])
             self._window += step
             self._epoch += step
         self._window_steps += 1
         self._steps_this_process += 1
-        self._exchange_bytes += exchange_bytes
+        self._gradient_bytes += gradient_bytes
         if global_step % self.log_every_steps == 0 or last_of_epoch:
             self._log_window(global_step, task_weights)
         if self._bar is not None:
             self._bar.update(1)
+        self._last_step_end = time.perf_counter()  # logging and the bar are not the step's
 
     def _log_window(self, global_step: int, task_weights: Callable[[], Mapping[str, float]]) -> None:
         losses = self._mean_losses(self.world.allreduce_sum(self._window.cpu(), name="log_window"))
@@ -79,15 +85,23 @@ class TrainingMeter:
         self._window_start, self._window_steps = time.perf_counter(), 0
 
     def end_epoch(self) -> dict[str, Any]:
-        """The epoch's global training losses and speed (a collective)."""
+        """The epoch's global training losses and speed (a collective).
+
+        step_seconds_median: steady-state time of one step (this rank), its batch's wait included,
+        the first step (reader start-up) left out. gradient_bytes_per_step: the gradient payload one
+        worker contributes to the exchange per step (dense numel x 4 bytes; sparse: touched rows).
+        """
+        import statistics
+
         seconds = time.perf_counter() - self._epoch_start
         self.close_bar()
         losses = self._mean_losses(self.world.allreduce_sum(self._epoch.cpu(), name="epoch_loss"))
         steps = max(self._steps_this_process, 1)
+        steady = self._step_times[1:] or self._step_times or [seconds]
         return {"train_loss": losses, "train_seconds": seconds,
                 "train_samples_per_s": self._steps_this_process * self.batch_size * self.world.size / max(seconds, 1e-9),
-                "step_seconds": seconds / steps,
-                "exchange_bytes_per_step": self._exchange_bytes / steps}
+                "step_seconds_median": statistics.median(steady),
+                "gradient_bytes_per_step": self._gradient_bytes / steps}
 
     def _mean_losses(self, totals: torch.Tensor) -> dict[str, float]:
         size = len(self.task_names)

@@ -206,7 +206,7 @@ class Trainer:
             self.global_step += 1
             self.meter.after_step(sums, counts, global_step=self.global_step,
                                   last_of_epoch=self.step_in_epoch == self.steps,
-                                  exchange_bytes=self.world.last_exchange_bytes,
+                                  gradient_bytes=self.world.last_gradient_bytes,
                                   task_weights=lambda: self.weighting.current_weights(self.epoch))
             every = self.config.checkpoint_every_steps
             if every and self.step_in_epoch % every == 0 and self.step_in_epoch < self.steps:
@@ -336,7 +336,15 @@ class Trainer:
             "best": self.selection.best(), "selection": plain(self.selection.record(self.history)),
             "stopped_early": self.stopped_early, "resumes": self.resumes,
             "elapsed_seconds_this_process": time.time() - self.started, "model_path": str(self.out / "model.pt"),
+            "peak_rss_bytes_rank0": peak_rss_bytes(),
         })
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def train_worker(plan: TrainingPlan, world: str, launcher: str, callbacks: Sequence[TrainerCallback] = (),

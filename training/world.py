@@ -20,9 +20,10 @@ Three worlds, one interface (the training loop never asks which one it has):
 
 `world.step(optimizers, parameters, clip_norm)` = average gradients, clip
 (sparse-aware, over all parameters), step every optimizer.
-`world.last_exchange_bytes` is the gradient payload this worker put into the
-collectives of the last step (dense: numel x itemsize; sparse: nnz x (8 bytes
-of row index + dim x itemsize)): it does not grow with rows a batch does not touch.
+`world.last_gradient_bytes` is the gradient payload of this worker in the last
+step, what it puts into the exchange when there are several workers (dense:
+numel x itemsize; sparse: nnz x (8 bytes of row index + dim x itemsize)): with
+sparse embeddings it does not grow with rows a batch does not touch.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class SingleProcessWorld:
     name = "single"
 
     def __init__(self):
-        self.last_exchange_bytes = 0
+        self.last_gradient_bytes = 0
 
     @property
     def is_root(self) -> bool:
@@ -146,7 +147,7 @@ class SingleProcessWorld:
 
     def step(self, optimizers: Sequence[torch.optim.Optimizer], parameters: Sequence[torch.nn.Parameter],
              clip_norm: float | None = None) -> None:
-        self.last_exchange_bytes = gradient_payload_bytes(parameters) if self.size > 1 else 0
+        self.last_gradient_bytes = gradient_payload_bytes(parameters)
         self.synchronize(optimizers, parameters)
         if clip_norm:
             clip_gradients(parameters, clip_norm)
