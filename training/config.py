@@ -63,7 +63,9 @@ class TrainConfig(JobConfig):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch (quick runs)")
 
     # --- data loading -----------------------------------------------------------
-    shuffle_buffer: int = Field(20000, ge=0, description="rows in the shuffling buffer (0 = off)")
+    shuffle_buffer: int | None = Field(
+        None, ge=0, description="rows in the shuffling buffer (0 = off); default: enough for 4 of the shard's "
+                                "largest row groups (at least 20000), so batches mix rows of several files/days")
     reader_workers: int = Field(1, ge=1, description="Petastorm reader threads; 1 keeps the order deterministic")
     validation_batch_size: int = Field(8192, ge=1)
 

@@ -128,6 +128,7 @@ class ShardLayout:
     shard_count: int                 # Petastorm shard_count to use (<= world size)
     rows_per_shard: tuple[int, ...]  # one per rank; 0 for ranks beyond shard_count
     num_row_groups: int
+    largest_row_group: int = 0
 
     @property
     def total_rows(self) -> int:
@@ -140,7 +141,22 @@ def shard_layout(urls: Sequence[str], world_size: int) -> ShardLayout:
     rows = [0] * world_size
     for index, (_, _, count) in enumerate(pieces):
         rows[index % shard_count] += count
-    return ShardLayout(shard_count=shard_count, rows_per_shard=tuple(rows), num_row_groups=len(pieces))
+    return ShardLayout(shard_count=shard_count, rows_per_shard=tuple(rows), num_row_groups=len(pieces),
+                       largest_row_group=max((count for _, _, count in pieces), default=0))
+
+
+def auto_shuffle_buffer(layout: ShardLayout, rank: int, row_groups: int = 4, minimum: int = 20000) -> int:
+    """Rows the shuffling buffer holds by default: `row_groups` of the largest row group (>= minimum), at most the shard.
+
+    Petastorm reads one row group after another; the buffer is all that mixes rows ACROSS row
+    groups. With a buffer smaller than a row group (the old default 20000 vs. one 20-23k row file per
+    day in the demo lake) every batch comes from one or two days, in a per-epoch order, and the
+    weights at an epoch's end are tuned to the last days read: measured, the std of the per-batch
+    mean of user_hist_impressions_log (which grows day by day) over an epoch was 0.66 with 20000,
+    0.068 with 4 row groups, 0.044 with the whole table.
+    """
+    shard_rows = layout.rows_per_shard[rank] if rank < len(layout.rows_per_shard) else 0
+    return min(shard_rows, max(minimum, row_groups * layout.largest_row_group))
 
 
 # --- reading --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from ple_runtime.lineage import run_context, write_json
 from .callbacks import CallbackList, TrainerCallback
 from .checkpoint import Checkpointer
 from .config import TrainConfig
-from .data import Batch, DeterministicBatches, epoch_seed, shard_layout, to_batch
+from .data import Batch, DeterministicBatches, auto_shuffle_buffer, epoch_seed, shard_layout, to_batch
 from .meter import TrainingMeter
 from .optim import build_optimizers, zero_grad
 from .plan import TrainingPlan
@@ -107,6 +107,8 @@ class Trainer:
         self.validation_layout = shard_layout(plan.validation_snapshot.urls, world.size)
         self.steps = self._agreed_steps_per_epoch()
         config = self.config
+        self.shuffle_buffer = (config.shuffle_buffer if config.shuffle_buffer is not None
+                               else auto_shuffle_buffer(self.train_layout, world.rank))
         self.selection = build_selection(
             config.resolved_selection, self.spec, patience=config.patience,
             metrics_by_task=task_metrics(self.spec, config.selection_metrics),
@@ -224,7 +226,7 @@ class Trainer:
             layout=self.train_layout if train else self.validation_layout,
             batch_size=config.batch_size if train else config.validation_batch_size,
             seed=epoch_seed(config.seed, self.epoch) if train else epoch_seed(config.seed, 0, "validation"),
-            shuffle=train, shuffle_buffer=config.shuffle_buffer if train else 0,
+            shuffle=train, shuffle_buffer=self.shuffle_buffer if train else 0,
             infinite=train and config.steps_per_epoch_policy == "mean", drop_last=train,
             reader_workers=config.reader_workers, extra_columns=self.callbacks.extra_columns)
         for columns in source.batches(limit=self.steps if train else None, skip=skip):
@@ -331,7 +333,7 @@ class Trainer:
             "spec": plan.spec.model_dump(mode="json"), "vocab": plan.vocab.model_dump(mode="json"),
             "delta_version": plan.train_snapshot.version, "train_snapshot": plan.train_snapshot.summary(),
             "validation_snapshot": plan.validation_snapshot.summary(), "steps_per_epoch": self.steps,
-            "rows_per_shard": list(self.train_layout.rows_per_shard),
+            "rows_per_shard": list(self.train_layout.rows_per_shard), "shuffle_buffer_rank0": self.shuffle_buffer,
             "train_row_groups": self.train_layout.num_row_groups, "epochs": self.history,
             "best": self.selection.best(), "selection": plain(self.selection.record(self.history)),
             "stopped_early": self.stopped_early, "resumes": self.resumes,

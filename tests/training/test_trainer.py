@@ -186,3 +186,26 @@ def test_hashed_vocabulary_with_a_sparse_optimizer_trains_and_scores_in_evaluati
     auc = record["epochs"][chosen]["validation"]["play"]["auc"]
     assert auc > 0.7   # 40 users in 15 buckets: some collide, play stays learnable
     assert _rescore(out, tables["validation"])["play"]["auc"] == pytest.approx(auc, abs=1e-6)
+
+
+def test_default_shuffle_buffer_mixes_row_groups_of_several_files(tables):
+    """One row group per file (per day in the demo lake): a buffer smaller than a row group yields batches
+    from one file at a time; the default (4 row groups, here the whole shard) mixes them from the start."""
+    from ple_model import ModelSpec
+    from training.data import DeterministicBatches, auto_shuffle_buffer, shard_layout
+    from training.snapshot import resolve_parquet_snapshot
+
+    spec = ModelSpec.model_validate(json.loads((tables["root"] / "spec.yaml").read_text()))
+    urls = resolve_parquet_snapshot(str(tables["root"] / "train")).urls   # 3 files x 500 rows, 1 row group each
+    layout = shard_layout(urls, 1)
+    assert layout.largest_row_group == 500 and auto_shuffle_buffer(layout, 0) == 1500
+    assert auto_shuffle_buffer(layout, 0, minimum=10) == 1500 and auto_shuffle_buffer(layout, 0, 2, 10) == 1000
+
+    def files_in_first_batches(buffer: int) -> list[int]:
+        source = DeterministicBatches(urls, spec, rank=0, layout=layout, batch_size=100, seed=3, shuffle=True,
+                                      shuffle_buffer=buffer, extra_columns=("row_id",))
+        # make_rows numbers rows 0..1499 in file order: file = row_id // 500
+        return [len(set((b["row_id"] // 500).tolist())) for b in source.batches(limit=3)]
+
+    assert files_in_first_batches(100) == [1, 1, 1]
+    assert min(files_in_first_batches(auto_shuffle_buffer(layout, 0))) == 3
