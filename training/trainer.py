@@ -40,6 +40,7 @@ from ple_model import build_model, read_model_file, save_model
 from ple_model.losses import masked_task_loss_sums
 from ple_model.metrics import evaluate_tasks, predictions_from_outputs
 from ple_model.weighting import build_weighting
+from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
 
 from .callbacks import CallbackList, TrainerCallback
@@ -323,7 +324,7 @@ class Trainer:
     def write_record(self, status: str) -> None:
         config, plan = self.config, self.plan
         write_json(self.out / "run_record.json", {
-            "status": status, "config": plan.model_dump(mode="json")["config"], "context": self.context,
+            "status": status, "config": config_as_dict(config), "context": self.context,
             "code_version": self.context["code"], "world_size": self.world.size, "world": self.world.name,
             "launcher": self.launcher, "device": str(self.device), "lr_effective": self.lr,
             "model": {"name": config.model, "parameters": sum(p.numel() for p in self.model.parameters()),

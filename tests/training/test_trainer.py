@@ -209,3 +209,22 @@ def test_default_shuffle_buffer_mixes_row_groups_of_several_files(tables):
 
     assert files_in_first_batches(100) == [1, 1, 1]
     assert min(files_in_first_batches(auto_shuffle_buffer(layout, 0))) == 3
+
+
+def test_the_plan_round_trips_typed_and_loads_plans_with_retired_test_settings(tables, tmp_path):
+    from training.plan import TrainingPlan, prepare_plan
+    from training.snapshot import Snapshot
+
+    plan = prepare_plan(config(tables, tmp_path / "run", "--epochs", "1"))
+    loaded = TrainingPlan.load(tmp_path / "run" / "plan.json")
+    assert loaded == plan
+    assert isinstance(loaded.config, TrainConfig) and isinstance(loaded.train_snapshot, Snapshot)
+    assert loaded.spec.features[0].vocab_size == synth.USERS + 1 and loaded.train_snapshot.urls == plan.train_snapshot.urls
+    # A plan.json written before the test hooks left the config still loads (they are dropped).
+    data = json.loads((tmp_path / "run" / "plan.json").read_text())
+    data["config"].update(stop_after_steps=5, debug_step_delay_s=0.1, debug_row_id_column="row_id")
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert TrainingPlan.load(tmp_path / "old.json") == plan
+    with pytest.raises(ValueError, match="is not a training plan"):
+        (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
+        TrainingPlan.load(tmp_path / "other.json")
