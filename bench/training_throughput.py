@@ -8,8 +8,11 @@ Sections (each prints its figures next to the anchor they are compared with, mea
 - loader: rows/s through Petastorm (make_batch_reader + TransformSpec + BatchedDataLoader with the
   shuffling buffer) into torch tensors; anchor: the PLE training step's samples/s (needs >= 2x).
 - scaling: `ple train` with --workers 1 and --workers 2 on the same cores (horovodrun and/or
-  torch.distributed), per embedding optimizer; figure: steady-state samples/s (median step);
-  anchor: the 1-worker run of the same settings (target: 2 workers >= 0.9x).
+  TorchDistributor), per embedding optimizer; figure: steady-state samples/s (median step);
+  anchor: the 1-worker run of the same settings in the same round (rounds interleaved, median
+  ratio printed; target: 2 workers >= 0.9x). Second anchor, robust to a loaded machine where a
+  2-thread worker suffers from oversubscription: twice a 1-thread worker's rate (efficiency 1.0 =
+  the exchange costs nothing).
 - embeddings: `ple train --workers 1` with a user table of each --embedding-rows size, per
   embedding optimizer: median step time, peak RSS and gradient bytes per step (what each worker puts
   on the wire with several workers); anchor: the smallest table (target: 10M rows within 1.3x of 10k).
@@ -124,7 +127,8 @@ def train_step_rate(urls, spec, batch_size: int, steps: int, model_params: dict)
 # --- `ple train` runs ------------------------------------------------------------------------
 
 def ple_train(table: Path, validation: Path, spec_path: Path, out: Path, *, workers: int, launcher: str,
-              batch_size: int, steps: int, embedding_optimizer: str, model_params: dict) -> dict:
+              batch_size: int, steps: int, embedding_optimizer: str, model_params: dict,
+              threads: int | None = None) -> dict:
     command = [sys.executable, "-m", "jobs.train", "--train-path", str(table), "--validation-path", str(validation),
                "--spec", str(spec_path), "--out", str(out), "--workers", str(workers), "--epochs", "1",
                "--batch-size", str(batch_size), "--max-steps-per-epoch", str(steps), "--no-progress",
@@ -132,6 +136,8 @@ def ple_train(table: Path, validation: Path, spec_path: Path, out: Path, *, work
                "--selection", "last_epoch", "--checkpoint-every-steps", "0"]
     if launcher != "auto":
         command += ["--launcher", launcher]
+    if threads:
+        command += ["--threads", str(threads)]
     for key, value in model_params.items():
         command += ["--set", f"model_params.{key}={json.dumps(value)}"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
@@ -146,29 +152,41 @@ def ple_train(table: Path, validation: Path, spec_path: Path, out: Path, *, work
 
 
 def scaling(args, work: Path, model_params: dict) -> None:
+    """1 vs 2 workers, interleaved: each round runs the 1-worker anchor, then every launcher's 2 workers."""
+    import statistics
+
     import yaml
 
     table, validation = work / "table", work / "validation"
     spec_path = work / "spec-scaling.yaml"
     spec_path.write_text(yaml.safe_dump(make_spec(args.scaling_user_rows)))
     print(f"\n== scaling: 1 vs 2 workers on the same {os.cpu_count()} cores (user table {args.scaling_user_rows:,} "
-          f"rows, batch {args.batch_size} per worker, {args.steps} steps) -- {load()}")
-    print(f"{'launcher':<12} {'embeddings':<16} {'1 worker':>12} {'2 workers':>12} {'ratio':>7}  "
-          f"{'bytes/step/worker':>18}")
-    for launcher in args.launchers:
+          f"rows, batch {args.batch_size} per worker, {args.steps} steps, {args.repeats} interleaved rounds; "
+          f"samples/s from the median step) -- {load()}")
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for round_index in range(args.repeats):
         for optimizer in args.embedding_optimizers:
-            rates = {}
-            for workers in (1, 2):
-                run = ple_train(table, validation, spec_path, work / f"scaling-{launcher}-{optimizer}-{workers}",
-                                workers=workers, launcher="single" if workers == 1 else
-                                ("horovodrun" if launcher == "horovodrun" else "torch-distributor"),
-                                batch_size=args.batch_size, steps=args.steps, embedding_optimizer=optimizer,
-                                model_params=model_params)
-                rates[workers] = run
-            ratio = rates[2]["samples_per_s"] / rates[1]["samples_per_s"]
-            print(f"{launcher:<12} {optimizer:<16} {rates[1]['samples_per_s']:>10,.0f}/s {rates[2]['samples_per_s']:>10,.0f}/s "
-                  f"{ratio:>6.2f}x  {rates[2]['gradient_bytes'] / 1e6:>15.2f} MB   (epoch-level: "
-                  f"{rates[1]['epoch_samples_per_s']:,.0f} and {rates[2]['epoch_samples_per_s']:,.0f} samples/s)")
+            def run(workers: int, launcher: str, threads: int | None = None) -> dict:
+                out = work / f"scaling-{round_index}-{optimizer}-{launcher}-{workers}-{threads}"
+                return ple_train(table, validation, spec_path, out, workers=workers, launcher=launcher,
+                                 batch_size=args.batch_size, steps=args.steps, embedding_optimizer=optimizer,
+                                 model_params=model_params, threads=threads)
+
+            anchor = run(1, "single")              # one worker on all cores (the target's anchor)
+            per_core = run(1, "single", threads=1)  # one worker on one core: 2x this = no exchange cost at all
+            for launcher in args.launchers:
+                two = run(2, "horovodrun" if launcher == "horovodrun" else "torch-distributor")
+                ratio = two["samples_per_s"] / anchor["samples_per_s"]
+                efficiency = two["samples_per_s"] / (2 * per_core["samples_per_s"])
+                ratios.setdefault((launcher, optimizer), []).append((ratio, efficiency))
+                print(f"round {round_index + 1}: {launcher:<10} {optimizer:<16} 1 worker {anchor['samples_per_s']:>8,.0f}/s "
+                      f"(1 thread {per_core['samples_per_s']:>7,.0f}/s)  2 workers {two['samples_per_s']:>8,.0f}/s  "
+                      f"ratio {ratio:.2f}x  efficiency {efficiency:.2f}  bytes/step/worker "
+                      f"{two['gradient_bytes'] / 1e6:.2f} MB  -- {load()}", flush=True)
+    print(f"{'launcher':<12} {'embeddings':<16} {'2 vs 1 worker':>13} {'2 vs 2x(1 thread)':>18}  rounds")
+    for (launcher, optimizer), values in ratios.items():
+        print(f"{launcher:<12} {optimizer:<16} {statistics.median(v[0] for v in values):>12.2f}x "
+              f"{statistics.median(v[1] for v in values):>17.2f}   " + " ".join(f"{r:.2f}/{e:.2f}" for r, e in values))
     print(f"-- {load()}")
 
 
@@ -213,6 +231,7 @@ def main() -> None:
     parser.add_argument("--embedding-optimizers", nargs="+", default=["dense", "rowwise_adagrad", "sparse_adam"],
                         choices=["dense", "rowwise_adagrad", "sparse_adam"])
     parser.add_argument("--scaling-user-rows", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the scaling section")
     parser.add_argument("--embedding-rows", type=int, nargs="+", default=[10_000, 1_000_000, 10_000_000])
     args = parser.parse_args()
 

@@ -78,6 +78,8 @@ class TrainConfig(JobConfig):
                             "CPU, nccl on GPU) on Spark executors")
     hosts: str | None = Field(None, description="horovodrun -H value (default localhost:<workers>)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker (default: the "
+                                                        "host's cores / its workers; a Spark task's cores)")
     resume: bool = Field(False, description="continue from the last checkpoint in <out>/checkpoints")
     checkpoint_every_steps: int = Field(0, ge=0, description="also checkpoint every K steps (0 = epoch ends only)")
     keep_checkpoints: int = Field(3, ge=1, description="mid-epoch checkpoints kept (epoch ends are all kept)")

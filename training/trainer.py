@@ -354,7 +354,8 @@ def train_worker(plan: TrainingPlan, world: str, launcher: str, callbacks: Seque
                  threads: int | None = None) -> dict[str, Any]:
     """Run one worker of a plan: world "single", "horovod" or "torch" (torch.distributed from the environment)."""
     world_object = init_world(world)
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // max(1, world_object.local_size)))
+    threads = plan.config.threads or threads or max(1, (os.cpu_count() or 1) // max(1, world_object.local_size))
+    torch.set_num_threads(threads)
     try:
         return Trainer(plan, world_object, launcher, callbacks).run()
     finally:
