@@ -13,6 +13,8 @@ Sections (each prints its figures next to the anchor they are compared with, mea
   ratio printed; target: 2 workers >= 0.9x). Second anchor, robust to a loaded machine where a
   2-thread worker suffers from oversubscription: twice a 1-thread worker's rate (efficiency 1.0 =
   the exchange costs nothing).
+- profile: one step in this process split into forward + loss, backward and world.step (the
+  optimizers), per --embedding-rows size and embedding optimizer; anchor: the smallest table.
 - embeddings: `ple train --workers 1` with a user table of each --embedding-rows size, per
   embedding optimizer: median step time, peak RSS and gradient bytes per step (what each worker puts
   on the wire with several workers); anchor: the smallest table (target: 10M rows within 1.3x of 10k).
@@ -216,10 +218,70 @@ def embeddings(args, work: Path, model_params: dict) -> None:
     print(f"-- {load()}")
 
 
+def profile(args, model_params: dict) -> None:
+    """Where one step's time goes (forward + loss, backward, world.step incl. optimizers), in this process."""
+    import statistics
+
+    import torch
+
+    from ple_model import ModelSpec, build_model
+    from ple_model.losses import masked_task_losses
+    from ple_model.weighting import build_weighting
+    from training.optim import build_optimizers, zero_grad
+    from training.world import SingleProcessWorld, gradient_payload_bytes
+
+    torch.set_num_threads(args.profile_threads)
+    generator = torch.Generator().manual_seed(0)
+    print(f"\n== profile of one step (batch {args.batch_size}, {args.profile_threads} torch thread(s), median of 10 "
+          f"after 2 warm-up) -- {load()}")
+
+    def batch(spec):
+        n = args.batch_size
+        features = {f.name: (torch.randn(n, generator=generator) if f.type == "numeric" else
+                             torch.randint(1, int(f.vocab_size), (n,) if f.type == "categorical" else (n, f.max_len),
+                                           generator=generator)) for f in spec.features}
+        play = (torch.rand(n, generator=generator) < 0.4).float()
+        labels = {"play": play, "watch_ratio": torch.rand(n, generator=generator),
+                  "share": (torch.rand(n, generator=generator) < 0.02).float(),
+                  "comment": (torch.rand(n, generator=generator) < 0.01).float()}
+        return features, labels, {"play": torch.ones(n), "watch_ratio": play, "share": torch.ones(n),
+                                  "comment": torch.ones(n)}
+
+    for rows in sorted(args.embedding_rows):
+        spec = ModelSpec.model_validate(make_spec(rows))
+        for optimizer in args.embedding_optimizers:
+            torch.manual_seed(0)
+            model, weighting, world = build_model("ple", spec, **model_params), build_weighting("decay", spec), \
+                SingleProcessWorld()
+            optim = build_optimizers(model, weighting, world, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                                     embedding_optimizer=optimizer, embedding_lr=1e-3)
+            batches = [batch(spec) for _ in range(4)]
+            phases: dict[str, list[float]] = {"forward+loss": [], "backward": [], "world.step": []}
+            for index in range(12):
+                features, labels, masks = batches[index % 4]
+                start = time.perf_counter()
+                loss = weighting.combine(masked_task_losses(spec, model(features), labels, masks))
+                forward = time.perf_counter()
+                zero_grad(optim.optimizers)
+                loss.backward()
+                backward = time.perf_counter()
+                world.step(optim.optimizers, optim.parameters)
+                end = time.perf_counter()
+                if index >= 2:
+                    for name, seconds in zip(phases, (forward - start, backward - forward, end - backward)):
+                        phases[name].append(seconds)
+            medians = {k: statistics.median(v) * 1e3 for k, v in phases.items()}
+            print(f"{optimizer:<16} {rows:>12,} rows  " + "  ".join(f"{k} {v:7.1f} ms" for k, v in medians.items())
+                  + f"  total {sum(medians.values()):7.1f} ms  gradient {gradient_payload_bytes(optim.parameters) / 1e6:.2f} MB",
+                  flush=True)
+            del model, optim
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", default=["loader", "scaling", "embeddings"],
-                        choices=["loader", "scaling", "embeddings"])
+    parser.add_argument("--sections", nargs="+", default=["loader", "profile", "scaling", "embeddings"],
+                        choices=["loader", "profile", "scaling", "embeddings"])
+    parser.add_argument("--profile-threads", type=int, default=1)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--row-group-rows", type=int, default=25_000)
@@ -258,6 +320,8 @@ def main() -> None:
             step = train_step_rate(urls, spec, args.batch_size, args.steps, model_params)
             print(f"PLE training step (data in memory, anchor):    {step:,.0f} samples/s")
             print(f"loader / training ratio: {loader / step:.1f}x (needs >= 2x)")
+        if "profile" in args.sections:
+            profile(args, model_params)
         if "scaling" in args.sections:
             scaling(args, work, model_params)
         if "embeddings" in args.sections:
