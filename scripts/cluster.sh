@@ -129,14 +129,34 @@ stop_groups() {  # TERM the parts' process groups, wait, then KILL what is left 
     for name in "$@"; do rm -f "$STATE/pids/$name.pid"; done
 }
 
+descendants() {  # every process below pid $1 (executors, Python workers, uvicorn, ...)
+    ps -eo pid=,ppid= | awk -v root="$1" '
+        { parent[$1] = $2 }
+        END { for (p in parent) { q = p; while ((q in parent) && q != root && q > 1) q = parent[q]; if (q == root && p != root) print p } }'
+}
+
 stop_all() {
-    # Workers first (they end their executors and Python workers), then everything else.
-    local workers
+    # Processes that leave their group (pyspark's daemon calls setpgid) are found
+    # now, while their parents still live, and ended after the groups.
+    local name stragglers=()
+    for name in $(parts); do
+        local pid
+        pid=$(pid_of "$name")
+        [[ -n "$pid" ]] && mapfile -t -O "${#stragglers[@]}" stragglers < <(descendants "$pid")
+    done
+    # Workers first (they end their executors), then everything else.
+    local workers rest
     mapfile -t workers < <(parts | grep '^spark-worker' || true)
     (( ${#workers[@]} )) && stop_groups "${workers[@]}"
-    local rest
     mapfile -t rest < <(parts)
     (( ${#rest[@]} )) && stop_groups "${rest[@]}"
+    local pid left=()
+    for pid in "${stragglers[@]}"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+    if (( ${#left[@]} )); then
+        kill -TERM "${left[@]}" 2>/dev/null || true
+        sleep 1
+        for pid in "${left[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    fi
     return 0
 }
 
