@@ -57,9 +57,10 @@ pid_of() { cat "$STATE/pids/$1.pid" 2>/dev/null || true; }
 alive() { local pid; pid=$(pid_of "$1"); [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; }
 parts() { local f; for f in "$STATE"/pids/*.pid; do [[ -e "$f" ]] && basename "$f" .pid; done; return 0; }
 
-start() {  # start NAME CMD...: in its own session/process group, output to logs/NAME.log
+start() {  # start NAME CMD...: in its own session/process group, output appended to logs/NAME.log
     local name=$1; shift
-    setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+    printf '=== %s: starting %s\n' "$(date -Is)" "$name" >>"$STATE/logs/$name.log"
+    setsid "$@" >>"$STATE/logs/$name.log" 2>&1 </dev/null &
     echo $! >"$STATE/pids/$name.pid"
 }
 
@@ -188,7 +189,8 @@ write_config() {
         secret=$("$PY" -c 'import secrets; print(secrets.token_hex(20))')
     fi
 
-    local delta_jars s3a_jars
+    local delta_jars s3a_jars spark_home
+    spark_home=$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
     delta_jars="$(jar "delta-$DELTA_VERSION/delta-spark_2.12-$DELTA_VERSION.jar"),$(jar "delta-$DELTA_VERSION/delta-storage-$DELTA_VERSION.jar")"
     s3a_jars="$(jar "s3a-hadoop-$HADOOP_VERSION/hadoop-aws-$HADOOP_VERSION.jar"):$(jar "s3a-hadoop-$HADOOP_VERSION/aws-java-sdk-bundle-$AWS_SDK_BUNDLE_VERSION.jar")"
     jar "s3proxy-$S3PROXY_VERSION/s3proxy-$S3PROXY_VERSION-jar-with-dependencies.jar" >/dev/null
@@ -202,12 +204,18 @@ spark.jars                      $delta_jars
 spark.driver.extraClassPath     $s3a_jars
 spark.executor.extraClassPath   $s3a_jars
 spark.pyspark.python            $PY
+spark.driver.host               127.0.0.1
+spark.driver.extraJavaOptions   -Dlog4j2.configurationFile=file:$ROOT/ple_runtime/log4j2.properties
 EOF
     (umask 077; cat >"$STATE/cluster.env" <<EOF
 # source this file to point the jobs at the local cluster (scripts/cluster.sh)
 export PLE_CLUSTER_DIR=$STATE
 export PLE_SPARK_MASTER=spark://127.0.0.1:$MASTER_PORT
 export SPARK_CONF_DIR=$STATE/spark-conf
+# the environment's own spark-submit works from a fresh shell (no activated venv)
+export SPARK_HOME=$spark_home
+# drivers listen on loopback too, like every part of this cluster
+export SPARK_LOCAL_IP=127.0.0.1
 export PLE_CLUSTER_MASTER_UI=http://127.0.0.1:$MASTER_UI_PORT
 export PLE_CLUSTER_BUCKET=$BUCKET
 export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT
@@ -248,23 +256,21 @@ cmd_up() {
     write_config
     # shellcheck disable=SC1091
     source "$STATE/cluster.env"
-    local spark_home
-    spark_home=$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
     # Executors (started by the workers) inherit this environment: credentials,
     # endpoint, the Python of the environment and its import path.
-    export SPARK_HOME=$spark_home SPARK_LOCAL_IP=127.0.0.1 SPARK_DAEMON_MEMORY=${PLE_CLUSTER_DAEMON_MEMORY:-512m}
+    export SPARK_LOCAL_IP=127.0.0.1 SPARK_DAEMON_MEMORY=${PLE_CLUSTER_DAEMON_MEMORY:-512m}
     export PYSPARK_PYTHON=$PY
     export SPARK_CONF_DIR=$STATE/spark-conf
 
     t=$(now)
     start s3proxy java -Xmx256m -jar "$(jar "s3proxy-$S3PROXY_VERSION/s3proxy-$S3PROXY_VERSION-jar-with-dependencies.jar")" \
         --properties "$STATE/s3proxy.properties"
-    start spark-master "$spark_home/bin/spark-class" org.apache.spark.deploy.master.Master \
+    start spark-master "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.master.Master \
         --host 127.0.0.1 --port "$MASTER_PORT" --webui-port "$MASTER_UI_PORT"
     local i worker_ports
     mapfile -t worker_ports <"$STATE/worker-ports"
     for i in $(seq 1 "$WORKERS"); do
-        start "spark-worker-$i" "$spark_home/bin/spark-class" org.apache.spark.deploy.worker.Worker \
+        start "spark-worker-$i" "$SPARK_HOME/bin/spark-class" org.apache.spark.deploy.worker.Worker \
             --host 127.0.0.1 --port "${worker_ports[$(( 2 * i - 2 ))]}" --webui-port "${worker_ports[$(( 2 * i - 1 ))]}" \
             --cores 1 --memory "$WORKER_MEMORY" --work-dir "$STATE/work/worker-$i" "spark://127.0.0.1:$MASTER_PORT"
     done
