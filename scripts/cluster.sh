@@ -21,9 +21,9 @@
 #   logs/<part>.log    every server's output, kept after `down` for post-mortems
 #   pids/<part>.pid    one process group per server; `down` ends each group
 #   s3/ mlflow/ work/  object store data, registry database, Spark worker dirs
-# Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment if
-# set, else random ones generated once and kept in cluster.env. They reach the
-# servers through their environment or a mode-600 file, never a command line.
+# Credentials: random ones generated once per state folder and kept in cluster.env
+# (never the caller's own AWS keys). They reach the servers through their
+# environment or a mode-600 file, never a command line or a log.
 # Jars come from `scripts/setup.sh jars` (Maven Central, cached).
 set -euo pipefail
 
@@ -177,11 +177,10 @@ write_config() {
     MASTER_PORT=${ports[0]} MASTER_UI_PORT=${ports[1]} S3_PORT=${ports[2]} MLFLOW_PORT=${ports[3]}
     WORKER_PORTS=("${ports[@]:5}")
 
-    # Credentials: the caller's, or ones generated once for this state folder.
+    # Credentials of this cluster alone, generated once per state folder (never the
+    # caller's own AWS keys: they would be copied into the S3 server's config).
     local key secret
-    if [[ -n "${AWS_ACCESS_KEY_ID:-}" && -n "${AWS_SECRET_ACCESS_KEY:-}" ]]; then
-        key=$AWS_ACCESS_KEY_ID secret=$AWS_SECRET_ACCESS_KEY
-    elif [[ -f "$STATE/cluster.env" ]] && grep -q AWS_SECRET_ACCESS_KEY "$STATE/cluster.env"; then
+    if [[ -f "$STATE/cluster.env" ]] && grep -q AWS_SECRET_ACCESS_KEY "$STATE/cluster.env"; then
         key=$(sed -n 's/^export AWS_ACCESS_KEY_ID=//p' "$STATE/cluster.env")
         secret=$(sed -n 's/^export AWS_SECRET_ACCESS_KEY=//p' "$STATE/cluster.env")
     else
