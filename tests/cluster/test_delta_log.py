@@ -16,9 +16,10 @@ from ple_runtime import delta_log, storage
 D1, D2, D3 = "2026-02-01", "2026-02-02", "2026-02-03"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def where(request, tmp_path):
-    """(SparkSession, table location) on local disk or on the cluster's object storage."""
+    """(SparkSession, table location) on local disk or on the cluster's object storage
+    (slow: it starts the cluster, once per test session)."""
     if request.param == "local":
         return request.getfixturevalue("spark"), str(tmp_path / "t")
     spark = request.getfixturevalue("s3_spark")
