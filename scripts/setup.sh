@@ -53,29 +53,9 @@ check_prereqs() {
     command -v g++ >/dev/null || die "g++ not found; horovod is built from source. Install g++ (Debian: apt-get install g++)."
 }
 
-# --- Delta Lake's JVM side: not on PyPI, so Maven fetches it ------------------
-fetch_delta_jars() {
-    local dir="$CACHE_DIR/jars/delta-$DELTA_VERSION"
-    if [[ -f "$dir/.complete" ]]; then
-        log "Delta jars cached in $dir"
-        return
-    fi
-    log "fetching Delta Lake $DELTA_VERSION jars from Maven Central into $dir"
-    mkdir -p "$dir"
-    local artifact
-    for artifact in "io.delta:delta-spark_2.12:$DELTA_VERSION" "io.delta:delta-storage:$DELTA_VERSION"; do
-        mvn -q -B -Dstyle.color=never org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
-            -Dartifact="$artifact:jar" -DoutputDirectory="$dir" \
-            || die "Maven could not fetch $artifact (needed: delta-spark_2.12-$DELTA_VERSION.jar and delta-storage-$DELTA_VERSION.jar). Check that Maven Central is reachable."
-    done
-    ls "$dir"/delta-spark_2.12-"$DELTA_VERSION".jar "$dir"/delta-storage-"$DELTA_VERSION".jar >/dev/null \
-        || die "Delta jars missing from $dir after the Maven fetch"
-    touch "$dir/.complete"
-}
-
-# --- jars for the local cluster: s3a:// support and the S3 server -------------
-# One Maven artifact list per folder; a `.complete` stamp is written only after
-# every jar is present, so an interrupted fetch is redone, not half-trusted.
+# --- jars from Maven Central ------------------------------------------------------
+# One folder per group of artifacts; a `.complete` stamp is written only after every
+# jar is present, so an interrupted fetch is redone, not half-trusted.
 fetch_jars() {
     local dir="$1"; shift
     if [[ -f "$dir/.complete" ]]; then
@@ -89,13 +69,21 @@ fetch_jars() {
         mvn -q -B -Dstyle.color=never org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
             -Dartifact="$artifact" -DoutputDirectory="$dir" \
             || die "Maven could not fetch $artifact into $dir. Check that Maven Central is reachable."
-        local gav=(${artifact//:/ })
+        local gav
+        IFS=: read -r -a gav <<<"$artifact"
         local expected="${gav[1]}-${gav[2]}${gav[4]:+-${gav[4]}}.jar"
         [[ -s "$dir/$expected" ]] || die "$expected missing from $dir after the Maven fetch of $artifact"
     done
     touch "$dir/.complete"
 }
 
+# Delta Lake's JVM side is not on PyPI.
+fetch_delta_jars() {
+    fetch_jars "$CACHE_DIR/jars/delta-$DELTA_VERSION" \
+        "io.delta:delta-spark_2.12:$DELTA_VERSION:jar" "io.delta:delta-storage:$DELTA_VERSION:jar"
+}
+
+# s3a:// for Spark, and the S3 server of scripts/cluster.sh.
 fetch_cluster_jars() {
     fetch_jars "$CACHE_DIR/jars/s3a-hadoop-$HADOOP_VERSION" \
         "org.apache.hadoop:hadoop-aws:$HADOOP_VERSION:jar" \
