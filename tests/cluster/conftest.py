@@ -1,6 +1,6 @@
-"""The local cluster (scripts/cluster.sh) as a session fixture: real servers on
-127.0.0.1, started once for the tests that need them and stopped at the end, with a
-check that nothing it started is left running."""
+"""The local cluster (scripts/cluster.sh) as a fixture: real servers on 127.0.0.1,
+started once for the tests of this folder that need them and stopped after the last
+of them, with a check that nothing it started is left running."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 from tests.cluster.local_cluster import process_tree, start_cluster, stop_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory):
-    """The whole cluster for the session; os.environ points in-process readers
-    (pyarrow, delta-rs, boto3) at its object storage while it lives."""
+    """The whole cluster, started once for the tests of this folder and stopped after
+    the last of them; os.environ points in-process readers (pyarrow, delta-rs, boto3)
+    at its object storage while it lives."""
     state = tmp_path_factory.mktemp("cluster")
     cluster, up_seconds = start_cluster(state)
     print(f"\ncluster up in {up_seconds:.1f} s ({state})", file=sys.stderr)
@@ -34,7 +35,7 @@ def cluster(tmp_path_factory):
         assert not left, f"scripts/cluster.sh down left processes running: {left}"
 
 
-@pytest.fixture()
+@pytest.fixture(scope="package")
 def s3_spark(spark, cluster):
     """The session's SparkSession, reaching the cluster's object storage through s3a://.
 

@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 
 import pytest
 
 from ple_runtime import delta_log, storage
 
 D1, D2, D3 = "2026-02-01", "2026-02-02", "2026-02-03"
-
-
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
-def where(request, tmp_path):
-    """(SparkSession, table location) on local disk or on the cluster's object storage
-    (slow: it starts the cluster, once per test session)."""
-    if request.param == "local":
-        return request.getfixturevalue("spark"), str(tmp_path / "t")
-    spark = request.getfixturevalue("s3_spark")
-    cluster = request.getfixturevalue("cluster")
-    return spark, cluster.uri(request.getfixturevalue("s3_prefix"), "t")
 
 
 def _rows(spark, day: str, first_id: int, n: int):
@@ -44,6 +34,18 @@ def _build_history(spark, table: str) -> list[set[str]]:
     return [{D1, D2}, {D3}, {D1}, set(), {D2}]
 
 
+@pytest.fixture(scope="module", params=["local", pytest.param("s3", marks=pytest.mark.slow)])
+def history(request, tmp_path_factory):
+    """(SparkSession, table, partitions each commit changed): one history per module on
+    local disk, or on the cluster's object storage (slow: it needs the cluster)."""
+    if request.param == "local":
+        spark, table = request.getfixturevalue("spark"), str(tmp_path_factory.mktemp("delta") / "t")
+    else:
+        spark = request.getfixturevalue("s3_spark")
+        table = request.getfixturevalue("cluster").uri("tests", uuid.uuid4().hex[:12], "t")
+    return spark, table, _build_history(spark, table)
+
+
 def _spark_files(spark, table: str, where_sql: str | None = None, **options) -> list[str]:
     reader = spark.read.format("delta")
     for key, value in options.items():
@@ -55,9 +57,8 @@ def _spark_files(spark, table: str, where_sql: str | None = None, **options) -> 
     return sorted(f.removeprefix("file:") if storage.is_local(table) else f for f in frame.inputFiles())
 
 
-def test_reader_matches_spark_at_every_version(where):
-    spark, table = where
-    changed = _build_history(spark, table)
+def test_reader_matches_spark_at_every_version(history):
+    spark, table, changed = history
     latest = len(changed) - 1
 
     assert delta_log.is_delta_table(table)
@@ -102,8 +103,8 @@ def test_reader_matches_spark_at_every_version(where):
 
 
 def _spark_history_ms(spark, table: str) -> dict[int, int]:
-    history = spark.sql(f"DESCRIBE HISTORY delta.`{table}`").selectExpr("version", "unix_millis(timestamp) AS ms")
-    return {r["version"]: r["ms"] for r in history.collect()}
+    rows = spark.sql(f"DESCRIBE HISTORY delta.`{table}`").selectExpr("version", "unix_millis(timestamp) AS ms")
+    return {r["version"]: r["ms"] for r in rows.collect()}
 
 
 def _spark_version_files(spark, table: str, moment_ms: int) -> list[str] | str:
@@ -122,9 +123,8 @@ def _our_version_files(table: str, moment_ms: int) -> list[str] | str:
         return f"refused: {err}"
 
 
-def test_time_travel_by_timestamp_agrees_with_spark(where):
-    spark, table = where
-    _build_history(spark, table)
+def test_time_travel_by_timestamp_agrees_with_spark(history):
+    spark, table, _ = history
     if storage.is_local(table):
         # Equal commit-file times, as S3's one-second modification times often give:
         # Delta makes them increasing (v1 at T, v2 at T+1 ms, ...); so must the reader.
@@ -132,13 +132,13 @@ def test_time_travel_by_timestamp_agrees_with_spark(where):
         tie = int(os.stat(os.path.join(log, f"{1:020d}.json")).st_mtime)
         for version in (1, 2, 3):
             os.utime(os.path.join(log, f"{version:020d}.json"), (tie, tie))
-    history = _spark_history_ms(spark, table)
-    assert {c.version: c.timestamp_ms for c in delta_log.commits(table)} == history
+    commit_ms = _spark_history_ms(spark, table)
+    assert {c.version: c.timestamp_ms for c in delta_log.commits(table)} == commit_ms
 
-    latest = max(history)
-    for version, ms in sorted(history.items()):
+    latest = max(commit_ms)
+    for version, ms in sorted(commit_ms.items()):
         for moment in (ms - 1, ms, ms + 1):
-            if moment > history[latest]:
+            if moment > commit_ms[latest]:
                 continue  # Spark refuses a time after the last commit; the reader gives the latest
             spark_answer = _spark_version_files(spark, table, moment)
             ours = _our_version_files(table, moment)
@@ -146,7 +146,7 @@ def test_time_travel_by_timestamp_agrees_with_spark(where):
                 assert isinstance(ours, str) and "before the oldest commit" in ours, (version, moment, spark_answer)
             else:
                 assert ours == spark_answer, (version, moment)
-    after = dt.datetime.fromtimestamp(history[latest] / 1000 + 3600, dt.timezone.utc)
+    after = dt.datetime.fromtimestamp(commit_ms[latest] / 1000 + 3600, dt.timezone.utc)
     assert delta_log.version_at(table, after) == latest
     assert delta_log.version_at(table, after.replace(tzinfo=None).isoformat()) == latest  # naive = UTC
 
