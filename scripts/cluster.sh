@@ -46,10 +46,16 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 PY="$VENV/bin/python"
-jar() {  # path of a jar fetched by set-up, or a loud error naming it and the fix
-    local path="$CACHE_DIR/jars/$1"
-    [[ -s "$path" ]] || die "missing $path: run \`scripts/setup.sh jars\` (fetches it from Maven Central)"
-    printf '%s' "$path"
+jar() { printf '%s' "$CACHE_DIR/jars/$1"; }  # a jar fetched by set-up
+JARS=("delta-$DELTA_VERSION/delta-spark_2.12-$DELTA_VERSION.jar" "delta-$DELTA_VERSION/delta-storage-$DELTA_VERSION.jar"
+      "s3a-hadoop-$HADOOP_VERSION/hadoop-aws-$HADOOP_VERSION.jar"
+      "s3a-hadoop-$HADOOP_VERSION/aws-java-sdk-bundle-$AWS_SDK_BUNDLE_VERSION.jar"
+      "s3proxy-$S3PROXY_VERSION/s3proxy-$S3PROXY_VERSION-jar-with-dependencies.jar")
+require_jars() {
+    local name
+    for name in "${JARS[@]}"; do
+        [[ -s "$(jar "$name")" ]] || die "missing $(jar "$name"): run \`scripts/setup.sh jars\` (fetches it from Maven Central)"
+    done
 }
 
 # --- process bookkeeping ------------------------------------------------------------
@@ -192,7 +198,6 @@ write_config() {
     spark_home=$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
     delta_jars="$(jar "delta-$DELTA_VERSION/delta-spark_2.12-$DELTA_VERSION.jar"),$(jar "delta-$DELTA_VERSION/delta-storage-$DELTA_VERSION.jar")"
     s3a_jars="$(jar "s3a-hadoop-$HADOOP_VERSION/hadoop-aws-$HADOOP_VERSION.jar"):$(jar "s3a-hadoop-$HADOOP_VERSION/aws-java-sdk-bundle-$AWS_SDK_BUNDLE_VERSION.jar")"
-    jar "s3proxy-$S3PROXY_VERSION/s3proxy-$S3PROXY_VERSION-jar-with-dependencies.jar" >/dev/null
 
     mkdir -p "$STATE/spark-conf"
     # What spark-submit needs before the driver JVM starts (classpath, Delta jars);
@@ -241,6 +246,7 @@ EOF
 cmd_up() {
     [[ -x "$PY" ]] || die "no Python environment at $VENV: run \`make setup\` or set PLE_VENV"
     command -v java >/dev/null || die "java not found: install OpenJDK 17 (see README Requirements)"
+    require_jars
     mkdir -p "$STATE"/{logs,pids,s3,mlflow,work}
     if [[ -n "$(parts)" ]]; then
         if cmd_status >/dev/null 2>&1; then
