@@ -22,7 +22,7 @@ from typing import Any
 from ple_model.metrics import GAIN_METRIC
 from ple_runtime.lineage import code_version, write_json
 
-from .models import ResolvedModel
+from .model_refs import ResolvedModel
 from .report import figure_to_base64, render_html, time_series_figure
 from .scoring import needed_columns, score_model
 from .snapshot import read_date_snapshot, resolve_date_snapshot

@@ -29,12 +29,12 @@ from ple_runtime.lineage import code_version, run_context, write_json
 from .bundle import export_vocabulary, write_bundle_json, write_manifest
 from .export import export_model
 from .gate import GateResult, check_gate
-from .models import ResolvedModel, load_model_ref
+from .model_refs import ResolvedModel, load_model_ref, load_or_fail
 from .registry import (RegistrySettings, move_alias, publish_lock, register_bundle, registry_settings,
                        version_by_alias)
 from .scoring import headline, model_inputs, needed_columns, score_model
-from .service import EvaluationFailed, load_or_fail, resolve_snapshot_or_fail
-from .snapshot import read_date_snapshot
+from .config import EvaluationFailed
+from .snapshot import read_date_snapshot, resolve_snapshot_or_fail
 
 
 @dataclass

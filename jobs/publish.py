@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_job_config(PublishConfig, argv, "ple publish", __doc__.split("\n")[0])
     from evaluation.export import ExportMismatch
     from evaluation.publish import run_publish
-    from evaluation.service import EvaluationFailed
+    from evaluation.config import EvaluationFailed
 
     try:
         with tempfile.TemporaryDirectory(prefix="ple-publish-") as workdir:
