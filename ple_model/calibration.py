@@ -54,6 +54,7 @@ class TaskCalibrator(nn.Module):
         self.register_buffer("knots_y", y.to(torch.float32).reshape(-1))
         coefficients = coefficients if coefficients is not None else torch.tensor([1.0, 0.0])
         self.register_buffer("coefficients", coefficients.to(torch.float32).reshape(2))
+        self.constant = self.kind == "isotonic" and self.knots_x.numel() == 1   # a plain bool: traces cleanly
         if self.kind == "isotonic":
             if self.knots_x.numel() != self.knots_y.numel() or self.knots_x.numel() < 1:
                 raise ValueError("isotonic knots need as many x as y values (at least one)")
@@ -62,7 +63,7 @@ class TaskCalibrator(nn.Module):
 
     def forward(self, value: torch.Tensor) -> torch.Tensor:
         if self.kind == "isotonic":
-            if self.knots_x.numel() == 1:
+            if self.constant:
                 return torch.zeros_like(value) + self.knots_y[0]
             # f(v) = y0 + sum_j slope_j * clamp(v - x_j, 0, x_{j+1} - x_j): linear interpolation between
             # knots, constant outside them (sklearn's out_of_bounds="clip").
