@@ -67,9 +67,6 @@ class ScoringConfig(JobConfig):
     uncertainty: UncertaintySettings = Field(default_factory=UncertaintySettings,
                                              description="--set uncertainty.resamples=2000")
     ranking: RankingSettings = Field(default_factory=RankingSettings, description="--set ranking.k=20")
-    calibrate_on: dt.date | None = Field(None, description="fit post-hoc calibration per task on this date "
-                                                           "(a validation day) before scoring")
-    calibration_method: Literal["isotonic", "platt"] = Field("isotonic", description="with --calibrate-on")
 
     @property
     def table_path(self) -> str:
@@ -83,10 +80,14 @@ class ScoringConfig(JobConfig):
 
 
 class TimeTravelConfig(ScoringConfig):
-    """A job that reads one date at one table version: the recorded one, --version or --timestamp."""
+    """A job that scores one date at one table version (the recorded one, --version or --timestamp), after an
+    optional post-hoc calibration fitted on another date."""
 
     version: int | None = Field(None, ge=0, description="Delta version to read (time travel)")
     timestamp: str | None = Field(None, description="read the table as of this time (ISO 8601; UTC if no zone)")
+    calibrate_on: dt.date | None = Field(None, description="fit post-hoc calibration per task on this date "
+                                                           "(a validation day) before scoring")
+    calibration_method: Literal["isotonic", "platt"] = Field("isotonic", description="with --calibrate-on")
 
     @model_validator(mode="after")
     def _one_time_travel(self):
