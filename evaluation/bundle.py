@@ -15,38 +15,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from ple_runtime.lineage import file_sha256, write_json
 
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("model.pt", "model.torchscript.pt", "model.onnx", "signature.json", "spec.yaml", "config.json",
                   "metrics.json", "lineage.json", "export.json")
 
 
-def write_bundle_json(bundle: Path, name: str, data: Any) -> Path:
-    path = bundle / name
-    tmp = path.with_name(name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(bundle: Path) -> dict[str, Any]:
     files = {str(p.relative_to(bundle)): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
              for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST}
     manifest = {"format": "ple-bundle/1", "files": files}
-    write_bundle_json(bundle, MANIFEST, manifest)
+    write_json(bundle / MANIFEST, manifest)
     return manifest
 
 

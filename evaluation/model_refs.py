@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ple_model.calibration import Calibration, read_calibration
+from ple_runtime.lineage import file_sha256
 from training.model_io import LoadedModel, load_model
 
-from .bundle import file_sha256
 from .config import EvaluationFailed
 from .registry import RegistrySettings, download_version, get_version, version_by_alias
 

@@ -33,7 +33,7 @@ from ple_runtime.config import config_as_dict
 from ple_runtime.lake import Lake
 from ple_runtime.lineage import code_version, run_context, write_json
 
-from .bundle import export_vocabulary, write_bundle_json, write_manifest
+from .bundle import export_vocabulary, write_manifest
 from .export import export_model
 from .gate import GateResult, check_gate
 from .model_refs import ResolvedModel, load_model_ref, load_or_fail
@@ -69,12 +69,12 @@ def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot
     export_info = export_model(candidate.loaded.model, candidate.spec, bundle, features,
                                tolerance=config.export_tolerance, exporter=config.onnx_exporter,
                                calibration=candidate.calibration)
-    write_bundle_json(bundle, "export.json", export_info)
-    write_bundle_json(bundle, "signature.json", export_info["signature"])
+    write_json(bundle / "export.json", export_info)
+    write_json(bundle / "signature.json", export_info["signature"])
     candidate.spec.to_yaml(bundle / "spec.yaml")
     vocabulary_table = config.vocabulary_table or Lake(config.data_dir).vocabulary
     vocabulary = export_vocabulary(vocabulary_table, bundle / "vocabulary.parquet", spark)
-    write_bundle_json(bundle, "config.json", {
+    write_json(bundle / "config.json", {
         "model_name": candidate.loaded.model_name, "hyperparameters": candidate.loaded.hyperparameters,
         "training_config": _training_config(candidate), "publish_config": config_as_dict(config),
         "calibration": {**(candidate.calibration_source or {}), "fit_report": candidate.calibration.fit_report}
@@ -90,7 +90,7 @@ def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot
         "code_version": code_version(),
         "published_by": run_context(),
     }
-    write_bundle_json(bundle, "lineage.json", lineage)
+    write_json(bundle / "lineage.json", lineage)
     return {"export": export_info, "lineage": lineage, "vocabulary": vocabulary}
 
 
@@ -194,7 +194,7 @@ def _publish_holding_lease(config, settings, lease, candidate, candidate_scores,
                                         f"v{production_version.version} (@{config.alias}); nothing published"])
     gate = check_gate(candidate.spec, candidate_scores.tasks, production_scores, config.tolerance, production_info)
     record.update(production=production_info, production_metrics=production_scores, gate=gate.to_dict())
-    write_bundle_json(bundle, "metrics.json", {
+    write_json(bundle / "metrics.json", {
         "snapshot": snapshot.summary(), "candidate": candidate_scores.tasks, "candidate_gates": candidate_scores.gates,
         "candidate_calibration_effect": candidate_scores.calibration_effect,
         "production": production_info, "production_metrics": production_scores, "gate": gate.to_dict()})
