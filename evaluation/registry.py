@@ -78,12 +78,27 @@ def registry_settings(data_dir: str, tracking_uri: str | None = None, model_name
     return RegistrySettings(tracking_uri=uri, artifact_location=artifacts, model_name=model_name)
 
 
+_READY_SQLITE: set[Path] = set()
+
+
 def client(settings: RegistrySettings):
     from mlflow import MlflowClient
 
-    if settings.sqlite_path is not None:
-        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    path = settings.sqlite_path
+    if path is None or path in _READY_SQLITE:
+        return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    # The first use of a SQLite store creates it and runs MLflow's schema migrations; two processes doing that at
+    # once on a new file break each other's migration. A lock file next to the database (local by definition,
+    # like the database) serialises that first use in each process; a tracking server migrates on its own.
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.init.lock", timeout=300):
+        mlflow_client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        mlflow_client.search_experiments(max_results=1)
+        mlflow_client.search_registered_models(max_results=1)
+    _READY_SQLITE.add(path)
+    return mlflow_client
 
 
 def _not_found(error: Exception) -> bool:
