@@ -38,13 +38,17 @@ from ple_model.losses import masked_task_losses  # noqa: E402
 MODELS = ("single_task", "shared_bottom", "mmoe", "cgc", "ple")
 
 
+DEPTH_MATCHED = False  # --depth-matched: two hidden layers in every bottom/expert but PLE's (two levels already)
+
+
 def hyperparameters(name: str, width: int, tower: list[int]) -> dict:
     """Expert count fixed per architecture; `width` is what parameter matching adjusts."""
+    hidden = [width, width] if DEPTH_MATCHED else [width]
     return {
-        "single_task": {"bottom_hidden": [width], "tower_hidden": tower},
-        "shared_bottom": {"bottom_hidden": [width], "tower_hidden": tower},
-        "mmoe": {"num_experts": 4, "expert_hidden": [width], "tower_hidden": tower},
-        "cgc": {"specific_experts": 1, "shared_experts": 2, "expert_hidden": [width], "tower_hidden": tower},
+        "single_task": {"bottom_hidden": hidden, "tower_hidden": tower},
+        "shared_bottom": {"bottom_hidden": hidden, "tower_hidden": tower},
+        "mmoe": {"num_experts": 4, "expert_hidden": hidden, "tower_hidden": tower},
+        "cgc": {"specific_experts": 1, "shared_experts": 2, "expert_hidden": hidden, "tower_hidden": tower},
         "ple": {"num_levels": 2, "specific_experts": 1, "shared_experts": 2, "expert_hidden": [width],
                 "tower_hidden": tower},
     }[name]
@@ -81,6 +85,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--correlations", type=float, nargs="+", default=[0.1, 0.5, 0.9])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--depth-matched", action="store_true",
+                        help="give every other model two hidden layers per bottom/expert, as deep as PLE's two "
+                             "levels of one-layer experts (still at the matched parameter count)")
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads; 1 is much faster for these small models on a shared box")
     parser.add_argument("--json", default=str(Path(tempfile.gettempdir()) / "synthetic_correlation.json"))
@@ -132,13 +139,16 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
 
 def main() -> None:
     args = parse_args()
+    global DEPTH_MATCHED
+    DEPTH_MATCHED = args.depth_matched
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     spec = synthetic.correlated_tasks_spec(args.dim)
     widths = {name: matched_width(name, spec, args.target_params, list(args.tower)) for name in args.models}
     print(f"machine: {os.cpu_count()} cores, load average at start {load_start[0]:.1f}; torch threads {args.threads}")
     print(f"d={args.dim}, c=1, m=10, noise 0.01; {args.samples} train / {args.test_samples} test rows per "
-          f"correlation and seed; {args.epochs} epochs, batch {args.batch}, Adam {args.lr}; towers {args.tower}")
+          f"correlation and seed; {args.epochs} epochs, batch {args.batch}, Adam {args.lr}; towers {args.tower}"
+          + ("; depth-matched (2 hidden layers per bottom/expert, PLE: 2 levels of 1)" if DEPTH_MATCHED else ""))
     print("\nmatched parameter counts (target {:,}):".format(args.target_params))
     for name, (width, count) in widths.items():
         print(f"  {name:<14} width {width:>4}  {count:>8,} parameters ({count / args.target_params - 1:+.1%})")
