@@ -217,9 +217,6 @@ class Lease:
             raise LeaseLost(f"publish lease ticket {self.ticket} was expired by {version.tags['ple.lease.expired_by']}")
 
 
-LEASE_TAGS = ("ple.lease.holder", "ple.lease.beat")
-
-
 @contextlib.contextmanager
 def publish_lease(settings: RegistrySettings, timeout_s: float = 600.0, ttl_s: float = 60.0,
                   poll_s: float = 0.5) -> Iterator[Lease]:

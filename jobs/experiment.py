@@ -54,9 +54,9 @@ class ExperimentConfig(JobConfig):
     batch_size: int = Field(2048, ge=1, description="rows per step per worker")
     lr: float = Field(4e-3, gt=0, description="learning rate per worker (ple train's lr_scaling applies)")
     workers: int = Field(1, ge=1, description="training processes per run")
-    launcher: Literal["auto", "horovodrun", "spark", "single"] = "auto"
-    early_stop_metric: str | None = Field(None, description="None: every model keeps its last epoch (no selection "
-                                                            "on one task's metric)")
+    launcher: str = Field("auto", description="as `ple train --launcher` (checked by its config)")
+    early_stop_metric: str | None = Field(None, description="as `ple train`: None = no early stopping on one "
+                                                            "task's metric")
     train_settings: dict[str, Any] = Field(default_factory=dict,
                                            description="any other TrainConfig field (--set train_settings.shuffle_buffer=0)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -83,6 +83,16 @@ class ExperimentConfig(JobConfig):
             raise ValueError("dates must be ordered: train_start <= train_end < validation_date < test_date")
         if "single_task" not in self.models:
             raise ValueError("models must include single_task: it is the baseline every gain is measured against")
+        from pydantic import ValidationError
+
+        from evaluation.experiment import train_config
+
+        for model in self.models:  # every run's TrainConfig is valid before the first one trains
+            try:
+                train_config(self, model, self.seeds[0])
+            except ValidationError as error:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())
+                raise ValueError(f"the `ple train` settings of {model}: {problems}") from None
         return self
 
     @property
