@@ -18,7 +18,7 @@ import datetime as dt
 import pendulum
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, Param, get_current_context, task
-from ple_settings import data_dir, job_env, ple_command, setting
+from ple_settings import MACROS, job_env, ple_command, setting
 
 with DAG(
     dag_id="ple_backfill_evaluation",
@@ -26,7 +26,8 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    default_args={"owner": "ple", "retries": int(setting("retries", "2")), "retry_delay": dt.timedelta(minutes=2)},
+    user_defined_macros=MACROS,
+    default_args={"owner": "ple", "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
     params={
         "model": Param("@production", type="string",
                        description="run folder, models:/<name>/<version>, models:/<name>@<alias> or @<alias>"),
@@ -39,30 +40,29 @@ with DAG(
 ) as dag:
 
     @task
-    def backfill_commands() -> list[str]:
-        """One `ple backfill` command per date of the range (validated here, before mapping)."""
+    def dates() -> list[dict[str, str]]:
+        """One environment per date of the range (validated here, before mapping)."""
         params = get_current_context()["params"]
         start, end = dt.date.fromisoformat(params["start"]), dt.date.fromisoformat(params["end"])
         if start > end:
             raise ValueError(f"start {start} is after end {end}")
-        force = ["--force"] if params.get("force") else []
-        return [
-            ple_command("backfill", "--model", params["model"], "--start", day.isoformat(), "--end",
-                        day.isoformat(), "--data-dir", data_dir(), *force)
-            for day in (start + dt.timedelta(days=i) for i in range((end - start).days + 1))
-        ]
+        return [{"PLE_BACKFILL_DATE": (start + dt.timedelta(days=i)).isoformat()}
+                for i in range((end - start).days + 1)]
 
+    model = "{{ ple_quote(params.model) }}"
+    force = "{{ '--force' if params.force else '' }}"
     evaluate_date = BashOperator.partial(
         task_id="evaluate_date",
-        env=job_env(),
+        bash_command=ple_command("backfill", "--model", model, "--start", '"$PLE_BACKFILL_DATE"',
+                                 "--end", '"$PLE_BACKFILL_DATE"', "--data-dir", setting("data_dir"), force),
         append_env=True,
         execution_timeout=dt.timedelta(hours=1),
-    ).expand(bash_command=backfill_commands())
+    ).expand(env=dates())
 
     summary = BashOperator(
         task_id="summary",
-        bash_command=ple_command("backfill", "--model", "{{ params.model }}", "--start", "{{ params.start }}",
-                                 "--end", "{{ params.end }}", "--data-dir", data_dir()),
+        bash_command=ple_command("backfill", "--model", model, "--start", "{{ ple_quote(params.start) }}",
+                                 "--end", "{{ ple_quote(params.end) }}", "--data-dir", setting("data_dir")),
         env=job_env(),
         append_env=True,
         trigger_rule="all_done",  # report and plot even when some dates failed

@@ -1,125 +1,121 @@
-"""Daily PLE pipeline: extract -> train -> evaluate -> (gate) -> publish.
+"""Daily PLE pipeline: extract -> train -> evaluate -> (gate) -> publish, one day at a time.
 
-For the data interval [D, D+1) (D = `ds`):
+Scheduling semantics (chosen on purpose; docs/PIPELINE.md):
+- The timetable is an explicit data-interval one, `CronDataIntervalTimetable("0 0 * * *",
+  UTC)`: the run for day D has the data interval [D 00:00, D+1 00:00) UTC, is created
+  once that interval is over (at D+1 00:00), and its `data_interval_start` (= its
+  logical date, `ds`) is D. Airflow 3's default for `schedule="@daily"` would instead be
+  a CronTriggerTimetable, whose run at D+1 00:00 has `ds` = D+1: the day that has just
+  begun.
+- D's labels need the late engagement that lands in raw partition D+1, so the run first
+  waits for D+1 to be complete: its `_SUCCESS` marker, written last (the raw partition
+  completion contract, docs/DATA.md). In live operation that is after D+2 00:00; in a
+  backfill of past days it is there at once.
+- Day D's extract reads the examples of the days before D (history features) and grows
+  the shared vocabulary, so extracts run one at a time and in date order: the extract
+  task depends on the previous run's extract (`depends_on_past`) and at most one extract
+  of this DAG runs at once (`max_active_tis_per_dag=1`), whatever a backfill's
+  `--max-active-runs` says; the extract job itself refuses a day whose previous day is
+  missing from the lake. Past days are rebuilt with Airflow's own backfill:
 
-1. wait for raw day D+1 to land: late plays/shares/comments of D's impressions
-   arrive in D+1's partition (attribution window up to 6 h across midnight);
-2. `extract` D with spark-submit (master and options from the Airflow connection
-   `ple_spark`, local[2] when it is not defined);
-3. `train` with horovodrun on the examples of [D-train_days, D-2], validating on
-   D-1 (never on D, which is the test day);
+      airflow backfill create --dag-id ple_daily --from-date 2026-01-01 --to-date 2026-01-31 --max-active-runs 1 --reprocess-behavior failed
+
+Steps for the run of day D:
+1. `wait_for_next_day_raw`: raw/events/dt=D+1/_SUCCESS exists;
+2. `extract` D with spark-submit (master and options from the connection `ple_spark`);
+3. `train` with horovodrun on the examples of [D-train_days, D-2], validating on D-1
+   (never on D, the test day); a retried attempt resumes from its last checkpoint;
 4. `evaluate` the new model on D, against the published one;
-5. `quality_gate` (short circuit): publish only when no task got worse than the
-   production model by more than the tolerance;
+5. `quality_gate`: `ple publish --check-only`; exit 3 (the gate refused) skips publishing;
 6. `publish`: export, check, register, move the `production` alias.
 
-Catch-up is on: Airflow's own backfill (`airflow backfill create --dag-id ple_daily
---from-date ... --to-date ...`) rebuilds past days; every job is idempotent per day.
-Settings: airflow_dags/ple_settings.py (Variables `ple_*`, env `PLE_*`, defaults).
+Settings: airflow_dags/ple_settings.py (Variables `ple_*`, rendered when a task runs).
+Connections, defined at deployment (README): `ple_spark` (type spark) and `ple_fs`
+(type fs, for the sensor).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
 
 import pendulum
-from airflow.exceptions import AirflowException
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.bash import BashOperator
-from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.providers.standard.sensors.filesystem import FileSensor
-from airflow.sdk import DAG
-from ple_settings import data_dir, job_env, ple_command, repo_path, setting, spark_jars
+from airflow.sdk import DAG, CronDataIntervalTimetable
+from ple_settings import (MACROS, code_path, data_path, job_env, ple_command, setting, spark_env, spark_jars,
+                          var)
 
-GATE_FAILED_EXIT_CODE = 3  # `ple publish --check-only`: the gate said no (anything else non-zero is an error)
+GATE_REFUSED_EXIT_CODE = 3  # `ple publish --check-only`: the gate said no (other non-zero exits are errors)
 
-SPARK_CONN_ID = setting("spark_conn_id", "ple_spark")
-TRAIN_DAYS = int(setting("train_days", "7"))
-RUN_DIR = f"{data_dir()}/runs/daily/{{{{ ds }}}}"
-REPORT_DIR = f"{data_dir()}/reports/daily/{{{{ ds }}}}"
-
-FS_CONN_ID = setting("fs_conn_id", "ple_fs")
-# Local defaults so the DAG runs out of the box. Define the connections (Admin ->
-# Connections, or AIRFLOW_CONN_PLE_SPARK / AIRFLOW_CONN_PLE_FS) to point the
-# extract at a cluster (host = the master URL: yarn, spark://..., k8s://...).
-os.environ.setdefault(f"AIRFLOW_CONN_{SPARK_CONN_ID.upper()}", '{"conn_type": "spark", "host": "local[2]"}')
-os.environ.setdefault(f"AIRFLOW_CONN_{FS_CONN_ID.upper()}", '{"conn_type": "fs", "extra": {"path": "/"}}')
-
-default_args = {
-    "owner": "ple",
-    "retries": int(setting("retries", "2")),
-    "retry_delay": dt.timedelta(minutes=5),
-    "retry_exponential_backoff": True,
-}
+DAY = "{{ data_interval_start | ds }}"          # D: the day this run extracts and tests on
+NEXT_DAY = "{{ data_interval_end | ds }}"       # D+1: its raw partition holds D's late engagement
+RUN_DIR = data_path("runs", "daily", DAY)
+REPORT_DIR = data_path("reports", "daily", DAY)
 
 
-def _gate(**context) -> bool:
-    """True: publish. False: skip publishing (the gate refused). Raise: a real error."""
-    command = ple_command("publish", "--check-only", "--model", f"{RUN_DIR}/model.pt",
-                          "--metrics", f"{REPORT_DIR}/metrics.json")
-    rendered = context["task"].render_template(command, context)
-    result = subprocess.run(rendered, shell=True, capture_output=True, text=True, env={**os.environ, **job_env()})
-    print(result.stdout, result.stderr)
-    if result.returncode == 0:
-        return True
-    if result.returncode == GATE_FAILED_EXIT_CODE:
-        return False
-    raise AirflowException(f"quality gate check failed to run (exit {result.returncode})")
+def day_offset(days: str) -> str:
+    """D + days (a Jinja expression of an int) as YYYY-MM-DD."""
+    return "{{ macros.ds_add(data_interval_start | ds, " + days + ") }}"
 
 
 with DAG(
     dag_id="ple_daily",
     description="extract -> train (Horovod) -> evaluate -> gate -> publish, one day at a time",
-    schedule="@daily",
-    start_date=pendulum.parse(setting("start_date", "2026-11-01")),
-    catchup=True,
-    max_active_runs=1,  # runs share the vocabulary table and the production alias
-    default_args=default_args,
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # Past days run through `airflow backfill create` (above), on purpose, not by deploying.
+    catchup=False,
+    max_active_runs=1,  # scheduled runs share the vocabulary table and the production alias
+    user_defined_macros=MACROS,
+    default_args={"owner": "ple", "retries": 2, "retry_delay": dt.timedelta(minutes=5),
+                  "retry_exponential_backoff": True},
     tags=["ple", "training"],
 ) as dag:
     wait_for_next_day = FileSensor(
         task_id="wait_for_next_day_raw",
-        filepath=f"{data_dir()}/raw/events/dt={{{{ macros.ds_add(ds, 1) }}}}",
-        fs_conn_id=FS_CONN_ID,
-        poke_interval=int(setting("sensor_poke_seconds", "600")),
-        timeout=int(setting("sensor_timeout_seconds", str(12 * 3600))),
+        filepath=data_path("raw", "events", f"dt={NEXT_DAY}", "_SUCCESS"),
+        fs_conn_id="ple_fs",
+        poke_interval=600,
+        timeout=36 * 3600,  # live: D+1 completes after D+2 00:00, 24 h after the run is created
         mode="reschedule",
     )
 
     extract = SparkSubmitOperator(
         task_id="extract",
-        application=repo_path("jobs", "extract.py"),
-        application_args=["--date", "{{ ds }}", "--data-dir", data_dir(), "--require-next-day"],
-        conn_id=SPARK_CONN_ID,
+        application=code_path("jobs", "extract.py"),
+        application_args=["--date", DAY, "--data-dir", setting("data_dir"), "--require-next-day"],
+        conn_id="ple_spark",
         jars=spark_jars(),  # Delta Lake's JVM side: the driver needs it at launch
-        # spark-submit starts the driver JVM, so its heap must be set here (the
-        # session builder's default comes too late); 1g, spark's own, is too small.
-        driver_memory=setting("spark_driver_memory", "4g"),
-        name="ple-extract-{{ ds }}",
-        env_vars=job_env(),
+        # The driver JVM starts before the job's own session defaults apply: its heap is set here.
+        conf={"spark.driver.memory": setting("spark_driver_memory")},
+        name=f"ple-extract-{DAY}",
+        env_vars=spark_env(),
+        depends_on_past=True,         # day D's history features need day D-1 extracted
+        max_active_tis_per_dag=1,     # one extract at a time, even in a backfill with many runs
         execution_timeout=dt.timedelta(hours=2),
     )
 
+    workers = var("train_workers")
     train = BashOperator(
         task_id="train",
         bash_command=ple_command(
             "train",
-            "--table", f"{data_dir()}/lake/examples",
-            "--train-start", f"{{{{ macros.ds_add(ds, -{TRAIN_DAYS}) }}}}",
-            "--train-end", "{{ macros.ds_add(ds, -2) }}",
-            "--validation-date", "{{ macros.ds_add(ds, -1) }}",
-            "--spec", setting("spec", repo_path("conf", "video_spec.yaml")),
-            "--model", setting("model", "ple"),
-            "--epochs", setting("epochs", "2"),
-            "--batch-size", setting("batch_size", "1024"),
-            "--workers", setting("train_workers", "2"),
-            "--hosts", setting("horovod_hosts", "localhost:" + setting("train_workers", "2")),
+            "--table", data_path("lake", "examples"),
+            "--train-start", day_offset(f"-({var('train_days')} | int)"),
+            "--train-end", day_offset("-2"),
+            "--validation-date", day_offset("-1"),
+            "--spec", "{{ " + var("spec") + " or (" + var("code_dir") + " ~ '/conf/video_spec.yaml') }}",
+            "--model", setting("model"),
+            "--epochs", setting("epochs"),
+            "--batch-size", setting("batch_size"),
+            "--workers", "{{ " + workers + " }}",
+            "--hosts", "{{ " + var("horovod_hosts") + " or ('localhost:' ~ " + workers + ") }}",
             "--launcher", "horovodrun",
             "--out", RUN_DIR,
             "--no-progress",
-        ) + " --resume",  # a retried attempt continues from its last checkpoint
+            "--resume",  # a retried attempt continues from its last checkpoint
+        ),
         env=job_env(),
         append_env=True,
         execution_timeout=dt.timedelta(hours=6),
@@ -127,19 +123,27 @@ with DAG(
 
     evaluate = BashOperator(
         task_id="evaluate",
-        bash_command=ple_command("evaluate", "--model", RUN_DIR, "--date", "{{ ds }}",
-                                 "--data-dir", data_dir(), "--out", REPORT_DIR),
+        bash_command=ple_command("evaluate", "--model", RUN_DIR, "--date", DAY, "--data-dir", setting("data_dir"),
+                                 "--out", REPORT_DIR),
         env=job_env(),
         append_env=True,
         execution_timeout=dt.timedelta(hours=1),
     )
 
-    quality_gate = ShortCircuitOperator(task_id="quality_gate", python_callable=_gate)
+    quality_gate = BashOperator(
+        task_id="quality_gate",
+        bash_command=ple_command("publish", "--check-only", "--model", RUN_DIR,
+                                 "--metrics", f"{REPORT_DIR}/metrics.json", "--data-dir", setting("data_dir")),
+        skip_on_exit_code=GATE_REFUSED_EXIT_CODE,  # refused: publish is skipped, the run still succeeds
+        env=job_env(),
+        append_env=True,
+        execution_timeout=dt.timedelta(minutes=30),
+    )
 
     publish = BashOperator(
         task_id="publish",
         bash_command=ple_command("publish", "--model", RUN_DIR, "--metrics", f"{REPORT_DIR}/metrics.json",
-                                 "--data-dir", data_dir()),
+                                 "--data-dir", setting("data_dir")),
         env=job_env(),
         append_env=True,
         execution_timeout=dt.timedelta(minutes=30),
@@ -147,4 +151,3 @@ with DAG(
     )
 
     wait_for_next_day >> extract >> train >> evaluate >> quality_gate >> publish
-

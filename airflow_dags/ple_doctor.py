@@ -6,7 +6,7 @@ from __future__ import annotations
 import pendulum
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG
-from ple_settings import ple_command
+from ple_settings import MACROS, ple_command
 
 with DAG(
     dag_id="ple_doctor",
@@ -14,6 +14,7 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    user_defined_macros=MACROS,
     tags=["ple", "ops"],
 ) as dag:
     BashOperator(task_id="doctor", bash_command=ple_command("doctor"))

@@ -1,7 +1,13 @@
-"""Settings shared by the project's DAGs. Each comes from an Airflow Variable
-`ple_<name>`, then the environment `PLE_<NAME>`, then a default that runs locally
-from this checkout. The DAG files only wire jobs together: every real step is a
-`ple` command (or `spark-submit jobs/<name>.py`) of the pipeline's environment."""
+"""Settings shared by the project's DAGs, as Jinja templates: nothing is looked up
+when a DAG file is parsed (Airflow's convention: parsing runs every few seconds on
+the DAG processor and must not hit the metadata database or depend on its host).
+
+Each setting is the Airflow Variable `ple_<name>` (Admin -> Variables, or the
+environment variable `AIRFLOW_VAR_PLE_<NAME>` on the workers), rendered when the
+task runs; its default runs locally from the checkout these DAG files live in.
+The DAG files only wire jobs together: every real step is a `ple` command (or
+`spark-submit jobs/extract.py`) of the pipeline's environment.
+"""
 
 from __future__ import annotations
 
@@ -9,73 +15,85 @@ import os
 import shlex
 from pathlib import Path
 
+# Where these DAG files were deployed from: the defaults point into that checkout.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-
-def setting(name: str, default: str) -> str:
-    """Airflow Variable `ple_<name>`, else $PLE_<NAME>, else `default`.
-
-    Read when a task's command is rendered or a DAG file is parsed; the Variable
-    lookup falls back quietly when there is no metadata database (DAG parsing in
-    a bare environment)."""
-    try:
-        from airflow.sdk import Variable
-
-        value = Variable.get(f"ple_{name}", default=None)
-    except Exception:  # noqa: BLE001 (no DB/API server reachable: use env/defaults)
-        value = None
-    if value is None:
-        value = os.environ.get(f"PLE_{name.upper()}", default)
-    return str(value)
+DEFAULTS: dict[str, str] = {
+    "venv_bin": str(REPO_ROOT / ".venv" / "bin"),   # ple, spark-submit, horovodrun, python
+    "code_dir": str(REPO_ROOT),                      # jobs/*.py (spark-submit's application), conf/
+    "data_dir": str(REPO_ROOT / "ple_data"),         # raw logs, lake, runs, reports, registry
+    "spark_jars": "",                                # empty: the Delta jars fetched by `make setup`
+    "spark_driver_memory": "4g",
+    "train_workers": "2",
+    "horovod_hosts": "",                             # empty: localhost:<train_workers>
+    "model": "ple",
+    "epochs": "2",
+    "batch_size": "1024",
+    "train_days": "7",
+    "spec": "",                                      # empty: <code_dir>/conf/video_spec.yaml
+}
 
 
-def venv_bin() -> str:
-    """bin/ of the environment that has the pipeline installed (ple, spark-submit, horovodrun)."""
-    return setting("venv_bin", os.path.join(os.environ.get("PLE_VENV", str(REPO_ROOT / ".venv")), "bin"))
+def var(name: str) -> str:
+    """The Jinja expression of setting `name` (a Variable, else its default)."""
+    return f"var.value.get('ple_{name}', {DEFAULTS[name]!r})"
 
 
-def data_dir() -> str:
-    return setting("data_dir", str(REPO_ROOT / "ple_data"))
+def setting(name: str) -> str:
+    """A template that renders to setting `name`."""
+    return "{{ " + var(name) + " }}"
 
 
-def repo_path(*parts: str) -> str:
-    """A file of the deployed pipeline code (jobs/*.py for spark-submit, conf/*)."""
-    return str(Path(setting("code_dir", str(REPO_ROOT)), *parts))
+def venv_path(*parts: str) -> str:
+    return "{{ " + var("venv_bin") + " }}/" + "/".join(parts)
 
 
-def spark_jars() -> str:
-    """Delta Lake's jars for spark-submit (fetched by `make setup`); a Variable
-    `ple_spark_jars` overrides (e.g. jars on HDFS/S3 for a cluster)."""
-    # Mirrors ple_runtime.spark.delta_jars(): this module runs in Airflow's own
-    # environment, where the pipeline's packages are not installed.
-    cache = os.environ.get("PLE_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "ple-pipeline"))
-    default = ",".join(
-        os.path.join(cache, "jars", "delta-3.3.2", name)
-        for name in ("delta-spark_2.12-3.3.2.jar", "delta-storage-3.3.2.jar")
-    )
-    return setting("spark_jars", default)
+def code_path(*parts: str) -> str:
+    return "{{ " + var("code_dir") + " }}/" + "/".join(parts)
+
+
+def data_path(*parts: str) -> str:
+    return "/".join([setting("data_dir"), *parts])
 
 
 def ple_command(*args: str) -> str:
-    """A shell command line running `ple <args>` from the pipeline's environment.
+    """A shell command running `ple <args>` from the pipeline's environment.
 
-    Arguments may hold Jinja templates ({{ ds }}); they are quoted for the shell
-    only when they contain no template (Airflow renders templates first)."""
-    quoted = [a if "{{" in a else shlex.quote(a) for a in args]
-    return " ".join([shlex.quote(os.path.join(venv_bin(), "ple")), *quoted])
+    Arguments are templates or plain words without spaces (quoted by the caller
+    where needed); Airflow renders the templates before bash runs the line."""
+    return " ".join([venv_path("ple"), *args])
+
+
+# --- rendered on the worker, when a task runs (DAG-level user_defined_macros) --------
+
+def _delta_jars() -> str:
+    """The Delta jars `make setup` fetched on this worker (ple_runtime.spark.delta_jars
+    reads the same cache; this module runs in Airflow's environment, without it)."""
+    cache = os.environ.get("PLE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "ple-pipeline")
+    folder = os.path.join(cache, "jars", "delta-3.3.2")
+    return ",".join(os.path.join(folder, name) for name in ("delta-spark_2.12-3.3.2.jar", "delta-storage-3.3.2.jar"))
+
+
+def _worker_path() -> str:
+    return os.environ.get("PATH", "")
+
+
+# ple_quote: shell-quote a value that comes from a user (DAG run params).
+MACROS = {"ple_delta_jars": _delta_jars, "ple_worker_path": _worker_path, "ple_quote": shlex.quote}
+
+
+def spark_jars() -> str:
+    return "{{ " + var("spark_jars") + " or ple_delta_jars() }}"
+
+
+def spark_env() -> dict[str, str]:
+    """spark-submit's environment: the pipeline's venv first on PATH (spark-submit is
+    found there) and as the driver's and executors' Python."""
+    python = venv_path("python")
+    return {"PATH": "{{ " + var("venv_bin") + " }}:{{ ple_worker_path() }}", "PYSPARK_PYTHON": python,
+            "PYSPARK_DRIVER_PYTHON": python, "PLE_DATA_DIR": setting("data_dir"), "PYTHONUNBUFFERED": "1"}
 
 
 def job_env() -> dict[str, str]:
-    """Environment for job processes: the pipeline's venv first on PATH (spark-submit,
-    horovodrun, python) and as Spark's Python; the data root."""
-    env = {
-        "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYSPARK_PYTHON": os.path.join(venv_bin(), "python"),
-        "PYSPARK_DRIVER_PYTHON": os.path.join(venv_bin(), "python"),
-        "PLE_DATA_DIR": data_dir(),
-        "PYTHONUNBUFFERED": "1",
-    }
-    for passthrough in ("JAVA_HOME", "PLE_CACHE_DIR", "PLE_DELTA_JARS", "HOME"):
-        if passthrough in os.environ:
-            env[passthrough] = os.environ[passthrough]
-    return env
+    """Extra environment of `ple` commands (BashOperator, append_env=True keeps the worker's)."""
+    return {"PLE_DATA_DIR": setting("data_dir"), "PYTHONUNBUFFERED": "1"}

@@ -8,6 +8,14 @@ keeps the dates already done, and a re-run with --force replaces rows instead
 of duplicating them. A date is "done" when every task of the model has a row.
 A failing date (missing partition, unreadable file, ...) is recorded and the
 others go on.
+
+Each row also carries the figures of `ple evaluate` (evaluation/comparison.py):
+the intervals of AUC (DeLong) and logloss/MSE (bootstrap over rows), GAUC with
+its users, the ECE, and the model's NDCG@k of the ranking score (a per-model
+figure, repeated on each task's row of that date). Tables written before these
+columns existed are migrated in place on the next run (`ALTER TABLE ... ADD
+COLUMNS`, a metadata-only Delta commit): old rows read NULL there, and readers
+that select columns by name keep working.
 """
 
 from __future__ import annotations
@@ -22,15 +30,21 @@ from typing import Any
 from ple_model.metrics import GAIN_METRIC
 from ple_runtime.lineage import code_version, write_json
 
-from .models import ResolvedModel
+from .model_refs import ResolvedModel
 from .report import figure_to_base64, render_html, time_series_figure
-from .scoring import needed_columns, score_model
-from .snapshot import read_date_snapshot, resolve_date_snapshot
+from .evaluate import ScoringOptions, evaluate_on_snapshot
+from .snapshot import resolve_date_snapshot
 
-METRICS_DDL = ("model_id STRING, model_ref STRING, dt STRING, task STRING, table_path STRING, table_version BIGINT, "
-               "version_chosen_by STRING, auc DOUBLE, logloss DOUBLE, mse DOUBLE, mae DOUBLE, calibration DOUBLE, "
-               "mean_prediction DOUBLE, observed DOUBLE, count BIGINT, positives BIGINT, evaluated_at TIMESTAMP, "
-               "code_commit STRING")
+# The first table layout; ADDED_COLUMNS came later and are added to old tables (module doc).
+BASE_DDL = ("model_id STRING, model_ref STRING, dt STRING, task STRING, table_path STRING, table_version BIGINT, "
+            "version_chosen_by STRING, auc DOUBLE, logloss DOUBLE, mse DOUBLE, mae DOUBLE, calibration DOUBLE, "
+            "mean_prediction DOUBLE, observed DOUBLE, count BIGINT, positives BIGINT, evaluated_at TIMESTAMP, "
+            "code_commit STRING")
+ADDED_COLUMNS = ("auc_low DOUBLE, auc_high DOUBLE, logloss_low DOUBLE, logloss_high DOUBLE, mse_low DOUBLE, "
+                 "mse_high DOUBLE, gauc DOUBLE, gauc_low DOUBLE, gauc_high DOUBLE, gauc_users BIGINT, "
+                 "gauc_users_skipped BIGINT, ece DOUBLE, ndcg DOUBLE, ndcg_low DOUBLE, ndcg_high DOUBLE, "
+                 "ndcg_k BIGINT, interval_level DOUBLE, bootstrap_resamples BIGINT, calibration_method STRING")
+METRICS_DDL = f"{BASE_DDL}, {ADDED_COLUMNS}"
 KEY_COLUMNS = ("model_id", "dt", "task")
 
 
@@ -52,11 +66,18 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def metric_rows(model: ResolvedModel, snapshot, tasks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _bound(metrics: dict[str, Any], metric: str, side: str) -> float | None:
+    return _float(((metrics.get("intervals") or {}).get(metric) or {}).get(side))
+
+
+def metric_rows(model: ResolvedModel, snapshot, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task from an evaluation record (evaluation.evaluate) of the model on the date."""
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     commit = code_version().get("commit")
+    ranking = record["model"].get("ranking") or {}
+    uncertainty = record.get("uncertainty") or {}
     rows = []
-    for task, metrics in tasks.items():
+    for task, metrics in record["model"]["tasks"].items():
         rows.append({
             "model_id": model.model_id, "model_ref": model.ref, "dt": snapshot.date, "task": task,
             "table_path": snapshot.table, "table_version": snapshot.version, "version_chosen_by": snapshot.chosen_by,
@@ -67,15 +88,29 @@ def metric_rows(model: ResolvedModel, snapshot, tasks: dict[str, dict[str, Any]]
             "observed": _float(metrics.get("observed_rate", metrics.get("mean_label"))),
             "count": int(metrics.get("count", 0)),
             "positives": int(metrics["positives"]) if "positives" in metrics else None,
-            "evaluated_at": now, "code_commit": commit})
+            "evaluated_at": now, "code_commit": commit,
+            **{f"{m}_{side}": _bound(metrics, m, side) for m in ("auc", "logloss", "mse", "gauc")
+               for side in ("low", "high")},
+            "gauc": _float(metrics.get("gauc")), "gauc_users": metrics.get("gauc_users"),
+            "gauc_users_skipped": metrics.get("gauc_users_skipped"), "ece": _float(metrics.get("ece")),
+            "ndcg": _float(ranking.get("ndcg")), "ndcg_low": _float((ranking.get("interval") or {}).get("low")),
+            "ndcg_high": _float((ranking.get("interval") or {}).get("high")), "ndcg_k": ranking.get("k"),
+            "interval_level": uncertainty.get("level"), "bootstrap_resamples": uncertainty.get("bootstrap_resamples"),
+            "calibration_method": model.calibration.method if model.calibration is not None else None})
     return rows
 
 
-def ensure_metrics_table(spark, path: str) -> None:
+def ensure_metrics_table(spark, path: str, log=print) -> None:
+    """Create the table, or add the columns an older table lacks (metadata only; old rows read NULL)."""
     from delta.tables import DeltaTable
     from pyspark.sql.types import _parse_datatype_string
 
     DeltaTable.createIfNotExists(spark).location(path).addColumns(_parse_datatype_string(METRICS_DDL)).execute()
+    present = set(spark.read.format("delta").load(path).columns)
+    missing = [column for column in METRICS_DDL.split(", ") if column.split()[0] not in present]
+    if missing:
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({', '.join(missing)})")
+        log(f"backfill: added columns {[c.split()[0] for c in missing]} to {path} (older rows read NULL there)")
 
 
 def merge_rows(spark, path: str, rows: list[dict[str, Any]]) -> None:
@@ -105,10 +140,10 @@ def done_dates(rows: list[dict[str, Any]], tasks: list[str]) -> set[str]:
 def run_backfill(config, model: ResolvedModel, spark, log=print) -> BackfillOutcome:
     outcome = BackfillOutcome()
     table = config.metrics_table_path
-    ensure_metrics_table(spark, table)
+    ensure_metrics_table(spark, table, log)
     tasks = model.spec.task_names
     already = done_dates(model_rows(spark, table, model.model_id), tasks)
-    device = config.resolved_device
+    options = ScoringOptions.from_config(config)
     for date in date_range(config.start, config.end):
         if date in already and not config.force:
             outcome.skipped.append(date)
@@ -116,15 +151,14 @@ def run_backfill(config, model: ResolvedModel, spark, log=print) -> BackfillOutc
             continue
         try:
             snapshot = resolve_date_snapshot(config.table_path, date, partition_column=config.partition_column)
-            frame = read_date_snapshot(snapshot, needed_columns(model.spec), config.reader, spark)
-            scores = score_model(model.loaded.model, model.spec, frame, config.batch_size, device,
-                                 config.calibration_bins)
-            merge_rows(spark, table, metric_rows(model, snapshot, scores.tasks))
+            record = evaluate_on_snapshot(snapshot, model, options=options, spark=spark)
+            merge_rows(spark, table, metric_rows(model, snapshot, record))
             outcome.evaluated.append(date)
+            scores = record["model"]["tasks"]
             shown = ", ".join(f"{t} {GAIN_METRIC[model.spec.task(t).type][0]}="
-                              f"{scores.tasks[t].get(GAIN_METRIC[model.spec.task(t).type][0], float('nan')):.4f}"
+                              f"{scores[t].get(GAIN_METRIC[model.spec.task(t).type][0], float('nan')):.4f}"
                               for t in tasks)
-            log(f"backfill: {date} version {snapshot.version} ({len(frame)} rows): {shown}")
+            log(f"backfill: {date} version {snapshot.version} ({snapshot.rows} rows): {shown}")
         except Exception as error:  # noqa: BLE001 (one bad date must not stop the others)
             message = f"{type(error).__name__}: {error}".strip()
             outcome.failed[date] = message.splitlines()[0] if message else repr(error)
@@ -151,12 +185,13 @@ def write_outputs(config, model: ResolvedModel, spark, outcome: BackfillOutcome)
     table_rows = [[{"text": r["dt"]}, {"text": r["task"]}, {"text": r["table_version"]},
                    *({"text": "n/a" if r.get(m) is None or (isinstance(r.get(m), float) and not math.isfinite(r[m]))
                       else (f"{r[m]:.5f}" if isinstance(r[m], float) else str(r[m]))}
-                     for m in ("auc", "logloss", "mse", "calibration", "count"))]
+                     for m in ("auc", "gauc", "logloss", "mse", "calibration", "ndcg", "count"))]
                   for r in sorted(rows, key=lambda r: (r["dt"], r["task"]))]
     sections = [{"title": "Metrics over time", "images": [image], "table": None,
                  "note": f"metrics table: {config.metrics_table_path}"},
                 {"title": "Rows", "images": [], "table": {
-                    "header": ["dt", "task", "table version", "auc", "logloss", "mse", "calibration", "count"],
+                    "header": ["dt", "task", "table version", "auc", "gauc", "logloss", "mse", "calibration",
+                               "ndcg (model)", "count"],
                     "rows": table_rows}}]
     if outcome.failed:
         sections.append({"title": "Failed dates", "images": [], "table": {

@@ -15,38 +15,22 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from ple_runtime.lineage import file_sha256, write_json
 
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("model.pt", "model.torchscript.pt", "model.onnx", "signature.json", "spec.yaml", "config.json",
                   "metrics.json", "lineage.json", "export.json")
 
 
-def write_bundle_json(bundle: Path, name: str, data: Any) -> Path:
-    path = bundle / name
-    tmp = path.with_name(name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(bundle: Path) -> dict[str, Any]:
-    files = {str(p.relative_to(bundle)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    files = {str(p.relative_to(bundle)): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
              for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST}
     manifest = {"format": "ple-bundle/1", "files": files}
-    write_bundle_json(bundle, MANIFEST, manifest)
+    write_json(bundle / MANIFEST, manifest)
     return manifest
 
 
@@ -62,7 +46,7 @@ def verify_bundle(bundle: str | Path) -> list[str]:
         path = bundle / name
         if not path.is_file():
             problems.append(f"{name} is listed in the manifest but missing")
-        elif path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+        elif path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]:
             problems.append(f"{name} does not match its manifest checksum")
     return problems
 
@@ -72,9 +56,10 @@ def export_vocabulary(table: str, destination: Path, spark=None) -> dict[str, An
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from ple_runtime.config import absolute_location
     from training.snapshot import SnapshotError, is_delta_table, resolve_delta_snapshot
 
-    local = table[len("file://"):] if table.startswith("file://") else table
+    local = absolute_location(table)
     if not is_delta_table(local):
         return None
     try:

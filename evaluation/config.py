@@ -1,15 +1,21 @@
 """Settings shared by the jobs that score a model on table snapshots
-(`ple evaluate`, `ple publish`, `ple backfill`): which model, which table, which
-registry, how rows are read. Each job's config extends this one."""
+(`ple evaluate`, `ple publish`, `ple backfill`, `ple experiment`): which model,
+which table, which registry, how rows are read, and how figures are computed
+(intervals, GAUC/ranking, calibration). Each job's config extends these."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ple_runtime.config import JobConfig, Location, absolute_location
 from ple_runtime.lake import Lake, default_data_dir
+
+
+class EvaluationFailed(RuntimeError):
+    """An evaluation cannot run (missing date, missing model...); the message says what to fix."""
 
 
 def _model_location(reference: str) -> str:
@@ -18,6 +24,30 @@ def _model_location(reference: str) -> str:
 
 
 ModelReference = Annotated[str, AfterValidator(_model_location)]
+
+
+class UncertaintySettings(BaseModel):
+    """Confidence intervals: DeLong for AUC, a paired bootstrap for every other compared figure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: float = Field(0.95, gt=0, lt=1, description="two-sided interval level")
+    resamples: int = Field(1000, ge=0, description="bootstrap resamples (0 = no bootstrap intervals)")
+    seed: int = Field(0, description="bootstrap seed (the same counts serve every model: paired)")
+
+
+class RankingSettings(BaseModel):
+    """GAUC and per-user ranking quality of the paper's ranking score prod_k p_k^{w_k}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_column: str = Field("user_idx", description="column that says whose impression a row is")
+    weights: dict[str, float] = Field(default_factory=dict,
+                                      description="w_k per task in the ranking score (default: 1 for every task)")
+    utility: dict[str, float] = Field(default_factory=dict,
+                                      description="utility label = sum of label column * weight (default: every "
+                                                  "binary task's label, weight 1; nulls count 0)")
+    k: int = Field(10, ge=1, description="NDCG@k")
 
 
 class ScoringConfig(JobConfig):
@@ -34,6 +64,9 @@ class ScoringConfig(JobConfig):
     batch_size: int = Field(8192, ge=1, description="rows per forward pass")
     calibration_bins: int = Field(10, ge=2)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    uncertainty: UncertaintySettings = Field(default_factory=UncertaintySettings,
+                                             description="--set uncertainty.resamples=2000")
+    ranking: RankingSettings = Field(default_factory=RankingSettings, description="--set ranking.k=20")
 
     @property
     def table_path(self) -> str:
@@ -44,3 +77,24 @@ class ScoringConfig(JobConfig):
         import torch
 
         return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+
+
+class TimeTravelConfig(ScoringConfig):
+    """A job that scores one date at one table version (the recorded one, --version or --timestamp), after an
+    optional post-hoc calibration fitted on another date."""
+
+    version: int | None = Field(None, ge=0, description="Delta version to read (time travel)")
+    timestamp: str | None = Field(None, description="read the table as of this time (ISO 8601; UTC if no zone)")
+    calibrate_on: dt.date | None = Field(None, description="fit post-hoc calibration per task on this date "
+                                                           "(a validation day) before scoring")
+    calibration_method: Literal["isotonic", "platt"] = Field("isotonic", description="with --calibrate-on")
+
+    @model_validator(mode="after")
+    def _one_time_travel(self):
+        if self.version is not None and self.timestamp is not None:
+            raise ValueError("give --version or --timestamp, not both")
+        if self.timestamp is not None:
+            from evaluation.snapshot import parse_timestamp
+
+            parse_timestamp(self.timestamp)  # a bad timestamp fails here, with the field named
+        return self

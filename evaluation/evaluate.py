@@ -1,34 +1,52 @@
-"""One evaluation: a candidate model (and the models it is compared with) on one date snapshot.
+"""`ple evaluate`: a candidate model (and the models it is compared with) on one date snapshot.
 
-`evaluate_on_snapshot` reads the snapshot once and scores every model on the
-same rows:
-- the candidate: per-task metrics, calibration curves, gate usage;
-- the published model (registry alias, default `production`) when there is one;
+`run_evaluation(config)` resolves the snapshot and the models, `evaluate_on_snapshot`
+reads the rows once and scores every model on them:
+- the candidate: per-task metrics with intervals, GAUC, calibration curves and
+  ECE, NDCG@k of its ranking score, gate usage;
+- the published model (registry alias, default `production`) when there is one,
+  with the candidate's improvement over it per task and metric (paired interval);
 - single-task baselines (model name `single_task`) trained on the same data:
-  their metric per task gives the MTL gain of Eq. 11
+  per task the first baseline that predicts it; the MTL gain of Eq. 11
   (`ple_model.metrics.mtl_gain`; AUC for binary tasks, MSE reversed for
-  regression; positive = the multi-task model is better);
+  regression; positive = the multi-task model is better) with its interval, and
+  the same for GAUC and NDCG of the ranking score ("the single-task system" =
+  every task predicted by its own baseline);
 - any other models named with `compare` (one more point on the seesaw plot).
-A model that cannot be scored on this table (a column its spec needs is
-missing) is reported with its error instead of failing the evaluation; only the
-candidate must score.
+Every model is judged on the candidate spec's sample spaces, so all figures
+are paired (evaluation/comparison.py says how intervals are computed). A
+model that cannot be scored on this table (a column its spec needs is missing)
+is reported with its error instead of failing the evaluation; only the
+candidate must score. With `calibrate_on`, every model but the published one
+gets a post-hoc calibration fitted on that date first (the published model is
+scored as served, with the calibration its file carries).
+Writes <out>/metrics.json and <out>/report.html.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from ple_model.metrics import GAIN_METRIC, mtl_gain
+from ple_runtime.config import config_as_dict
+from ple_runtime.lineage import run_context, write_json
 
-from .models import ResolvedModel
-from .scoring import COMPARED_METRICS, ModelScores, needed_columns, score_model
-from .snapshot import DateSnapshot, read_date_snapshot
+from .comparison import RANKING_KEY, REPORTED_METRICS, PairedScores, ranking_utility
+from .config import EvaluationFailed, RankingSettings, UncertaintySettings
+from .model_refs import ResolvedModel, find_model_files, load_or_fail, load_production
+from .registry import registry_settings
+from .report import evaluation_report
+from .scoring import calibration_change, model_inputs, needed_columns, predict, score_predictions
+from .snapshot import DateSnapshot, SnapshotError, read_date_snapshot, resolve_snapshot_or_fail
 
-EVALUATION_FORMAT = "ple-evaluation/1"
+EVALUATION_FORMAT = "ple-evaluation/1"   # keys only added since (intervals, GAUC, ranking, calibration)
+SINGLE_TASK_SYSTEM = "single-task system"
 
 
 @dataclass
@@ -37,6 +55,13 @@ class ScoringOptions:
     device: str = "cpu"
     calibration_bins: int = 10
     reader: str = "auto"
+    uncertainty: UncertaintySettings = field(default_factory=UncertaintySettings)
+    ranking: RankingSettings = field(default_factory=RankingSettings)
+
+    @classmethod
+    def from_config(cls, config) -> "ScoringOptions":
+        return cls(config.batch_size, config.resolved_device, config.calibration_bins, config.reader,
+                   config.uncertainty, config.ranking)
 
 
 def snapshot_columns(snapshot: DateSnapshot) -> set[str]:
@@ -45,27 +70,49 @@ def snapshot_columns(snapshot: DateSnapshot) -> set[str]:
     return set(pq.read_schema(snapshot.files[0]).names) if snapshot.files else set()
 
 
-def model_entry(model: ResolvedModel, scores: ModelScores | None, error: str | None = None) -> dict[str, Any]:
-    return {"identity": model.identity(), "label": model.label, "model_id": model.model_id,
-            "tasks": scores.tasks if scores else {}, "gates": scores.gates if scores else None,
-            "rows": scores.rows if scores else 0, "error": error}
+@dataclass
+class Scored:
+    """One model on the snapshot's rows: served predictions (calibrated when it has a calibration)."""
+
+    model: ResolvedModel
+    predictions: dict[str, np.ndarray] | None = None
+    gates: list | None = None
+    raw_tasks: dict[str, Any] | None = None     # metrics before calibration (only when calibrated)
+    error: str | None = None
 
 
-def score_models(frame: pd.DataFrame, models: Iterable[ResolvedModel], options: ScoringOptions,
-                 available: set[str]) -> list[dict[str, Any]]:
-    entries = []
-    for model in models:
-        missing = [c for c in needed_columns(model.spec) if c not in available]
-        if missing:
-            entries.append(model_entry(model, None, f"the table lacks columns {missing} that this model's spec needs"))
-            continue
-        try:
-            scores = score_model(model.loaded.model, model.spec, frame, options.batch_size, options.device,
-                                 options.calibration_bins)
-            entries.append(model_entry(model, scores))
-        except Exception as error:  # noqa: BLE001 (a baseline failing must not hide the candidate's figures)
-            entries.append(model_entry(model, None, f"{type(error).__name__}: {error}"))
-    return entries
+def predict_model(model: ResolvedModel, frame: pd.DataFrame, options: ScoringOptions,
+                  available: set[str]) -> Scored:
+    missing = [c for c in needed_columns(model.spec) if c not in available]
+    if missing:
+        return Scored(model, error=f"the table lacks columns {missing} that this model's spec needs")
+    try:
+        features, _, _ = model_inputs(frame, model.spec)
+        predictions, gates = predict(model.loaded.model, model.spec, features, options.batch_size, options.device,
+                                     with_gates=True)
+    except Exception as error:  # noqa: BLE001 (a baseline failing must not hide the candidate's figures)
+        return Scored(model, error=f"{type(error).__name__}: {error}")
+    return Scored(model, predictions, gates)
+
+
+def model_entry(scored: Scored, tasks: dict[str, Any] | None, paired: PairedScores | None, key: str) -> dict[str, Any]:
+    model = scored.model
+    entry = {"identity": model.identity(), "label": model.label, "model_id": model.model_id,
+             "tasks": tasks or {}, "gates": scored.gates, "rows": 0, "error": scored.error,
+             "ranking": None, "calibration": None}
+    if scored.error:
+        return entry
+    entry["rows"] = len(next(iter(scored.predictions.values()))) if scored.predictions else 0
+    if paired is not None:
+        for task, figures in paired.task_figures(key).items():
+            if task in entry["tasks"]:
+                entry["tasks"][task].update(figures)
+        entry["ranking"] = paired.ranking_figures(key)
+    if model.calibration is not None:
+        entry["calibration"] = {**(model.calibration_source or {}), "method": model.calibration.method,
+                                "fit_report": model.calibration.fit_report,
+                                "tasks": calibration_change(scored.raw_tasks or {}, entry["tasks"])}
+    return entry
 
 
 def single_task_baselines(candidate: dict[str, Any], baselines: list[dict[str, Any]], spec) -> dict[str, Any]:
@@ -93,23 +140,41 @@ def single_task_baselines(candidate: dict[str, Any], baselines: list[dict[str, A
             "ignored": ignored}
 
 
-def compare_metrics(candidate: dict[str, Any], reference: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per task and compared metric: both values, the difference, and whether the candidate is better."""
+def compare_metrics(paired: PairedScores, key: str, reference: str, candidate: dict[str, Any],
+                    other: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per task and reported metric: both values, the difference, the improvement (direction-aware) and its
+    paired interval; `ranking` compares NDCG@k of the ranking scores."""
     comparison: dict[str, dict[str, dict[str, Any]]] = {}
-    for task, metrics in candidate["tasks"].items():
-        other = reference["tasks"].get(task)
-        if other is None:
+    for task in paired.spec.tasks:
+        mine, theirs = candidate["tasks"].get(task.name), other["tasks"].get(task.name)
+        if mine is None or theirs is None:
             continue
-        kind = "binary" if "auc" in metrics else "regression"
         rows = {}
-        for metric, higher_is_better in COMPARED_METRICS[kind].items():
-            mine, theirs = metrics.get(metric, math.nan), other.get(metric, math.nan)
-            difference = mine - theirs
-            rows[metric] = {"candidate": mine, "reference": theirs, "difference": difference,
-                            "higher_is_better": higher_is_better,
-                            "improvement": difference if higher_is_better else -difference}
-        comparison[task] = rows
+        for metric, higher_is_better in REPORTED_METRICS[task.type].items():
+            change = paired.improvement(key, reference, task.name, metric, higher_is_better)
+            rows[metric] = {"candidate": mine.get(metric, math.nan), "reference": theirs.get(metric, math.nan),
+                            "higher_is_better": higher_is_better, **change}
+        comparison[task.name] = rows
+    if (candidate.get("ranking") or {}).get("ndcg") is not None and (other.get("ranking") or {}).get("ndcg") is not None:
+        change = paired.improvement(key, reference, RANKING_KEY, "ndcg", True)
+        comparison[RANKING_KEY] = {"ndcg": {"candidate": candidate["ranking"]["ndcg"],
+                                            "reference": other["ranking"]["ndcg"], "higher_is_better": True,
+                                            **change}}
     return comparison
+
+
+def _gain_intervals(paired: PairedScores, gain: dict[str, Any], spec) -> None:
+    """Intervals of the MTL gain (and of GAUC / NDCG against the single-task system) into `gain`."""
+    gain["interval"] = {}
+    for task in spec.tasks:
+        if task.name in gain["gain"]:
+            metric, higher_is_better = GAIN_METRIC[task.type]
+            change = paired.improvement("candidate", SINGLE_TASK_SYSTEM, task.name, metric, higher_is_better)
+            gain["interval"][task.name] = {k: change[k] for k in ("low", "high", "significant", "method", "level")}
+    gain["gauc_gain"] = {t.name: paired.improvement("candidate", SINGLE_TASK_SYSTEM, t.name, "gauc", True)
+                         for t in spec.tasks if t.type == "binary" and t.name in gain["gain"]}
+    ranking = paired.improvement("candidate", SINGLE_TASK_SYSTEM, RANKING_KEY, "ndcg", True)
+    gain["ranking_gain"] = ranking if ranking["difference"] is not None else None
 
 
 def evaluate_on_snapshot(snapshot: DateSnapshot, candidate: ResolvedModel, *, production: ResolvedModel | None = None,
@@ -118,33 +183,90 @@ def evaluate_on_snapshot(snapshot: DateSnapshot, candidate: ResolvedModel, *, pr
                          spark=None, frame: pd.DataFrame | None = None) -> dict[str, Any]:
     """Score every model on the snapshot's rows; returns the evaluation record (JSON-safe)."""
     options = options or ScoringOptions()
+    spec = candidate.spec
     available = snapshot_columns(snapshot)
-    wanted = needed_columns(candidate.spec)
-    for other in [production, *single_task, *compare]:
-        if other is not None:
-            wanted += [c for c in needed_columns(other.spec) if c in available]
+    others = [m for m in [production, *single_task, *compare] if m is not None]
+    wanted = needed_columns(spec) + [c for m in others for c in needed_columns(m.spec) if c in available]
+    utility_columns = list(options.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
+    wanted += [c for c in [options.ranking.user_column, *utility_columns] if c in available]
     if frame is None:
         frame = read_date_snapshot(snapshot, list(dict.fromkeys(wanted)), options.reader, spark)
     if len(frame) == 0:
         raise ValueError(f"{snapshot.table} {snapshot.partition_column}={snapshot.date} version {snapshot.version} "
                          "has no rows")
-    (candidate_entry,) = score_models(frame, [candidate], options, available | set(frame.columns))
-    if candidate_entry["error"]:
-        raise ValueError(f"cannot score {candidate.label}: {candidate_entry['error']}")
+    available = available | set(frame.columns)
+    _, labels, masks = model_inputs(frame, spec)
+
+    scored_candidate = predict_model(candidate, frame, options, available)
+    if scored_candidate.error:
+        raise ValueError(f"cannot score {candidate.label}: {scored_candidate.error}")
+    production_scored = predict_model(production, frame, options, available) if production is not None else None
+    baselines = [predict_model(m, frame, options, available) for m in single_task]
+    compared = [predict_model(m, frame, options, available) for m in compare]
+
+    users = utility = None
+    note = None
+    if options.ranking.user_column not in frame.columns:
+        note = f"the table has no {options.ranking.user_column!r} column: no GAUC and no per-user ranking metrics"
+    else:
+        users = frame[options.ranking.user_column].to_numpy()
+        try:
+            utility = ranking_utility(frame, spec, options.ranking)
+        except KeyError as error:
+            note = str(error).strip("'\"")
+    paired = PairedScores(spec, labels, masks, users=users, utility=utility, uncertainty=options.uncertainty,
+                          ranking=options.ranking, ranking_note=note)
+
+    def tasks_of(scored: Scored) -> dict[str, Any] | None:
+        if scored.error:
+            return None
+        predictions = scored.predictions
+        if scored.model.calibration is not None:
+            scored.raw_tasks = score_predictions(spec, predictions, labels, masks, options.calibration_bins)
+            predictions = scored.predictions = scored.model.calibration.apply_numpy(predictions)
+        return score_predictions(spec, predictions, labels, masks, options.calibration_bins)
+
+    keyed = [("candidate", scored_candidate)]
+    if production_scored is not None:
+        keyed.append(("production", production_scored))
+    keyed += [(f"single_task/{i}", s) for i, s in enumerate(baselines)]
+    keyed += [(f"compare/{i}", s) for i, s in enumerate(compared)]
+    task_metrics = {key: tasks_of(scored) for key, scored in keyed}
+    for key, scored in keyed:
+        if not scored.error:
+            paired.add(key, scored.predictions)
+
+    # The single-task system: every task predicted by its own baseline (the first that predicts it).
+    system: dict[str, np.ndarray] = {}
+    for key, scored in keyed:
+        if key.startswith("single_task/") and not scored.error and scored.model.loaded.model_name == "single_task":
+            for task, values in scored.predictions.items():
+                system.setdefault(task, values)
+    if system:
+        paired.add(SINGLE_TASK_SYSTEM, system)
+    paired.compute()
+
+    entries = {key: model_entry(scored, task_metrics[key], paired, key) for key, scored in keyed}
+    candidate_entry = entries["candidate"]
     record: dict[str, Any] = {"format": EVALUATION_FORMAT, "snapshot": snapshot.summary(), "model": candidate_entry}
-    if production is not None:
-        (production_entry,) = score_models(frame, [production], options, available)
-        record["production"] = production_entry
-        if not production_entry["error"]:
-            record["production_comparison"] = compare_metrics(candidate_entry, production_entry)
+    if production_scored is not None:
+        record["production"] = entries["production"]
+        if not production_scored.error:
+            record["production_comparison"] = compare_metrics(paired, "candidate", "production", candidate_entry,
+                                                              entries["production"])
     else:
         record["production"] = None
         record["production_note"] = production_note
-    baselines = score_models(frame, single_task, options, available)
-    record["single_task"] = baselines
-    record["mtl_gain"] = single_task_baselines(candidate_entry, baselines, candidate.spec) if baselines else None
-    record["compare"] = score_models(frame, compare, options, available)
-    record["spec"] = candidate.spec.model_dump(mode="json")
+    record["single_task"] = [entries[f"single_task/{i}"] for i in range(len(baselines))]
+    record["mtl_gain"] = None
+    if baselines:
+        record["mtl_gain"] = single_task_baselines(candidate_entry, record["single_task"], spec)
+        if system:
+            _gain_intervals(paired, record["mtl_gain"], spec)
+            record["mtl_gain"]["single_task_system_ranking"] = paired.ranking_figures(SINGLE_TASK_SYSTEM)
+    record["compare"] = [entries[f"compare/{i}"] for i in range(len(compared))]
+    record["uncertainty"] = paired.settings_record()
+    record["spec"] = spec.model_dump(mode="json")
     return record
 
 
@@ -169,3 +291,144 @@ def seesaw_points(record: dict[str, Any]) -> list[dict[str, Any]]:
     if gain and gain["single_task_metric"]:
         points.append({"label": "single-task", "kind": "single_task", "metrics": dict(gain["single_task_metric"])})
     return points
+
+
+# --- calibration fitted on a validation date ---------------------------------------------
+
+def calibrate_models(models: Iterable[ResolvedModel], table: str, date, options: ScoringOptions, method: str,
+                     partition_column: str = "dt", spark=None) -> dict[str, Any]:
+    """Fit a post-hoc calibration for each model on `date` (its recorded version) and attach it to the model."""
+    from ple_model.calibration import fit_calibration
+
+    models = list(models)
+    snapshot = resolve_snapshot_or_fail(table, date, partition_column=partition_column)
+    wanted = list(dict.fromkeys(c for m in models for c in needed_columns(m.spec)))
+    try:
+        frame = read_date_snapshot(snapshot, wanted, options.reader, spark)
+    except KeyError as error:
+        raise EvaluationFailed(f"calibration date: {str(error).strip(chr(39) + chr(34))}") from None
+    for model in models:
+        features, labels, masks = model_inputs(frame, model.spec)
+        predictions, _ = predict(model.loaded.model, model.spec, features, options.batch_size, options.device)
+        model.calibration = fit_calibration(model.spec, predictions, labels, masks, method=method)
+        model.calibration_source = {"source": "fitted", "method": method, "fitted_on": snapshot.summary(),
+                                    "replaced": "model file" if (model.calibration_source or {}).get("source")
+                                    == "model file" else None}
+    return snapshot.summary()
+
+
+# --- the job ---------------------------------------------------------------------------
+
+def _fmt_interval(change: dict[str, Any] | None) -> str:
+    if not change or change.get("low") is None:
+        return ""
+    return f" [{change['low']:+.4f}, {change['high']:+.4f}]" + ("*" if change.get("significant") else "")
+
+
+def summary_lines(record: dict[str, Any]) -> list[str]:
+    """The CLI summary: per task the headline metrics with intervals; gains marked * when significant."""
+    lines = []
+    snapshot = record["snapshot"]
+    level = record.get("uncertainty", {}).get("level", 0.95)
+    lines.append(f"{record['model']['label']} on {snapshot['partition_column']}={snapshot['date']} "
+                 f"version {snapshot['version']} ({snapshot['rows']} rows); [{level:.0%} interval], "
+                 "* = interval excludes 0")
+    gain = record.get("mtl_gain") or {}
+    comparison = record.get("production_comparison") or {}
+    for task, metrics in record["model"]["tasks"].items():
+        shown = []
+        for key in ("auc", "gauc", "logloss", "mse", "ece"):
+            value = metrics.get(key)
+            if isinstance(value, float) and math.isfinite(value):
+                interval = (metrics.get("intervals") or {}).get(key) or {}
+                bounds = f" [{interval['low']:.4f}, {interval['high']:.4f}]" if interval.get("low") is not None else ""
+                shown.append(f"{key}={value:.4f}{bounds}")
+        extra = ""
+        if (gain.get("gain") or {}).get(task) is not None:
+            extra += f"; MTL gain {gain['gain'][task]:+.4f}{_fmt_interval((gain.get('interval') or {}).get(task))}"
+        if task in comparison:
+            metric = "auc" if "auc" in comparison[task] else "mse"
+            change = comparison[task][metric]
+            extra += f"; vs production {change['improvement']:+.4f}{_fmt_interval(change)} ({metric})"
+        lines.append(f"{task}: {', '.join(shown)} (n={metrics.get('count')}){extra}")
+    ranking = record["model"].get("ranking") or {}
+    if ranking.get("ndcg") is not None:
+        interval = ranking.get("interval") or {}
+        bounds = f" [{interval['low']:.4f}, {interval['high']:.4f}]" if interval.get("low") is not None else ""
+        extra = ""
+        if gain.get("ranking_gain"):
+            extra += f"; vs single-task system {gain['ranking_gain']['improvement']:+.4f}" \
+                     f"{_fmt_interval(gain['ranking_gain'])}"
+        if RANKING_KEY in comparison:
+            change = comparison[RANKING_KEY]["ndcg"]
+            extra += f"; vs production {change['improvement']:+.4f}{_fmt_interval(change)}"
+        lines.append(f"ranking score NDCG@{ranking['k']}={ranking['ndcg']:.4f}{bounds} over {ranking['users']} users"
+                     f"{extra}")
+    calibration = record["model"].get("calibration")
+    if calibration:
+        changes = ", ".join(f"{task} ECE {c['before'].get('ece', math.nan):.4f} -> {c['after'].get('ece', math.nan):.4f}"
+                            for task, c in calibration["tasks"].items())
+        lines.append(f"calibration ({calibration['method']}, {calibration.get('source')}): {changes}")
+    return lines
+
+
+def run_evaluation(config, workdir: Path, spark=None) -> dict[str, Any]:
+    """Evaluate per an EvaluateConfig; writes metrics.json + report.html; returns paths and the record."""
+    device = config.resolved_device
+    settings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model)
+    snapshot = resolve_snapshot_or_fail(config.table_path, config.date, config.version, config.timestamp,
+                                        config.partition_column)
+    candidate = load_or_fail(config.model, settings, workdir / "candidate", device)
+    production, note = (None, "comparison with the published model turned off")
+    if config.with_production:
+        try:
+            production, note = load_production(settings, config.production_alias, workdir / "production", device)
+        except Exception as error:  # noqa: BLE001 (a broken registry must not block evaluating a run)
+            production, note = None, f"could not load the published model: {type(error).__name__}: {error}"
+    try:
+        single_task = [load_or_fail(str(p), settings, workdir, device) for p in find_model_files(config.single_task_runs)]
+    except FileNotFoundError as error:
+        raise EvaluationFailed(f"single-task runs: {error}") from None
+    compare = [load_or_fail(ref, settings, workdir / f"compare{i}", device) for i, ref in enumerate(config.compare)]
+    options = ScoringOptions.from_config(config)
+    if config.calibrate_on is not None:
+        calibrate_models([candidate, *single_task, *compare], config.table_path, config.calibrate_on, options,
+                         config.calibration_method, config.partition_column, spark)
+    try:
+        record = evaluate_on_snapshot(snapshot, candidate, production=production, production_note=note,
+                                      single_task=single_task, compare=compare, options=options, spark=spark)
+    except (KeyError, ValueError, SnapshotError) as error:
+        raise EvaluationFailed(str(error).strip("'\"")) from None
+    record["config"] = config_as_dict(config)
+    record["lineage"] = {"run": run_context(), "model_training_run": _training_lineage(candidate)}
+    out = Path(config.out) if config.out else default_out(config, candidate, snapshot.version)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = write_json(out / "metrics.json", record)
+    report_path = out / "report.html"
+    tmp = report_path.with_suffix(".html.tmp")
+    tmp.write_text(evaluation_report(record, seesaw_points(record)))
+    tmp.replace(report_path)
+    return {"metrics_path": metrics_path, "report_path": report_path, "record": record,
+            "summary": summary_lines(record)}
+
+
+def default_out(config, candidate: ResolvedModel, version: int | None) -> Path:
+    from ple_runtime.lake import Lake
+
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in candidate.model_id)
+    return Path(Lake(config.data_dir).reports, "evaluate", name, f"{config.date}-v{version}")
+
+
+def _training_lineage(model: ResolvedModel) -> dict[str, Any]:
+    """What the model was trained on, from its run record or model.pt metadata."""
+    lineage: dict[str, Any] = {}
+    metadata = model.loaded.metadata or {}
+    for key in ("snapshot", "validation_snapshot", "code", "epoch"):
+        if key in metadata:
+            lineage[key] = metadata[key]
+    if model.run_record:
+        record = model.run_record
+        for key in ("delta_version", "train_snapshot", "validation_snapshot", "code_version", "config"):
+            if key in record:
+                lineage[f"run_record.{key}"] = record[key]
+    return lineage

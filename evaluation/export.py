@@ -3,7 +3,9 @@
 Both take the features as POSITIONAL tensors in spec order (dict inputs do not
 export well to ONNX) and return one tensor per task in spec order:
 probabilities for binary tasks, values for regression tasks (what a ranking
-service multiplies), each of shape (batch,). Dtypes: categorical and
+service multiplies), each of shape (batch,). When the model carries a post-hoc
+calibration (ple_model.calibration), the exports apply it: serving needs
+nothing else. Dtypes: categorical and
 multi_categorical ids int64 ((batch,) and (batch, max_len)), numeric float32.
 
 ONNX: the torch.export-based exporter (torch's default since 2.9) with a
@@ -35,20 +37,24 @@ class ExportMismatch(RuntimeError):
 class PositionalModel(nn.Module):
     """model({name: tensor}) -> tuple of per-task predictions, taking features positionally in spec order."""
 
-    def __init__(self, model: nn.Module, spec: ModelSpec):
+    def __init__(self, model: nn.Module, spec: ModelSpec, calibration: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.calibration = calibration
         self.feature_names = list(spec.feature_names)
         self.task_names = list(spec.task_names)
         self.binary = [task.type == "binary" for task in spec.tasks]
 
     def forward(self, *features: torch.Tensor):
         outputs = self.model({name: value for name, value in zip(self.feature_names, features)})
-        return tuple(torch.sigmoid(outputs[name]) if binary else outputs[name]
-                     for name, binary in zip(self.task_names, self.binary))
+        predictions = {name: torch.sigmoid(outputs[name]) if binary else outputs[name]
+                       for name, binary in zip(self.task_names, self.binary)}
+        if self.calibration is not None:
+            predictions = self.calibration(predictions)
+        return tuple(predictions[name] for name in self.task_names)
 
 
-def signature(spec: ModelSpec) -> dict[str, Any]:
+def signature(spec: ModelSpec, calibration: nn.Module | None = None) -> dict[str, Any]:
     inputs = []
     for feature in spec.features:
         if feature.type == "numeric":
@@ -59,9 +65,12 @@ def signature(spec: ModelSpec) -> dict[str, Any]:
         else:
             inputs.append({"name": feature.name, "dtype": "int64", "shape": ["batch", feature.max_len],
                            "vocab_size": feature.vocab_size})
+    calibrated = set(getattr(calibration, "task_names", []))
     outputs = [{"name": t.name, "dtype": "float32", "shape": ["batch"],
-                "meaning": "probability" if t.type == "binary" else "value"} for t in spec.tasks]
-    return {"inputs": inputs, "outputs": outputs}
+                "meaning": ("calibrated " if t.name in calibrated else "")
+                + ("probability" if t.type == "binary" else "value")} for t in spec.tasks]
+    return {"inputs": inputs, "outputs": outputs,
+            "calibration": getattr(calibration, "method", None)}
 
 
 def sample_inputs(spec: ModelSpec, features: dict[str, torch.Tensor] | None, rows: int) -> tuple[torch.Tensor, ...]:
@@ -159,15 +168,17 @@ def _opset(path: Path) -> int | None:
 
 
 def export_model(model: nn.Module, spec: ModelSpec, out_dir: Path, features: dict[str, torch.Tensor] | None = None,
-                 tolerance: float = 1e-5, exporter: str = "dynamo", check_rows: int = 256) -> dict[str, Any]:
-    """Write model.torchscript.pt and model.onnx into out_dir, both checked; returns what was checked."""
-    wrapper = PositionalModel(model.cpu().eval(), spec).eval()
+                 tolerance: float = 1e-5, exporter: str = "dynamo", check_rows: int = 256,
+                 calibration: nn.Module | None = None) -> dict[str, Any]:
+    """Write model.torchscript.pt and model.onnx into out_dir (calibrated outputs when a calibration is given),
+    both checked against PyTorch; returns what was checked."""
+    wrapper = PositionalModel(model.cpu().eval(), spec, calibration.cpu().eval() if calibration else None).eval()
     # Trace/export on one batch size and check on another: a size baked into the graph fails the check.
     example = sample_inputs(spec, features, 64)
     check = sample_inputs(spec, features, check_rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     return {
-        "signature": signature(spec),
+        "signature": signature(spec, calibration),
         "torchscript": export_torchscript(wrapper, example, check, out_dir / "model.torchscript.pt", tolerance),
         "onnx": export_onnx(wrapper, example, check, out_dir / "model.onnx", tolerance, exporter),
         "tolerance": tolerance,

@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .scoring import COMPARED_METRICS
 
+GATE_FAILED_EXIT_CODE = 3  # `ple publish`: distinct from errors (1) so a scheduler can tell "refused" from "broken"
+
 
 class Tolerances(BaseModel):
     model_config = ConfigDict(extra="forbid")

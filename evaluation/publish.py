@@ -1,16 +1,22 @@
 """What `ple publish` does: evaluate, export, gate, register, move the alias.
 
 Order, and why:
-1. Pin the evaluation snapshot (table, date, version) and score the candidate.
+1. Pin the evaluation snapshot (table, date, version) and score the candidate
+   (with a post-hoc calibration: the one its model.pt carries, or one fitted on
+   `calibrate_on`; the bundle's model.pt and exports then carry and apply it).
 2. Build the whole bundle in a temp folder (exports checked against PyTorch).
-   Slow, so it happens OUTSIDE the lock.
-3. Under the publish lock: read the CURRENT production version, score it on the
-   same pinned rows, run the gate, and only if it passes log the finished
-   bundle in one `log_artifacts` call, register it as a new version and move
-   the alias LAST. Two publishers therefore serialise on the gate: the second
-   compares against what the first just published, and the alias only ever
-   points at a complete version.
+   Slow, so it happens OUTSIDE the lease.
+3. Under the publish lease (evaluation.registry.publish_lease: held through
+   the registry, so publishers on several hosts serialise): read the CURRENT
+   production version, score it on the same pinned rows, run the gate, and
+   only if it passes log the finished bundle in one `log_artifacts` call,
+   register it as a new version and move the alias LAST. Two publishers
+   therefore serialise on the gate: the second compares against what the
+   first just published, and the alias only ever points at a complete version.
 A failed gate registers nothing; the failures name the task, metric and margin.
+If moving the alias fails after registering, the new version stays complete
+but unaliased (harmless: nothing resolves to it), the record says so and the
+job fails; a re-run publishes again.
 """
 
 from __future__ import annotations
@@ -22,19 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ple_model.calibration import attach_calibration
 from ple_runtime.config import config_as_dict
 from ple_runtime.lake import Lake
 from ple_runtime.lineage import code_version, run_context, write_json
 
-from .bundle import export_vocabulary, write_bundle_json, write_manifest
+from .bundle import export_vocabulary, write_manifest
 from .export import export_model
 from .gate import GateResult, check_gate
-from .models import ResolvedModel, load_model_ref
-from .registry import (RegistrySettings, move_alias, publish_lock, register_bundle, registry_settings,
+from .model_refs import ResolvedModel, load_model_ref, load_or_fail
+from .registry import (RegistrySettings, move_alias, publish_lease, register_bundle, registry_settings,
                        version_by_alias)
 from .scoring import headline, model_inputs, needed_columns, score_model
-from .service import EvaluationFailed, load_or_fail, resolve_snapshot_or_fail
-from .snapshot import read_date_snapshot
+from .config import EvaluationFailed
+from .snapshot import read_date_snapshot, resolve_snapshot_or_fail
 
 
 @dataclass
@@ -52,20 +59,26 @@ def _training_config(candidate: ResolvedModel) -> dict[str, Any] | None:
 
 
 def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot, spark=None) -> dict[str, Any]:
-    """Everything but metrics.json and manifest.json (written under the lock, after the gate)."""
+    """Everything but metrics.json and manifest.json (written under the lease, after the gate)."""
     bundle.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(candidate.model_file, bundle / "model.pt")
+    if candidate.calibration is not None:   # the bundle's model.pt carries the calibration it is served with
+        attach_calibration(str(candidate.model_file), candidate.calibration, str(bundle / "model.pt"))
+    else:
+        shutil.copy2(candidate.model_file, bundle / "model.pt")
     features, _, _ = model_inputs(frame, candidate.spec)
     export_info = export_model(candidate.loaded.model, candidate.spec, bundle, features,
-                               tolerance=config.export_tolerance, exporter=config.onnx_exporter)
-    write_bundle_json(bundle, "export.json", export_info)
-    write_bundle_json(bundle, "signature.json", export_info["signature"])
+                               tolerance=config.export_tolerance, exporter=config.onnx_exporter,
+                               calibration=candidate.calibration)
+    write_json(bundle / "export.json", export_info)
+    write_json(bundle / "signature.json", export_info["signature"])
     candidate.spec.to_yaml(bundle / "spec.yaml")
     vocabulary_table = config.vocabulary_table or Lake(config.data_dir).vocabulary
     vocabulary = export_vocabulary(vocabulary_table, bundle / "vocabulary.parquet", spark)
-    write_bundle_json(bundle, "config.json", {
+    write_json(bundle / "config.json", {
         "model_name": candidate.loaded.model_name, "hyperparameters": candidate.loaded.hyperparameters,
-        "training_config": _training_config(candidate), "publish_config": config_as_dict(config)})
+        "training_config": _training_config(candidate), "publish_config": config_as_dict(config),
+        "calibration": {**(candidate.calibration_source or {}), "fit_report": candidate.calibration.fit_report}
+        if candidate.calibration is not None else None})
     lineage = {
         "evaluation_snapshot": snapshot.summary(),
         "training": {k: v for k, v in (candidate.run_record or {}).items()
@@ -77,7 +90,7 @@ def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot
         "code_version": code_version(),
         "published_by": run_context(),
     }
-    write_bundle_json(bundle, "lineage.json", lineage)
+    write_json(bundle / "lineage.json", lineage)
     return {"export": export_info, "lineage": lineage, "vocabulary": vocabulary}
 
 
@@ -113,12 +126,12 @@ def _production_scores(config, settings, frame, snapshot, workdir: Path, device:
     production_frame = read_date_snapshot(snapshot, list(frame.columns) + missing, config.reader, spark) \
         if missing else frame
     scores = score_model(production.loaded.model, production.spec, production_frame, config.batch_size, device,
-                         config.calibration_bins).tasks
+                         config.calibration_bins, calibration=production.calibration).tasks
     return production_version, info, scores, production
 
 
 def check_only(config, settings, candidate, candidate_scores, frame, snapshot, workdir: Path, spark) -> PublishOutcome:
-    """The gate alone (read-only: no lock, no export, no registry writes)."""
+    """The gate alone (read-only: no lease, no export, no registry writes)."""
     _, info, scores, _ = _production_scores(config, settings, frame, snapshot, workdir, config.resolved_device, spark)
     gate = check_gate(candidate.spec, candidate_scores.tasks, scores, config.tolerance, info)
     record = {"format": "ple-publish/1", "candidate": candidate.identity(), "snapshot": snapshot.summary(),
@@ -127,23 +140,26 @@ def check_only(config, settings, candidate, candidate_scores, frame, snapshot, w
     messages = ([f.message() for f in gate.failures] if not gate.passed else
                 [f"quality gate passed against {'v' + info['version'] if info else 'no published model'} "
                  "(check only: nothing exported or registered)"])
-    now = time.time()
     return _finish(config, record, PublishOutcome("gate_failed" if not gate.passed else "gate_passed", gate=gate,
-                                                  messages=messages), {"acquired_at": now, "waited_s": 0.0})
+                                                  messages=messages))
 
 
 def run_publish(config, workdir: Path, spark=None) -> PublishOutcome:
-    settings: RegistrySettings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model,
-                                                   lock_file=config.lock_file)
+    settings: RegistrySettings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model)
     device = config.resolved_device
     candidate = load_or_fail(config.model, settings, workdir / "candidate", device)
     snapshot = resolve_publish_snapshot(config, candidate)
+    if config.calibrate_on is not None:
+        from .evaluate import ScoringOptions, calibrate_models
+
+        calibrate_models([candidate], config.table_path, config.calibrate_on, ScoringOptions.from_config(config),
+                         config.calibration_method, config.partition_column, spark)
     try:
         frame = read_date_snapshot(snapshot, needed_columns(candidate.spec), config.reader, spark)
     except KeyError as error:
         raise EvaluationFailed(str(error).strip("'\"")) from None
     candidate_scores = score_model(candidate.loaded.model, candidate.spec, frame, config.batch_size, device,
-                                   config.calibration_bins)
+                                   config.calibration_bins, calibration=candidate.calibration)
     if config.check_only:
         return check_only(config, settings, candidate, candidate_scores, frame, snapshot, workdir, spark)
     bundle = workdir / "bundle"
@@ -155,50 +171,81 @@ def run_publish(config, workdir: Path, spark=None) -> PublishOutcome:
                                                                       "model": settings.model_name,
                                                                       "alias": config.alias},
                               "started_at": run_context()["started_at"]}
-    with publish_lock(settings, config.lock_timeout_s) as lock:
-        record["lock"] = lock
-        production_version, production_info, production_scores, production = _production_scores(
-            config, settings, frame, snapshot, workdir, device, spark)
-        if production is not None and production.sha256 == candidate.sha256:
-            record["status"] = "unchanged"
-            return _finish(config, record, PublishOutcome(
-                "unchanged", str(production_version.version),
-                messages=[f"the candidate is already {settings.model_name} v{production_version.version} "
-                          f"(@{config.alias}); nothing published"]), lock)
-        gate = check_gate(candidate.spec, candidate_scores.tasks, production_scores, config.tolerance,
-                          production_info)
-        record.update(production=production_info, production_metrics=production_scores, gate=gate.to_dict())
-        write_bundle_json(bundle, "metrics.json", {
-            "snapshot": snapshot.summary(), "candidate": candidate_scores.tasks, "candidate_gates": candidate_scores.gates,
-            "production": production_info, "production_metrics": production_scores, "gate": gate.to_dict()})
-        write_manifest(bundle)
-        if config.debug_hold_lock_s:
-            time.sleep(config.debug_hold_lock_s)  # tests: widen the window two publishers could collide in
-        if not gate.passed:
-            record["status"] = "gate_failed"
-            return _finish(config, record, PublishOutcome("gate_failed", gate=gate,
-                                                          messages=[f.message() for f in gate.failures]), lock)
-        tags = {"ple.model_sha256": candidate.sha256, "ple.model_name": candidate.loaded.model_name,
-                "ple.eval_table": snapshot.table, "ple.eval_date": snapshot.date,
-                "ple.eval_table_version": str(snapshot.version),
-                "ple.code_commit": str(code_version().get("commit")), "ple.gate": "passed",
-                "ple.replaces_version": str(production_info["version"]) if production_info else "none"}
-        params = {"model_name": candidate.loaded.model_name, "source": candidate.ref,
-                  **{f"hp.{k}": v for k, v in candidate.loaded.hyperparameters.items()}}
-        model_version = register_bundle(settings, bundle, tags=tags, params=params,
-                                        metrics=headline(candidate_scores.tasks),
-                                        description=f"{candidate.label} evaluated on {snapshot.table} "
-                                                    f"{snapshot.partition_column}={snapshot.date} v{snapshot.version}")
+    with publish_lease(settings, config.lock_timeout_s, config.lease_ttl_s) as lease:
+        record["lock"] = lease.record  # the lease fills in released_at when it deletes its ticket
+        outcome = _publish_holding_lease(config, settings, lease, candidate, candidate_scores, frame, snapshot,
+                                         bundle, record, workdir, spark)
+    return _finish(config, record, outcome)
+
+
+class PublishFailed(EvaluationFailed):
+    """A registry write failed after the gate passed; the record says what state the registry was left in."""
+
+
+def _publish_holding_lease(config, settings, lease, candidate, candidate_scores, frame, snapshot, bundle: Path,
+                           record: dict[str, Any], workdir: Path, spark) -> PublishOutcome:
+    device = config.resolved_device
+    production_version, production_info, production_scores, production = _production_scores(
+        config, settings, frame, snapshot, workdir, device, spark)
+    if production is not None and production.sha256 == candidate.sha256:
+        record["status"] = "unchanged"
+        return PublishOutcome("unchanged", str(production_version.version),
+                              messages=[f"the candidate is already {settings.model_name} "
+                                        f"v{production_version.version} (@{config.alias}); nothing published"])
+    gate = check_gate(candidate.spec, candidate_scores.tasks, production_scores, config.tolerance, production_info)
+    record.update(production=production_info, production_metrics=production_scores, gate=gate.to_dict())
+    write_json(bundle / "metrics.json", {
+        "snapshot": snapshot.summary(), "candidate": candidate_scores.tasks, "candidate_gates": candidate_scores.gates,
+        "candidate_calibration_effect": candidate_scores.calibration_effect,
+        "production": production_info, "production_metrics": production_scores, "gate": gate.to_dict()})
+    write_manifest(bundle)
+    if config.debug_hold_lock_until is not None:
+        _hold_until(Path(config.debug_hold_lock_until), config.lock_timeout_s)
+    if not gate.passed:
+        record["status"] = "gate_failed"
+        return PublishOutcome("gate_failed", gate=gate, messages=[f.message() for f in gate.failures])
+    tags = {"ple.model_sha256": candidate.sha256, "ple.model_name": candidate.loaded.model_name,
+            "ple.eval_table": snapshot.table, "ple.eval_date": snapshot.date,
+            "ple.eval_table_version": str(snapshot.version),
+            "ple.code_commit": str(code_version().get("commit")), "ple.gate": "passed",
+            "ple.calibration": candidate.calibration.method if candidate.calibration is not None else "none",
+            "ple.replaces_version": str(production_info["version"]) if production_info else "none"}
+    params = {"model_name": candidate.loaded.model_name, "source": candidate.ref,
+              **{f"hp.{k}": v for k, v in candidate.loaded.hyperparameters.items()}}
+    lease.check()
+    model_version = register_bundle(settings, bundle, tags=tags, params=params,
+                                    metrics=headline(candidate_scores.tasks),
+                                    description=f"{candidate.label} evaluated on {snapshot.table} "
+                                                f"{snapshot.partition_column}={snapshot.date} v{snapshot.version}")
+    record.update(version=str(model_version.version), run_id=model_version.run_id)
+    try:
+        lease.check()
         move_alias(settings, model_version.version, config.alias)  # last: the alias only sees complete versions
-        record.update(status="published", version=str(model_version.version), run_id=model_version.run_id)
-        return _finish(config, record, PublishOutcome(
-            "published", str(model_version.version), gate=gate,
-            messages=[f"registered {settings.model_name} v{model_version.version} and moved @{config.alias} to it"
-                      + (f" (was v{production_info['version']})" if production_info else "")]), lock)
+    except Exception as error:  # noqa: BLE001 (record the state the registry is left in, then fail)
+        record["status"] = "alias_failed"
+        message = (f"registered {settings.model_name} v{model_version.version} but could not move @{config.alias} "
+                   f"to it ({type(error).__name__}: {error}); v{model_version.version} is complete but unaliased, "
+                   f"@{config.alias} still points at "
+                   f"{'v' + production_info['version'] if production_info else 'nothing'}; re-run the publish")
+        _finish(config, record, PublishOutcome("alias_failed", str(model_version.version), gate=gate,
+                                               messages=[message]))
+        raise PublishFailed(message) from error
+    record["status"] = "published"
+    return PublishOutcome("published", str(model_version.version), gate=gate,
+                          messages=[f"registered {settings.model_name} v{model_version.version} and moved "
+                                    f"@{config.alias} to it"
+                                    + (f" (was v{production_info['version']})" if production_info else "")])
 
 
-def _finish(config, record: dict[str, Any], outcome: PublishOutcome, lock: dict[str, float]) -> PublishOutcome:
-    record["lock"] = dict(lock, released_at=time.time())
+def _hold_until(path: Path, timeout_s: float) -> None:
+    """Tests: keep holding the lease until `path` exists, so a second publisher provably has to wait."""
+    deadline = time.time() + timeout_s
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def _finish(config, record: dict[str, Any], outcome: PublishOutcome) -> PublishOutcome:
+    """Write the publish record (`lock`: the lease's record, when one was taken)."""
     record["messages"] = outcome.messages
     out = Path(config.out) if config.out else Path(Lake(config.data_dir).reports, "publish")
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{int(time.time() * 1e6) % 1_000_000:06d}"

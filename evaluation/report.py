@@ -224,6 +224,35 @@ def _cell(value: Any, cls: str | None = None) -> dict[str, Any]:
     return {"text": text, "cls": cls}
 
 
+def _number(value: Any) -> str:
+    return _cell(value)["text"]
+
+
+def _interval_cell(interval: dict[str, Any] | None) -> dict[str, Any]:
+    if not interval or interval.get("low") is None:
+        return _cell("")
+    return _cell(f"[{interval['low']:.5f}, {interval['high']:.5f}]")
+
+
+def _improvement_cells(change: dict[str, Any]) -> list[dict[str, Any]]:
+    """[improvement (marked * when its interval excludes 0), interval]."""
+    value = change.get("improvement")
+    if value is None or not math.isfinite(value):
+        return [_cell(None), _cell("")]
+    mark = "*" if change.get("significant") else ""
+    css = "good" if value > 0 else "bad" if value < 0 else None
+    text = f"{value:+.5f}{mark}"
+    bounds = (f"[{change['low']:+.5f}, {change['high']:+.5f}]" if change.get("low") is not None else "")
+    return [{"text": text, "cls": css}, _cell(bounds)]
+
+
+def _methods_note(record: dict[str, Any]) -> str:
+    uncertainty = record.get("uncertainty") or {}
+    methods = uncertainty.get("methods") or {}
+    text = "; ".join(f"{k}: {v}" for k, v in methods.items())
+    return f"{text} ({uncertainty.get('bootstrap_resamples')} resamples)" if text else "none"
+
+
 def render_html(title: str, sections: list[dict[str, Any]]) -> str:
     import jinja2
 
@@ -250,43 +279,99 @@ def evaluation_report(record: dict[str, Any], points: list[dict[str, Any]]) -> s
             ("published model", production["label"] if production else (record.get("production_note") or "none")),
         ]]}})
 
-    header = ["task", "metric", candidate["label"]] + ([production["label"], "improvement"] if production
-                                                        and not production["error"] else [])
+    level = (record.get("uncertainty") or {}).get("level", 0.95)
+    shown_production = production and not production["error"]
+    header = ["task", "metric", candidate["label"], f"{level:.0%} interval"]
+    header += [production["label"], "improvement", f"{level:.0%} interval"] if shown_production else []
     rows = []
     for task in spec.tasks:
         metrics = candidate["tasks"].get(task.name, {})
-        keys = (["auc", "logloss", "calibration", "observed_rate", "mean_prediction", "count", "positives"]
-                if task.type == "binary" else ["mse", "mae", "calibration", "mean_label", "mean_prediction", "count"])
+        keys = (["auc", "gauc", "logloss", "ece", "calibration", "observed_rate", "mean_prediction", "count",
+                 "positives"] if task.type == "binary"
+                else ["mse", "mae", "ece", "calibration", "mean_label", "mean_prediction", "count"])
         for key in keys:
-            row = [_cell(task.name), _cell(key), _cell(metrics.get(key))]
-            if production and not production["error"]:
+            row = [_cell(task.name), _cell(key), _cell(metrics.get(key)),
+                   _interval_cell((metrics.get("intervals") or {}).get(key))]
+            if shown_production:
                 row.append(_cell((production["tasks"].get(task.name) or {}).get(key)))
                 compared = (record.get("production_comparison") or {}).get(task.name, {}).get(key)
-                if compared:
-                    improvement = compared["improvement"]
-                    row.append(_cell(improvement, "good" if improvement > 0 else "bad" if improvement < 0 else None))
-                else:
-                    row.append(_cell(""))
+                row += _improvement_cells(compared) if compared else [_cell(""), _cell("")]
             rows.append(row)
     sections.append({"title": "Per-task metrics (inside each task's sample space)", "images": [],
                      "table": {"header": header, "rows": rows},
-                     "note": "improvement = candidate better than the published model by this much "
-                             "(AUC: higher is better; logloss and MSE: lower is better)."})
+                     "note": f"{level:.0%} confidence intervals: {_methods_note(record)}. improvement = candidate "
+                             "better than the published model by this much (AUC/GAUC: higher is better; logloss "
+                             "and MSE: lower is better); * = its interval excludes 0 (significant). GAUC: AUC "
+                             "within each user, weighted by the user's impressions; users with one class are "
+                             "skipped."})
 
     gain = record.get("mtl_gain")
     if gain:
-        gain_rows = [[_cell(t), _cell(gain["metric"].get(t)), _cell(candidate["tasks"][t].get(gain["metric"][t])),
-                      _cell(gain["single_task_metric"].get(t)), _cell(gain["single_task_model"].get(t)),
-                      _cell(g, "good" if g is not None and g > 0 else "bad")]
-                     for t, g in gain["gain"].items()]
+        gain_rows = []
+        for t, g in gain["gain"].items():
+            interval = (gain.get("interval") or {}).get(t)
+            gain_rows.append([_cell(t), _cell(gain["metric"].get(t)), _cell(candidate["tasks"][t].get(gain["metric"][t])),
+                              _cell(gain["single_task_metric"].get(t)), _cell(gain["single_task_model"].get(t)),
+                              *_improvement_cells({"improvement": g, **(interval or {})})])
+            gauc = (gain.get("gauc_gain") or {}).get(t)
+            if gauc and gauc.get("improvement") is not None:
+                mine = candidate["tasks"][t].get("gauc")
+                gain_rows.append([_cell(t), _cell("gauc"), _cell(mine), _cell(mine - gauc["difference"]),
+                                  _cell(gain["single_task_model"].get(t)), *_improvement_cells(gauc)])
+        ranking_gain = gain.get("ranking_gain")
+        if ranking_gain:
+            system = gain.get("single_task_system_ranking") or {}
+            gain_rows.append([_cell("ranking score"), _cell(f"ndcg@{system.get('k')}"),
+                              _cell((candidate.get("ranking") or {}).get("ndcg")), _cell(system.get("ndcg")),
+                              _cell("single-task system"), *_improvement_cells(ranking_gain)])
         sections.append({"title": "MTL gain (Eq. 11) against single-task models", "images": [],
-                         "table": {"header": ["task", "metric", "multi-task", "single-task", "baseline model", "gain"],
-                                   "rows": gain_rows},
-                         "note": "positive gain on every task = no seesaw. Tasks without a baseline: "
+                         "table": {"header": ["task", "metric", "multi-task", "single-task", "baseline model", "gain",
+                                              f"{level:.0%} interval"], "rows": gain_rows},
+                         "note": "positive gain on every task = no seesaw; * = the interval excludes 0 (a "
+                                 "significant gain or loss on these rows; training noise across seeds is not in it: "
+                                 "see `ple experiment`). Tasks without a baseline: "
                                  f"{', '.join(gain['tasks_without_baseline']) or 'none'}."})
     else:
         sections.append({"title": "MTL gain (Eq. 11) against single-task models", "images": [], "table": None,
                          "note": "no single-task runs were given (--single-task-runs), so no gain is computed."})
+
+    ranking_rows = []
+    for entry in [candidate, production if shown_production else None, *(record.get("compare") or [])]:
+        ranking = (entry or {}).get("ranking") or {}
+        if ranking.get("ndcg") is not None:
+            ranking_rows.append([_cell(entry["label"]), _cell(ranking["ndcg"]), _interval_cell(ranking.get("interval")),
+                                 _cell(ranking.get("users")), _cell(ranking.get("users_skipped"))])
+    settings = (record.get("uncertainty") or {}).get("ranking") or {}
+    if ranking_rows:
+        sections.append({"title": f"Ranking score: NDCG@{settings.get('k')} per user", "images": [],
+                         "table": {"header": ["model", "NDCG", f"{level:.0%} interval", "users",
+                                              "users skipped (no utility)"], "rows": ranking_rows},
+                         "note": f"score = prod_k p_k^w_k with weights {settings.get('weights')}; utility = "
+                                 f"{' + '.join(f'{w:g}*{c}' for c, w in (settings.get('utility') or {}).items())}; "
+                                 "ties in score ranked pessimistically."})
+    elif settings.get("note"):
+        sections.append({"title": "Ranking score", "images": [], "table": None, "note": settings["note"]})
+
+    calibration_rows = []
+    for entry in [candidate, *(record.get("single_task") or []), *(record.get("compare") or [])]:
+        calibration = (entry or {}).get("calibration")
+        for task, change in ((calibration or {}).get("tasks") or {}).items():
+            before, after = change["before"], change["after"]
+            loss = "logloss" if "logloss" in after else "mse"
+            calibration_rows.append([_cell(entry["label"]), _cell(task), _cell(before.get("ece")),
+                                     _cell(after.get("ece")), _cell(before.get("calibration")),
+                                     _cell(after.get("calibration")), _cell(f"{loss} {_number(before.get(loss))}"),
+                                     _cell(f"{loss} {_number(after.get(loss))}")])
+    if calibration_rows:
+        source = candidate.get("calibration") or {}
+        fitted_on = source.get("fitted_on") or {}
+        sections.append({"title": "Post-hoc calibration: before / after", "images": [],
+                         "table": {"header": ["model", "task", "ECE before", "ECE after", "mean pred / observed before",
+                                              "after", "loss before", "loss after"], "rows": calibration_rows},
+                         "note": f"method {source.get('method')}; "
+                                 + (f"fitted on {fitted_on.get('partition_column')}={fitted_on.get('date')} version "
+                                    f"{fitted_on.get('version')}" if fitted_on else "carried by the model file")
+                                 + ". ECE over equal-count bins of the prediction."})
 
     seesaw = seesaw_figure(spec, points)
     sections.append({"title": "Seesaw", "images": [figure_to_base64(seesaw)] if seesaw else [], "table": None,

@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from ple_model import ModelSpec
-from ple_model.metrics import GAIN_METRIC, evaluate_tasks, gate_usage, predictions_from_outputs
+from ple_model.metrics import (GAIN_METRIC, calibration_curve, evaluate_tasks, expected_calibration_error, gate_usage,
+                               predictions_from_outputs)
 
 # Metrics the gate and the comparisons look at, with their direction (True = higher is better).
 COMPARED_METRICS: dict[str, dict[str, bool]] = {
@@ -80,6 +81,7 @@ class ModelScores:
     gates: list[dict[str, dict[str, Any]]] | None    # gate_usage per level, None for ungated models
     rows: int
     predictions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    calibration_effect: dict[str, Any] | None = None   # per task: figures before/after calibration
 
 
 def predict(model: torch.nn.Module, spec: ModelSpec, features: dict[str, torch.Tensor], batch_size: int = 8192,
@@ -124,23 +126,9 @@ def _average_gate_usage(parts: list[tuple[int, list]]) -> list | None:
     return merged
 
 
-def calibration_curve(prediction: np.ndarray, label: np.ndarray, bins: int = 10) -> dict[str, list]:
-    """Equal-count bins of the prediction: mean prediction vs mean label per bin.
-
-    Equal-count (quantile) bins because predicted rates are skewed (a share
-    rate of 1% puts nearly every row in the first equal-width bin).
-    """
-    if len(prediction) == 0:
-        return {"mean_prediction": [], "observed": [], "count": [], "strategy": "quantile"}
-    order = np.argsort(prediction, kind="stable")
-    groups = [g for g in np.array_split(order, min(bins, len(prediction))) if len(g)]
-    return {"mean_prediction": [float(prediction[g].mean()) for g in groups],
-            "observed": [float(label[g].mean()) for g in groups],
-            "count": [int(len(g)) for g in groups], "strategy": "quantile"}
-
-
 def score_predictions(spec: ModelSpec, predictions: dict[str, np.ndarray], labels: dict, masks: dict,
                       calibration_bins: int = 10) -> dict[str, dict[str, Any]]:
+    """Point metrics per task (ple_model.metrics.evaluate_tasks) + calibration curve and ECE."""
     metrics = evaluate_tasks(spec, predictions, labels, masks)
     for task in spec.tasks:
         if task.name not in metrics:
@@ -155,16 +143,37 @@ def score_predictions(spec: ModelSpec, predictions: dict[str, np.ndarray], label
             result["calibration"] = (result["mean_prediction"] / mean_label
                                      if mean_label and math.isfinite(mean_label) else math.nan)
         result["calibration_curve"] = calibration_curve(prediction, label, calibration_bins)
+        result["ece"] = expected_calibration_error(result["calibration_curve"])
         result["gain_metric"] = GAIN_METRIC[task.type][0]
     return metrics
 
 
+CALIBRATION_FIGURES = ("ece", "calibration", "logloss", "mse", "auc")
+
+
+def calibration_change(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per task: the calibration figures before and after post-hoc calibration (same rows)."""
+    return {task: {"before": {k: before[task][k] for k in CALIBRATION_FIGURES if k in before[task]},
+                   "after": {k: after[task][k] for k in CALIBRATION_FIGURES if k in after[task]}}
+            for task in after if task in before}
+
+
 def score_model(model: torch.nn.Module, spec: ModelSpec, frame: pd.DataFrame, batch_size: int = 8192,
-                device: str = "cpu", calibration_bins: int = 10, keep_predictions: bool = False) -> ModelScores:
+                device: str = "cpu", calibration_bins: int = 10, keep_predictions: bool = False,
+                calibration=None) -> ModelScores:
+    """Score a model on a frame; with a `calibration` (ple_model.calibration), the tasks' metrics are those of
+    the calibrated predictions and `calibration_effect` compares them with the raw ones."""
     features, labels, masks = model_inputs(frame, spec)
     predictions, gates = predict(model, spec, features, batch_size, device, with_gates=True)
+    effect = None
+    if calibration is not None:
+        raw = score_predictions(spec, predictions, labels, masks, calibration_bins)
+        predictions = calibration.apply_numpy(predictions)
     tasks = score_predictions(spec, predictions, labels, masks, calibration_bins)
-    return ModelScores(tasks=tasks, gates=gates, rows=len(frame), predictions=predictions if keep_predictions else {})
+    if calibration is not None:
+        effect = calibration_change(raw, tasks)
+    return ModelScores(tasks=tasks, gates=gates, rows=len(frame), predictions=predictions if keep_predictions else {},
+                       calibration_effect=effect)
 
 
 def headline(metrics: dict[str, dict[str, Any]]) -> dict[str, float]:

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from ple_runtime.config import absolute_location
 from training.snapshot import (DELTA_LOG, SnapshotError, is_delta_table, latest_delta_version,
                                read_delta_log, resolve_delta_snapshot, resolve_parquet_snapshot)
 
@@ -74,15 +75,11 @@ class DateSnapshot:
                 "rows": self.rows, "reader": self.reader, **self.extra}
 
 
-def _local(table: str) -> str:
-    return table[len("file://"):] if table.startswith("file://") else table
-
-
 # --- the Delta log: commits, their times and the partitions they changed -------------------
 
 def delta_commits(table: str, partition_column: str = "dt") -> list[Commit]:
     """Every commit file still in `_delta_log/`, oldest first."""
-    log_dir = Path(_local(table), DELTA_LOG)
+    log_dir = Path(absolute_location(table), DELTA_LOG)
     if not log_dir.is_dir():
         raise SnapshotError(f"{table} is not a Delta table (no {DELTA_LOG}/ folder)")
     names = sorted(n for n in os.listdir(log_dir) if n.endswith(".json") and n[:-5].isdigit())
@@ -123,9 +120,10 @@ def recorded_version(table: str, date: str, partition_column: str = "dt") -> int
     if earliest > 0:
         # Log retention removed the early commits: the date may predate them.
         latest = latest_delta_version(table)
-        snapshot = resolve_delta_snapshot(_local(table), latest, {partition_column: date})
+        snapshot = resolve_delta_snapshot(absolute_location(table), latest, {partition_column: date})
         if snapshot.files:
-            checkpoint_versions = sorted(int(n.split(".")[0]) for n in os.listdir(Path(_local(table), DELTA_LOG))
+            names = os.listdir(Path(absolute_location(table), DELTA_LOG))
+            checkpoint_versions = sorted(int(n.split(".")[0]) for n in names
                                          if ".checkpoint" in n and n.split(".")[0].isdigit())
             return max([v for v in checkpoint_versions if v < earliest] or [earliest])
     raise MissingPartitionError(_missing_message(table, date, partition_column, None))
@@ -153,10 +151,10 @@ def parse_timestamp(value: str | dt.datetime) -> dt.datetime:
 
 def available_dates(table: str, version: int | None, partition_column: str = "dt") -> list[str]:
     try:
-        if is_delta_table(_local(table)):
-            files = resolve_delta_snapshot(_local(table), version).files
+        if is_delta_table(absolute_location(table)):
+            files = resolve_delta_snapshot(absolute_location(table), version).files
         else:
-            files = resolve_parquet_snapshot(_local(table)).files
+            files = resolve_parquet_snapshot(absolute_location(table)).files
     except (SnapshotError, OSError):
         return []
     return sorted({f.partition_values.get(partition_column) for f in files} - {None})
@@ -180,7 +178,7 @@ def resolve_date_snapshot(table: str, date: str | dt.date, *, version: int | Non
     date = date.isoformat() if isinstance(date, dt.date) else str(date)
     if version is not None and timestamp is not None:
         raise ValueError("give a version or a timestamp, not both")
-    local = _local(table)
+    local = absolute_location(table)
     if not Path(local).exists():
         raise SnapshotError(f"table {table} does not exist")
     if not is_delta_table(local):
@@ -207,6 +205,18 @@ def resolve_date_snapshot(table: str, date: str | dt.date, *, version: int | Non
                         timestamp=parse_timestamp(timestamp).isoformat() if timestamp is not None else None,
                         files=tuple(snapshot.paths), file_list_hash=snapshot.file_list_hash,
                         rows=snapshot.num_records)
+
+
+def resolve_snapshot_or_fail(table: str, date, version=None, timestamp=None,
+                             partition_column: str = "dt") -> DateSnapshot:
+    """resolve_date_snapshot, with what a user can fix (missing date, not a table) as EvaluationFailed."""
+    from .config import EvaluationFailed
+
+    try:
+        return resolve_date_snapshot(table, date, version=version, timestamp=timestamp,
+                                     partition_column=partition_column)
+    except (MissingPartitionError, SnapshotError) as error:
+        raise EvaluationFailed(str(error)) from None
 
 
 # --- reading the rows --------------------------------------------------------------------
@@ -238,7 +248,7 @@ def _read_with_arrow(snapshot: DateSnapshot, columns: list[str]) -> pd.DataFrame
 
     if snapshot.version is not None:
         # Refuses tables whose Parquet files are not the table's rows (deletion vectors, column mapping).
-        read_delta_log(_local(snapshot.table), snapshot.version)
+        read_delta_log(absolute_location(snapshot.table), snapshot.version)
     tables = []
     for path in snapshot.files:
         available = set(pq.read_schema(path).names)

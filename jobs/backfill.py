@@ -40,10 +40,6 @@ class BackfillConfig(ScoringConfig):
         return self
 
     @property
-    def table_path(self) -> str:
-        return self.table or Lake(self.data_dir).examples
-
-    @property
     def metrics_table_path(self) -> str:
         return self.metrics_table or Lake(self.data_dir).backfill_metrics
 
@@ -51,22 +47,19 @@ class BackfillConfig(ScoringConfig):
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.model_id)
         return self.out or str(Path(Lake(self.data_dir).reports, "backfill", name))
 
-    @property
-    def resolved_device(self) -> str:
-        import torch
-
-        return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
-
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_job_config(BackfillConfig, argv, "ple backfill", __doc__.split("\n")[0])
     from evaluation.backfill import run_backfill
-    from evaluation.service import EvaluationFailed, load_or_fail, settings_from
+    from evaluation.config import EvaluationFailed
+    from evaluation.model_refs import load_or_fail
+    from evaluation.registry import registry_settings
     from ple_runtime.spark import get_spark
 
     with tempfile.TemporaryDirectory(prefix="ple-backfill-") as workdir:
         try:
-            model = load_or_fail(config.model, settings_from(config), Path(workdir), config.resolved_device)
+            settings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model)
+            model = load_or_fail(config.model, settings, Path(workdir), config.resolved_device)
         except EvaluationFailed as error:
             print(f"backfill: {error}", file=sys.stderr)
             return 1

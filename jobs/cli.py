@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("jobs.evaluate", "per-task metrics, MTL gain and an HTML report for a model"),
     "publish": ("jobs.publish", "quality gate, export (TorchScript, ONNX) and register a model"),
     "backfill": ("jobs.backfill", "evaluate a model over a range of past dates"),
+    "experiment": ("jobs.experiment", "train models x seeds on one date split; seesaw table with intervals"),
     "pipeline": ("jobs.pipeline", "run the whole pipeline locally on embedded defaults"),
 }
 

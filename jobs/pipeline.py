@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 
 from ple_runtime.config import JobConfig, Location, config_as_dict, parse_job_config
 from ple_runtime.lake import Lake, default_data_dir
-from ple_runtime.lineage import run_context, write_json
+from ple_runtime.lineage import file_sha256, run_context, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -158,20 +158,42 @@ def _trained(out: Path, args: list[str]) -> bool:
     return (out / "model.pt").is_file() and record_path.is_file() and json.loads(record_path.read_text()) == args
 
 
+def _evaluation_inputs(config: PipelineConfig, args: list[str], models: list[Path]) -> dict[str, Any]:
+    """What an evaluation's result depends on: its arguments, the models' bytes and the
+    table version recorded for the test day (a re-extract of that day moves it)."""
+    from evaluation.snapshot import recorded_version
+
+    return {"args": args, "models": {str(m): file_sha256(m / "model.pt") for m in models},
+            "table_version": recorded_version(Lake(config.data_dir).examples, config.test_day)}
+
+
+def _published(config: PipelineConfig, candidate: Path) -> str | None:
+    """The registry version the production alias points at, when it holds exactly this model."""
+    from evaluation.registry import registry_settings, version_by_alias
+
+    production = version_by_alias(registry_settings(config.data_dir))
+    if production is None or production.tags.get("ple.model_sha256") != file_sha256(candidate / "model.pt"):
+        return None
+    return str(production.version)
+
+
 def run(config: PipelineConfig) -> dict:
     lake = Lake(config.data_dir)
     timings: dict[str, float] = {}
+    stages: dict[str, str] = {}  # stage -> "ran" | "reused"
     outputs: dict[str, str] = {}
 
-    def timed(stage: str, started: float) -> None:
+    def timed(stage: str, started: float, reused: bool) -> None:
         timings[stage] = round(time.perf_counter() - started, 1)
-        print(f"--- {stage} took {timings[stage]:.1f} s", flush=True)
+        stages[stage] = "reused" if reused else "ran"
+        print(f"--- {stage} {'reused' if reused else 'took'} {timings[stage]:.1f} s", flush=True)
 
     # 1. raw logs
     started = time.perf_counter()
     _banner(1, "generate", f"{config.days} days of raw logs from {config.day(0)}")
     missing = sorted(set(config.all_days) - _generated_days(Path(lake.raw, "events")))
-    if missing or config.force:
+    reused = not (missing or config.force)
+    if not reused:
         _call("generate", [
             "--data-dir", config.data_dir, "--start-date", config.day(0), "--days", str(config.days),
             "--users", str(config.users), "--items", str(config.items),
@@ -180,7 +202,7 @@ def run(config: PipelineConfig) -> dict:
         ])
     else:
         print(f"raw logs for all {config.days} days already under {lake.raw}: reused")
-    timed("generate", started)
+    timed("generate", started, reused)
 
     # 2. examples
     started = time.perf_counter()
@@ -191,7 +213,7 @@ def run(config: PipelineConfig) -> dict:
         _call("extract", ["--date", day, "--data-dir", config.data_dir])
     if not to_extract:
         print("every day already extracted: reused")
-    timed("extract", started)
+    timed("extract", started, not to_extract)
 
     # 3. models
     runs = Path(lake.runs, "pipeline")
@@ -200,12 +222,13 @@ def run(config: PipelineConfig) -> dict:
         out = runs / model
         args = _train_args(config, model, out)
         _banner(3, "train", f"{model} with {config.workers} Horovod worker(s) -> {out}")
-        if _trained(out, args) and not config.force:
+        reused = _trained(out, args) and not config.force
+        if reused:
             print(f"{model}: a finished run with these settings exists: reused")
         else:
             _call("train", args)
             write_json(out / "pipeline_train_args.json", args)
-        timed(f"train {model}", started)
+        timed(f"train {model}", started, reused)
         outputs[f"run {model}"] = str(out)
 
     # 4. evaluation on the test day
@@ -220,20 +243,33 @@ def run(config: PipelineConfig) -> dict:
     others = [str(runs / m) for m in config.models if m not in (config.publish_model, "single_task")]
     if others:
         evaluate_args += ["--compare", *others]
-    _call("evaluate", evaluate_args)
+    inputs = _evaluation_inputs(config, evaluate_args, [runs / m for m in config.models])
+    inputs_path = report_dir / "pipeline_evaluation_inputs.json"
+    reused = (not config.force and (report_dir / "report.html").is_file() and inputs_path.is_file()
+              and json.loads(inputs_path.read_text()) == json.loads(json.dumps(inputs)))
+    if reused:
+        print(f"the report of these models on {config.test_day} (table version {inputs['table_version']}) "
+              "exists: reused")
+    else:
+        _call("evaluate", evaluate_args)
+        write_json(inputs_path, inputs)
     outputs["report"] = str(report_dir / "report.html")
     outputs["metrics"] = str(report_dir / "metrics.json")
-    timed("evaluate", started)
+    timed("evaluate", started, reused)
 
     # 5. publish behind the gate
     started = time.perf_counter()
     _banner(5, "publish", f"{config.publish_model} behind the quality gate")
-    _call("publish", ["--model", str(candidate), "--date", config.test_day, "--data-dir", config.data_dir])
+    version = None if config.force else _published(config, candidate)
+    if version is not None:
+        print(f"{config.publish_model} is already production (version {version}): reused")
+    else:
+        _call("publish", ["--model", str(candidate), "--date", config.test_day, "--data-dir", config.data_dir])
     outputs["registry"] = str(Path(lake.registry))
-    timed("publish", started)
+    timed("publish", started, version is not None)
 
     record = {"config": config_as_dict(config), "context": run_context(), "stage_seconds": timings,
-              "outputs": outputs}
+              "stages": stages, "outputs": outputs}
     write_json(Path(config.data_dir, "pipeline_record.json"), record)
     return record
 
@@ -249,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
     print("\n=== pipeline finished in {:.0f} s".format(total))
     for stage, seconds in record["stage_seconds"].items():
-        print(f"  {stage:<22} {seconds:7.1f} s")
+        print(f"  {stage:<22} {seconds:7.1f} s  {record['stages'][stage]}")
     print(f"\nreport:          {record['outputs']['report']}")
     print(f"metrics:         {record['outputs']['metrics']}")
     print(f"registry:        {record['outputs']['registry']} (MLflow, model `ple_video`, alias `production`)")

@@ -4,9 +4,12 @@
 
 Scores the candidate on one date snapshot (same choice of version as `ple
 evaluate`), exports it (TorchScript + ONNX, both checked against PyTorch),
-then under a file lock compares it with the published model (alias
+then under a lease held in the registry (publishers on several hosts against
+one tracking server serialise) compares it with the published model (alias
 `production`) on the same rows and, if no task is worse by more than the
 tolerance, registers a new version in the MLflow registry and moves the alias.
+--calibrate-on DATE fits a post-hoc calibration per task on that (validation)
+date first: the bundle's model.pt carries it and the exports apply it.
 With --metrics (the metrics.json of `ple evaluate`), the gate runs on the table,
 date and version that evaluation read. --check-only runs the gate and stops.
 Exit status: 0 published / gate passed (or already published), 3 the gate
@@ -24,15 +27,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from evaluation.gate import Tolerances
-from evaluation.config import ModelReference, ScoringConfig
+from evaluation.config import ModelReference, TimeTravelConfig
+from evaluation.gate import GATE_FAILED_EXIT_CODE, Tolerances
 from ple_runtime.config import Location, parse_job_config
 
 
-GATE_FAILED_EXIT_CODE = 3  # distinct from errors (1) so a scheduler can tell "refused" from "broken"
-
-
-class PublishConfig(ScoringConfig):
+class PublishConfig(TimeTravelConfig):
     """Gate, export and register a model in the MLflow registry."""
 
     model: ModelReference = Field(..., description="run folder / model.pt (or a registry reference) to publish")
@@ -41,24 +41,21 @@ class PublishConfig(ScoringConfig):
     metrics: Location | None = Field(None, description="metrics.json of `ple evaluate` for this model: the gate runs on "
                                                   "the same table, date and version")
     check_only: bool = Field(False, description="run the gate only (no export, nothing registered); exit 3 if it fails")
-    version: int | None = Field(None, ge=0, description="Delta version to evaluate on (default: the date's recorded one)")
-    timestamp: str | None = Field(None, description="evaluate on the table as of this time (ISO 8601)")
     tolerance: Tolerances = Field(default_factory=Tolerances,
                                   description="allowed worsening vs production (--set tolerance.default.auc=0.01)")
     alias: str = Field("production", description="alias moved to the new version")
-    lock_file: Location | None = Field(None, description="publish lock (default <data>/registry/publish.lock)")
-    lock_timeout_s: float = Field(600.0, gt=0)
+    lock_timeout_s: float = Field(600.0, gt=0, description="longest wait for the publish lease")
+    lease_ttl_s: float = Field(60.0, gt=0, description="a publisher whose lease shows no heartbeat for this long is "
+                                                       "taken for dead and skipped")
     vocabulary_table: Location | None = Field(None, description="vocabulary Delta table (default <data>/lake/vocabulary)")
     onnx_exporter: Literal["dynamo", "torchscript"] = Field(
         "dynamo", description="torch.onnx exporter (dynamo falls back to torchscript if it fails)")
     export_tolerance: float = Field(1e-5, gt=0, description="max |ONNX/TorchScript - PyTorch| on the check batch")
     out: Location | None = Field(None, description="folder for the publish record (default <data>/reports/publish)")
-    debug_hold_lock_s: float = Field(0.0, ge=0, description="tests: sleep while holding the lock")
+    debug_hold_lock_until: Location | None = Field(None, description="tests: hold the lease until this file exists")
 
     @model_validator(mode="after")
-    def _one_time_travel(self) -> "PublishConfig":
-        if self.version is not None and self.timestamp is not None:
-            raise ValueError("give --version or --timestamp, not both")
+    def _date_or_metrics(self) -> "PublishConfig":
         if self.metrics is None and self.date is None:
             raise ValueError("give --date (or --metrics, the metrics.json of `ple evaluate`)")
         if self.metrics is not None and (self.version is not None or self.timestamp is not None):
@@ -68,15 +65,17 @@ class PublishConfig(ScoringConfig):
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_job_config(PublishConfig, argv, "ple publish", __doc__.split("\n")[0])
+    from evaluation.config import EvaluationFailed
     from evaluation.export import ExportMismatch
-    from evaluation.publish import run_publish
-    from evaluation.service import EvaluationFailed
+    from evaluation.publish import PublishFailed, run_publish
+    from evaluation.registry import LeaseLost
 
     try:
         with tempfile.TemporaryDirectory(prefix="ple-publish-") as workdir:
             outcome = run_publish(config, Path(workdir))
-    except (EvaluationFailed, ExportMismatch, TimeoutError) as error:
-        print(f"publish: {error}; nothing published", file=sys.stderr)
+    except (EvaluationFailed, ExportMismatch, TimeoutError, LeaseLost) as error:
+        registered = isinstance(error, PublishFailed)  # its message says what was registered
+        print(f"publish: {error}" + ("" if registered else "; nothing published"), file=sys.stderr)
         return 1
     if outcome.status == "gate_failed":
         print("publish: quality gate FAILED; nothing published:", file=sys.stderr)

@@ -10,12 +10,29 @@ Returns {task: {metric: float}}:
   mean_prediction, observed_rate, calibration (= mean_prediction /
   observed_rate; 1 is calibrated), count, positives.
 - regression: mse, mae, mean_prediction, mean_label, count.
+
+Uncertainty and the metrics recommender teams report (all numpy, vectorised):
+- `delong_auc(label, scores)`: AUCs of several score vectors on the same rows
+  and their covariance (DeLong et al. 1988, the O(n log n) algorithm of Sun &
+  Xu 2014): exact, deterministic and fast, so AUC intervals and paired AUC
+  differences need no resampling.
+- `bootstrap_ratio_samples(numerators, denominators, ...)`: a paired
+  (multinomial, n-out-of-n) bootstrap of every statistic that is a ratio of
+  sums over units (rows or users): means of per-row losses, GAUC, mean NDCG,
+  mean prediction / observed rate. One set of resampling counts serves every
+  column, so differences between columns (models) are paired.
+- `group_auc`: AUC within each group (user), weighted by the group's rows,
+  groups with one class skipped and counted (GAUC).
+- `ranking_score`, `ndcg_at_k`: the paper's `prod_k p_k^{w_k}` ranking score
+  and per-user NDCG@k against a utility label.
+- `expected_calibration_error`: over equal-count bins of the prediction.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -139,3 +156,247 @@ def gate_usage(gate_weights: Sequence[Any], gate_layout: Sequence[Any]) -> List[
             }
         report.append(level)
     return report
+
+
+# --- uncertainty ------------------------------------------------------------------------
+
+def normal_interval(estimate: float, variance: float, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided normal interval estimate +- z * sqrt(variance) (NaN when the variance is not finite)."""
+    from scipy.stats import norm
+
+    if not (math.isfinite(estimate) and math.isfinite(variance)) or variance < 0:
+        return math.nan, math.nan
+    half = float(norm.ppf(0.5 + level / 2)) * math.sqrt(variance)
+    return estimate - half, estimate + half
+
+
+def delong_auc(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of k score vectors on the same rows and their k x k covariance (DeLong, fast version).
+
+    label: (n,) 0/1; scores: (k, n) or (n,). Ties count one half, as in
+    roc_auc_score. Sun & Xu (2014): midranks within positives, within
+    negatives and over all rows give every row's structural component in
+    O(n log n); the covariance of two models' components gives the variance
+    of their AUC difference on the same rows (paired). Needs both classes.
+    """
+    from scipy.stats import rankdata
+
+    label = np.asarray(label).reshape(-1) > 0.5
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    positives, negatives = int(label.sum()), int((~label).sum())
+    if positives == 0 or negatives == 0:
+        raise ValueError(f"DeLong needs both classes ({positives} positives, {negatives} negatives)")
+    x, y = scores[:, label], scores[:, ~label]
+    rank_x = rankdata(x, axis=1)
+    rank_y = rankdata(y, axis=1)
+    rank_all = rankdata(np.concatenate([x, y], axis=1), axis=1)
+    aucs = (rank_all[:, :positives].sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
+    v_positive = (rank_all[:, :positives] - rank_x) / negatives          # per positive: share of negatives below
+    v_negative = 1.0 - (rank_all[:, positives:] - rank_y) / positives    # per negative: share of positives above
+    covariance = (np.atleast_2d(np.cov(v_positive)) / positives + np.atleast_2d(np.cov(v_negative)) / negatives
+                  if positives > 1 and negatives > 1 else np.full((len(scores), len(scores)), math.nan))
+    return aucs, covariance
+
+
+def bootstrap_counts(units: int, resamples: int, seed: int = 0,
+                     max_chunk_elements: int = 1 << 18) -> Iterator[np.ndarray]:
+    """Resampling counts, (chunk, units) int64 per chunk: how often each unit is drawn (n out of n, with
+    replacement). Deterministic for a seed, whatever is computed from them: two calls with the same
+    seed and units give the same counts, so statistics computed apart are still paired. Chunks stay
+    small (2 MiB of counts by default): measured 4x faster than 128 MiB chunks on a busy box, where
+    fresh large allocations cost page faults each time."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, max_chunk_elements // max(units, 1)))
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        draws = rng.integers(0, units, size=(rows, units))
+        draws += (np.arange(rows) * units)[:, None]
+        yield np.bincount(draws.ravel(), minlength=rows * units).reshape(rows, units)
+
+
+def bootstrap_ratio_samples(numerators: np.ndarray, denominators: np.ndarray, resamples: int = 1000,
+                            seed: int = 0, denominator_index: Sequence[int] | None = None) -> np.ndarray:
+    """(resamples, k) bootstrap replicates of sum(numerators[:, j]) / sum(denominators[:, d(j)]) over units.
+
+    numerators: (units, k); denominators: (units, k), or (units, m) with
+    `denominator_index` giving column j's denominator (shared denominators,
+    such as one task's mask for several models, are summed once). A mean of
+    per-row losses is (mask * loss, mask); a weighted mean of per-user values
+    is (w * value, w). Every column sees the same resampled units (paired).
+    Resamples whose denominator is 0 give NaN.
+    """
+    numerators = np.asarray(numerators, dtype=np.float64)
+    denominators = np.asarray(denominators, dtype=np.float64)
+    if numerators.ndim == 1:
+        numerators, denominators = numerators[:, None], denominators.reshape(-1, 1)
+    index = np.arange(numerators.shape[1]) if denominator_index is None else np.asarray(denominator_index)
+    parts = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for counts in bootstrap_counts(numerators.shape[0], resamples, seed):
+            weights = counts.astype(np.float64)
+            parts.append((weights @ numerators) / (weights @ denominators)[:, index])
+    return np.concatenate(parts) if parts else np.zeros((0, numerators.shape[1]))
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of one statistic's replicates (NaN replicates ignored)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return math.nan, math.nan
+    low, high = np.quantile(samples, [0.5 - level / 2, 0.5 + level / 2])
+    return float(low), float(high)
+
+
+# --- per-user metrics -------------------------------------------------------------------
+
+def _group_codes(groups: np.ndarray) -> tuple[np.ndarray, int]:
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    return codes.reshape(-1), int(codes.max()) + 1 if codes.size else 0
+
+
+def _position_in_group(sorted_codes: np.ndarray) -> np.ndarray:
+    """0-based position of each row within its group, for rows sorted by group."""
+    n = sorted_codes.size
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    first = np.flatnonzero(starts)
+    return np.arange(n) - first[np.cumsum(starts) - 1]
+
+
+@dataclass
+class GroupAUC:
+    """GAUC = sum_u w_u AUC_u / sum_u w_u over users with both classes (w_u = the user's rows)."""
+
+    value: float
+    users: int                 # users with both classes (the ones averaged)
+    users_skipped: int         # users with one class only
+    rows: int                  # rows of the averaged users
+    auc: np.ndarray            # per user (NaN when skipped), indexed by group code
+    weight: np.ndarray         # per user: rows, 0 when skipped
+
+
+def group_auc(label: np.ndarray, score: np.ndarray, groups: np.ndarray) -> GroupAUC:
+    """AUC within each group (ties count one half), impression-weighted mean over groups with both classes."""
+    label = np.asarray(label, dtype=np.float64).reshape(-1)
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    codes, count = _group_codes(groups)
+    if label.size == 0:
+        return GroupAUC(math.nan, 0, 0, 0, np.zeros(0), np.zeros(0))
+    order = np.lexsort((score, codes))
+    sorted_codes, sorted_score, sorted_label = codes[order], score[order], label[order]
+    n = order.size
+    # Midranks within each group: a tie block is a run of equal (group, score).
+    new_block = np.ones(n, dtype=bool)
+    new_block[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | (sorted_score[1:] != sorted_score[:-1])
+    block_start = np.flatnonzero(new_block)
+    block_size = np.diff(np.append(block_start, n))
+    block_rank = _position_in_group(sorted_codes)[block_start] + (block_size + 1) / 2.0
+    rank = np.repeat(block_rank, block_size)
+    rows = np.bincount(sorted_codes, minlength=count).astype(np.float64)
+    positives = np.bincount(sorted_codes, weights=sorted_label, minlength=count)
+    negatives = rows - positives
+    positive_rank_sum = np.bincount(sorted_codes, weights=rank * sorted_label, minlength=count)
+    valid = (positives > 0) & (negatives > 0)
+    auc = np.full(count, math.nan)
+    auc[valid] = ((positive_rank_sum[valid] - positives[valid] * (positives[valid] + 1) / 2)
+                  / (positives[valid] * negatives[valid]))
+    weight = np.where(valid, rows, 0.0)
+    value = float((weight[valid] * auc[valid]).sum() / weight.sum()) if valid.any() else math.nan
+    return GroupAUC(value, int(valid.sum()), int((~valid).sum()), int(weight.sum()), auc, weight)
+
+
+def ranking_score(spec: ModelSpec, predictions: Mapping[str, Any], weights: Mapping[str, float] | None = None,
+                  floor: float = 1e-6) -> np.ndarray:
+    """log of the paper's ranking score prod_k p_k^{w_k}: sum_k w_k log(max(p_k, floor)).
+
+    Binary tasks enter as probabilities, regression tasks as their predicted
+    value (floored: a watch ratio predicted <= 0 ranks as a tiny one). The log
+    ranks the same as the product and does not underflow. `weights` default to
+    1 for every task; tasks with weight 0 are left out.
+    """
+    weights = dict(weights or {task.name: 1.0 for task in spec.tasks})
+    unknown = sorted(set(weights) - set(spec.task_names))
+    if unknown:
+        raise ValueError(f"ranking weights name unknown tasks {unknown}; tasks: {spec.task_names}")
+    total = None
+    for task, weight in weights.items():
+        if weight == 0:
+            continue
+        term = weight * np.log(np.maximum(_numpy(predictions[task]), floor))
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("every ranking weight is 0: nothing to rank by")
+    return total
+
+
+@dataclass
+class GroupNDCG:
+    """Mean over users of NDCG@k (users whose utility is 0 on every row are skipped and counted)."""
+
+    value: float
+    k: int
+    users: int
+    users_skipped: int
+    ndcg: np.ndarray           # per user (NaN when skipped), indexed by group code
+    valid: np.ndarray          # per user: 1.0 when averaged
+
+
+def _dcg_at_k(codes: np.ndarray, count: int, order: np.ndarray, utility: np.ndarray, k: int) -> np.ndarray:
+    sorted_codes = codes[order]
+    position = _position_in_group(sorted_codes)
+    discount = np.where(position < k, 1.0 / np.log2(position + 2.0), 0.0)
+    return np.bincount(sorted_codes, weights=utility[order] * discount, minlength=count)
+
+
+def ndcg_at_k(groups: np.ndarray, score: np.ndarray, utility: np.ndarray, k: int = 10) -> GroupNDCG:
+    """Per-user NDCG@k of the rows ranked by score (descending), gain = utility (linear).
+
+    Ties in score are broken pessimistically (lower utility first), so a model
+    that scores every row alike cannot look good by the table's row order.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    utility = np.nan_to_num(np.asarray(utility, dtype=np.float64).reshape(-1), nan=0.0)
+    if np.any(utility < 0):
+        raise ValueError("utility must be >= 0 (NDCG gains)")
+    codes, count = _group_codes(groups)
+    if score.size == 0:
+        return GroupNDCG(math.nan, k, 0, 0, np.zeros(0), np.zeros(0))
+    ranked = np.lexsort((utility, -score, codes))
+    ideal = np.lexsort((-utility, codes))
+    dcg = _dcg_at_k(codes, count, ranked, utility, k)
+    idcg = _dcg_at_k(codes, count, ideal, utility, k)
+    valid = idcg > 0
+    ndcg = np.full(count, math.nan)
+    ndcg[valid] = dcg[valid] / idcg[valid]
+    value = float(ndcg[valid].mean()) if valid.any() else math.nan
+    return GroupNDCG(value, k, int(valid.sum()), int((~valid).sum()), ndcg, valid.astype(np.float64))
+
+
+def calibration_curve(prediction: np.ndarray, label: np.ndarray, bins: int = 10) -> Dict[str, Any]:
+    """Equal-count bins of the prediction: mean prediction vs mean label per bin.
+
+    Equal-count (quantile) bins, not equal-width: predicted rates of rare
+    events sit in the first few percent, where equal-width bins would put
+    nearly every row in one bin. Also defined for regression values.
+    """
+    prediction = np.asarray(prediction, dtype=np.float64).reshape(-1)
+    label = np.asarray(label, dtype=np.float64).reshape(-1)
+    if prediction.size == 0:
+        return {"mean_prediction": [], "observed": [], "count": [], "strategy": "quantile"}
+    order = np.argsort(prediction, kind="stable")
+    groups = [g for g in np.array_split(order, min(bins, prediction.size)) if g.size]
+    return {"mean_prediction": [float(prediction[g].mean()) for g in groups],
+            "observed": [float(label[g].mean()) for g in groups],
+            "count": [int(g.size) for g in groups], "strategy": "quantile"}
+
+
+def expected_calibration_error(curve: Mapping[str, Sequence[float]]) -> float:
+    """ECE = sum_b (n_b / n) |mean prediction_b - mean label_b| over the bins of `calibration_curve`."""
+    counts = np.asarray(curve["count"], dtype=np.float64)
+    if counts.sum() == 0:
+        return math.nan
+    gaps = np.abs(np.asarray(curve["mean_prediction"]) - np.asarray(curve["observed"]))
+    return float((counts * gaps).sum() / counts.sum())

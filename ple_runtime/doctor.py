@@ -133,8 +133,10 @@ def check_airflow() -> Check:
     python = venv / "bin" / "python"
     if not python.exists():
         return Check("Airflow", False, f"no Airflow environment at {venv}", "run `make setup` (scripts/setup.sh airflow)")
-    probe = ("import airflow, importlib.metadata as m; "
-             "print(airflow.__version__, m.version('apache-airflow-providers-apache-spark'))")
+    # Installed versions only: `import airflow` would read the metadata database setting,
+    # which Airflow 3 deliberately makes unusable inside a running task (ple_doctor DAG).
+    probe = ("import importlib.metadata as m; "
+             "print(m.version('apache-airflow'), m.version('apache-airflow-providers-apache-spark'))")
     result = _run([str(python), "-c", probe])
     if result.returncode != 0:
         return Check("Airflow", False, result.stderr.strip().splitlines()[-1], "run `make setup`")

@@ -4,6 +4,12 @@ Defaults suit a laptop or a 2-core CI box (local master, Delta extensions, the
 Delta jars fetched by `make setup`, few shuffle partitions, UTC). Every default is
 only *set if missing*, so `spark-submit --master yarn --conf k=v jobs/extract.py`
 or `PLE_SPARK_MASTER=spark://host:7077` win over it.
+
+Object storage (`s3a://`): hadoop-aws and the AWS SDK bundle (fetched by set-up)
+go on the classpath when Spark is started from Python; the endpoint comes from
+`AWS_ENDPOINT_URL` (the variable the AWS SDKs, boto3 and delta-rs read too), and
+credentials from S3A's own chain (environment variables, instance profile, ...),
+never from this module. See docs/CLUSTER.md.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from pathlib import Path
 
 DELTA_VERSION = "3.3.2"
 DELTA_JAR_NAMES = (f"delta-spark_2.12-{DELTA_VERSION}.jar", f"delta-storage-{DELTA_VERSION}.jar")
+# hadoop-aws must match pyspark's Hadoop; the SDK bundle is the one it was built against.
+HADOOP_VERSION = "3.3.4"
+S3A_JAR_NAMES = (f"hadoop-aws-{HADOOP_VERSION}.jar", "aws-java-sdk-bundle-1.12.262.jar")
 
 LOCAL_DEFAULTS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -61,6 +70,40 @@ def delta_jars() -> list[str]:
             f"--packages io.delta:delta-spark_2.12:{DELTA_VERSION} to spark-submit."
         )
     return jars
+
+
+def s3a_jars() -> list[str]:
+    """hadoop-aws + AWS SDK bundle from the set-up cache; [] when set-up has not fetched them."""
+    folder = cache_dir() / "jars" / f"s3a-hadoop-{HADOOP_VERSION}"
+    jars = [str(folder / name) for name in S3A_JAR_NAMES]
+    return jars if all(Path(j).is_file() for j in jars) else []
+
+
+def object_storage_conf(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Spark settings for s3a:// (and Delta's log store on it), from the environment.
+
+    No credentials here: S3A reads them itself (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    fs.s3a.* in core-site.xml or an instance profile), so they never appear in a
+    command line, a Spark conf dump or a log.
+    """
+    environ = os.environ if environ is None else environ
+    conf = {
+        # Delta's default for s3a:// already; explicit because its guarantee matters:
+        # one writer (driver) per table at a time, see docs/CLUSTER.md.
+        "spark.delta.logStore.s3a.impl": "io.delta.storage.S3SingleDriverLogStore",
+        "spark.delta.logStore.s3.impl": "io.delta.storage.S3SingleDriverLogStore",
+    }
+    endpoint = environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        # An S3-compatible server (s3proxy, MinIO, Ceph): path-style addressing, and
+        # TLS only when the endpoint says https.
+        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(endpoint.startswith("https://")).lower()
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if region:
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
+    return conf
 
 
 def _jar_hint() -> list[str]:
@@ -113,6 +156,13 @@ def get_spark(app_name: str = "ple", extra_conf: dict[str, str] | None = None):
                 f"or --jars {','.join(_jar_hint())}"
             )
         conf.set("spark.jars", ",".join(filter(None, [conf.get("spark.jars", ""), *delta_jars()])))
+    for key, value in object_storage_conf().items():
+        conf.setIfMissing(key, value)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ and s3a_jars():
+        # On the classpath, not in spark.jars: executors on this machine read them in
+        # place instead of each copying the 280 MB SDK bundle (a cluster brings its own).
+        for key in ("spark.driver.extraClassPath", "spark.executor.extraClassPath"):
+            conf.setIfMissing(key, os.pathsep.join(s3a_jars()))
     for key, value in (extra_conf or {}).items():
         conf.set(key, str(value))
 

@@ -4,11 +4,14 @@
 #   scripts/setup.sh            # main env + Delta jars + horovod + Airflow env
 #   scripts/setup.sh main       # only the main environment (no Airflow)
 #   scripts/setup.sh airflow    # only the Airflow environment
+#   scripts/setup.sh jars       # only the jars (Delta, s3a, s3proxy) from Maven Central
 #
 # Caches (reused across runs and checkouts, never inside the checkout):
 #   $PLE_CACHE_DIR (default ~/.cache/ple-pipeline)
 #     wheels/horovod-0.28.1+torch2.13.0-cp311-linux_x86_64/*.whl  (built once, ~2 min)
 #     jars/delta-3.3.2/*.jar                                       (from Maven Central)
+#     jars/s3a-hadoop-3.3.4/*.jar      hadoop-aws + AWS SDK bundle (Spark's s3a://)
+#     jars/s3proxy-4.1.0/*.jar         the local S3 server of scripts/cluster.sh
 #   ~/.cache/pip (pip's own download cache)
 # A stamp per environment records a hash of the inputs (pyproject.toml, this
 # script), so a second run returns in seconds and a changed pin re-installs.
@@ -27,6 +30,11 @@ TORCH_VERSION=2.13.0
 HOROVOD_VERSION=0.28.1
 PETASTORM_VERSION=0.13.1
 DELTA_VERSION=3.3.2
+# s3a:// for Spark: hadoop-aws must match pyspark's Hadoop (3.3.4), and the AWS SDK
+# bundle is the one hadoop-aws 3.3.4 was built against (hadoop-project pom).
+HADOOP_VERSION=3.3.4
+AWS_SDK_BUNDLE_VERSION=1.12.262
+S3PROXY_VERSION=4.1.0
 AIRFLOW_VERSION=3.3.2
 AIRFLOW_SPARK_PROVIDER_VERSION=6.3.4
 
@@ -45,24 +53,43 @@ check_prereqs() {
     command -v g++ >/dev/null || die "g++ not found; horovod is built from source. Install g++ (Debian: apt-get install g++)."
 }
 
-# --- Delta Lake's JVM side: not on PyPI, so Maven fetches it ------------------
-fetch_delta_jars() {
-    local dir="$CACHE_DIR/jars/delta-$DELTA_VERSION"
+# --- jars from Maven Central ------------------------------------------------------
+# One folder per group of artifacts; a `.complete` stamp is written only after every
+# jar is present, so an interrupted fetch is redone, not half-trusted.
+fetch_jars() {
+    local dir="$1"; shift
     if [[ -f "$dir/.complete" ]]; then
-        log "Delta jars cached in $dir"
+        log "jars cached in $dir"
         return
     fi
-    log "fetching Delta Lake $DELTA_VERSION jars from Maven Central into $dir"
+    log "fetching $* from Maven Central into $dir"
     mkdir -p "$dir"
     local artifact
-    for artifact in "io.delta:delta-spark_2.12:$DELTA_VERSION" "io.delta:delta-storage:$DELTA_VERSION"; do
+    for artifact in "$@"; do
         mvn -q -B -Dstyle.color=never org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
-            -Dartifact="$artifact:jar" -DoutputDirectory="$dir" \
-            || die "Maven could not fetch $artifact (needed: delta-spark_2.12-$DELTA_VERSION.jar and delta-storage-$DELTA_VERSION.jar). Check that Maven Central is reachable."
+            -Dartifact="$artifact" -DoutputDirectory="$dir" \
+            || die "Maven could not fetch $artifact into $dir. Check that Maven Central is reachable."
+        local gav
+        IFS=: read -r -a gav <<<"$artifact"
+        local expected="${gav[1]}-${gav[2]}${gav[4]:+-${gav[4]}}.jar"
+        [[ -s "$dir/$expected" ]] || die "$expected missing from $dir after the Maven fetch of $artifact"
     done
-    ls "$dir"/delta-spark_2.12-"$DELTA_VERSION".jar "$dir"/delta-storage-"$DELTA_VERSION".jar >/dev/null \
-        || die "Delta jars missing from $dir after the Maven fetch"
     touch "$dir/.complete"
+}
+
+# Delta Lake's JVM side is not on PyPI.
+fetch_delta_jars() {
+    fetch_jars "$CACHE_DIR/jars/delta-$DELTA_VERSION" \
+        "io.delta:delta-spark_2.12:$DELTA_VERSION:jar" "io.delta:delta-storage:$DELTA_VERSION:jar"
+}
+
+# s3a:// for Spark, and the S3 server of scripts/cluster.sh.
+fetch_cluster_jars() {
+    fetch_jars "$CACHE_DIR/jars/s3a-hadoop-$HADOOP_VERSION" \
+        "org.apache.hadoop:hadoop-aws:$HADOOP_VERSION:jar" \
+        "com.amazonaws:aws-java-sdk-bundle:$AWS_SDK_BUNDLE_VERSION:jar"
+    fetch_jars "$CACHE_DIR/jars/s3proxy-$S3PROXY_VERSION" \
+        "org.gaul:s3proxy:$S3PROXY_VERSION:jar:jar-with-dependencies"
 }
 
 # --- horovod: sdist + C++17 patch, built once and cached as a wheel ----------
@@ -117,6 +144,7 @@ setup_main() {
         return
     fi
     fetch_delta_jars
+    fetch_cluster_jars
     if [[ ! -x "$VENV/bin/python" ]]; then
         log "creating virtual environment $VENV"
         "$PYTHON" -m venv "$VENV"
@@ -171,5 +199,6 @@ case "${1:-all}" in
     all) setup_main; setup_airflow ;;
     main) setup_main ;;
     airflow) setup_airflow ;;
-    *) die "unknown target '$1' (use: all, main, airflow)" ;;
+    jars) fetch_delta_jars; fetch_cluster_jars ;;
+    *) die "unknown target '$1' (use: all, main, airflow, jars)" ;;
 esac

@@ -15,8 +15,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO_ROOT / "airflow_dags"
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ple-airflow-home-"))
-# The DAGs read their settings (ple_settings.py) when they are parsed: point them
-# at a throw-away data root and a tiny configuration before the DagBag loads.
+# A throw-away data root for the jobs the DAGs run.
 PLE_DATA_DIR = Path(tempfile.mkdtemp(prefix="ple-airflow-data-"))
 
 os.environ.update({
@@ -27,18 +26,24 @@ os.environ.update({
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
 })
 os.environ.setdefault("PLE_VENV", str(REPO_ROOT / ".venv"))
+# The DAGs' settings are Airflow Variables (rendered when a task runs); Airflow reads
+# AIRFLOW_VAR_<NAME> from the environment. A tiny configuration for the tiny data set.
+TINY_SETTINGS = {
+    "venv_bin": str(Path(os.environ["PLE_VENV"]) / "bin"),
+    "epochs": "1",
+    "batch_size": "128",  # ~600 rows per worker in the tiny data set
+    "train_days": "3",
+    "train_workers": "2",
+    "spark_driver_memory": "1g",
+}
+os.environ.update({f"AIRFLOW_VAR_PLE_{name.upper()}": value for name, value in TINY_SETTINGS.items()})
+os.environ["AIRFLOW_VAR_PLE_DATA_DIR"] = str(PLE_DATA_DIR)
+# Connections are defined at deployment (README); here, through Airflow's environment form.
 os.environ.update({
-    "PLE_DATA_DIR": str(PLE_DATA_DIR),
-    "PLE_EPOCHS": "1",
-    "PLE_BATCH_SIZE": "128",  # ~600 rows per worker in the tiny data set
-    "PLE_TRAIN_DAYS": "3",
-    "PLE_TRAIN_WORKERS": "2",
-    "PLE_RETRIES": "0",
-    "PLE_SENSOR_POKE_SECONDS": "5",
-    "PLE_SENSOR_TIMEOUT_SECONDS": "60",
-    "PLE_START_DATE": "2026-01-01",  # the tiny data set's first day
+    "AIRFLOW_CONN_PLE_SPARK": '{"conn_type": "spark", "host": "local[2]"}',
+    "AIRFLOW_CONN_PLE_FS": '{"conn_type": "fs", "extra": {"path": "/"}}',
 })
-sys.path.insert(0, str(DAGS_FOLDER))
+sys.path.insert(0, str(DAGS_FOLDER))  # ple_settings, as a DAG bundle puts its folder on sys.path
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,3 +60,4 @@ def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS_FOLDER))
+

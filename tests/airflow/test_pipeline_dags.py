@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from airflow.utils.state import DagRunState, TaskInstanceState
+from tests.airflow.pipeline_env import main_env_python, ple
 
 pytestmark = pytest.mark.slow
 
@@ -23,18 +23,12 @@ START, HISTORY_END, RUN_DAY = "2026-01-01", "2026-01-03", "2026-01-04"
 HISTORY = ["2026-01-01", "2026-01-02", "2026-01-03"]
 
 
-def _ple(*args: str) -> None:
-    ple = Path(os.environ["PLE_VENV"], "bin", "ple")
-    result = subprocess.run([str(ple), *args], capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"ple {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-
-
 @pytest.fixture(scope="module")
 def tiny_lake():
     data_dir = os.environ["PLE_DATA_DIR"]
-    _ple("generate", "--data-dir", data_dir, "--start-date", START, "--days", "5", "--users", "60",
+    ple("generate", "--data-dir", data_dir, "--start-date", START, "--days", "5", "--users", "60",
          "--items", "40", "--impressions-per-day", "600", "--seed", "3")
-    _ple("extract", "--start", START, "--end", HISTORY_END, "--data-dir", data_dir)
+    ple("extract", "--start", START, "--end", HISTORY_END, "--data-dir", data_dir)
     return Path(data_dir)
 
 
@@ -56,9 +50,15 @@ def test_daily_dag_extracts_trains_evaluates_and_publishes(dagbag, tiny_lake):
     run_dir = tiny_lake / "runs" / "daily" / RUN_DAY
     record = json.loads((run_dir / "run_record.json").read_text())
     assert record["world_size"] == 2, "training ran with 2 Horovod workers"
+    # trained on [D-3, D-2] (train_days 3), validated on D-1, tested on D
+    assert record["train_snapshot"]["partition_filter"]["dt"] == {"min": "2026-01-01", "max": "2026-01-02"}
+    assert record["validation_snapshot"]["partition_filter"]["dt"] == "2026-01-03"
     metrics = json.loads((tiny_lake / "reports" / "daily" / RUN_DAY / "metrics.json").read_text())
     assert metrics["snapshot"]["date"] == RUN_DAY
-    assert (tiny_lake / "registry").is_dir()
+    published = list((tiny_lake / "reports" / "publish").glob("*-published.json"))
+    assert len(published) == 1, "publish registered exactly one version"
+    publish_record = json.loads(published[0].read_text())
+    assert publish_record["version"] == "1" and publish_record["candidate"]["model_file"].startswith(str(run_dir))
 
 
 def test_backfill_evaluation_dag_maps_one_task_per_date(dagbag, tiny_lake):
@@ -82,7 +82,7 @@ def test_backfill_evaluation_dag_maps_one_task_per_date(dagbag, tiny_lake):
 
     # One row per (date, task) in the backfill metrics Delta table, read with the
     # pipeline's own snapshot reader (this Airflow environment has no Delta reader).
-    rows = _main_env_python(
+    rows = main_env_python(
         "import json, sys, pyarrow.parquet as pq\n"
         "from training import resolve_snapshot\n"
         "snapshot = resolve_snapshot(sys.argv[1])\n"
@@ -93,8 +93,3 @@ def test_backfill_evaluation_dag_maps_one_task_per_date(dagbag, tiny_lake):
         (day, task) for day in HISTORY for task in ("comment", "play", "share", "watch_ratio"))
 
 
-def _main_env_python(code: str, *args: str):
-    python = Path(os.environ["PLE_VENV"], "bin", "python")
-    result = subprocess.run([str(python), "-c", code, *args], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])

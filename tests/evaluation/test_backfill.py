@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from jobs.backfill import main as backfill_main
 
@@ -20,7 +21,12 @@ def test_backfill_three_days_then_skip_then_a_missing_date(spark, lake_root, tra
         t: ["2026-01-05", "2026-01-06", "2026-01-07"] for t in ("play", "watch_ratio", "share")}
     # Each date on its own recorded snapshot (the fixture wrote one commit per day).
     assert {(r.dt, r.table_version) for r in rows} == {("2026-01-05", 0), ("2026-01-06", 1), ("2026-01-07", 2)}
-    assert all(r.auc is not None for r in rows if r.task != "watch_ratio")
+    # Finite AUCs of a trained model (NaN or None would fail), inside their own DeLong intervals.
+    binary = [r for r in rows if r.task != "watch_ratio"]
+    assert all(r.auc is not None and math.isfinite(r.auc) and 0.6 < r.auc <= 1.0 for r in binary)
+    assert all(r.auc_low < r.auc < r.auc_high and 0.6 < r.gauc <= 1.0 and r.gauc_users > 0 for r in binary)
+    assert all(r.mse is not None and r.mse_low < r.mse < r.mse_high for r in rows if r.task == "watch_ratio")
+    assert all(0 < r.ndcg <= 1 and r.ndcg_k == 10 and r.interval_level == 0.95 for r in rows)
     assert (tmp_path / "plots" / "backfill.png").stat().st_size > 1000
     assert 'src="data:image/png;base64,' in (tmp_path / "plots" / "backfill.html").read_text()
     capsys.readouterr()
@@ -37,3 +43,25 @@ def test_backfill_three_days_then_skip_then_a_missing_date(spark, lake_root, tra
     # --force re-evaluates in place (MERGE): still one row per (model, date, task).
     assert backfill_main([*common, "--start", "2026-01-05", "--end", "2026-01-05", "--force"]) == 0
     assert spark.read.format("delta").load(metrics_table).count() == 9
+
+
+def test_a_metrics_table_of_the_first_layout_is_migrated(spark, lake_root, trained_models, tmp_path):
+    """A table written before the interval/GAUC/NDCG columns existed gets them (old rows read NULL)."""
+    import datetime as dt
+
+    from evaluation.backfill import BASE_DDL
+
+    metrics_table = str(tmp_path / "old_metrics")
+    old_row = ("sha256:000000000000", "old/model.pt", "2026-01-01", "play", "t", 0, "recorded", 0.7, 0.5, None,
+               None, 1.0, 0.3, 0.3, 100, 30, dt.datetime(2026, 1, 2), "abc")
+    spark.createDataFrame([old_row], BASE_DDL).write.format("delta").save(metrics_table)
+    assert backfill_main(["--model", str(trained_models["ple"]), "--data-dir", str(lake_root), "--metrics-table",
+                          metrics_table, "--out", str(tmp_path / "plots"), "--start", "2026-01-05",
+                          "--end", "2026-01-05", "--set", "uncertainty.resamples=100"]) == 0
+    table = spark.read.format("delta").load(metrics_table)
+    assert {"auc_low", "gauc", "ndcg", "bootstrap_resamples"} <= set(table.columns)
+    old = table.where("model_id = 'sha256:000000000000'").collect()
+    assert len(old) == 1 and old[0].auc == 0.7 and old[0].gauc is None and old[0].ndcg is None
+    new = table.where("dt = '2026-01-05'").collect()
+    assert len(new) == 3 and all(r.bootstrap_resamples == 100 for r in new)
+    assert all(r.gauc is not None for r in new if r.task != "watch_ratio")

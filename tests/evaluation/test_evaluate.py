@@ -12,8 +12,6 @@ from jobs.evaluate import main as evaluate_main
 from evaluation_tables import DATES, day_frame, write_days
 
 
-
-
 def _img_count(html: str) -> int:
     return html.count('src="data:image/png;base64,')
 
@@ -119,3 +117,56 @@ def test_runs_under_spark_submit(lake_root, trained_models, tmp_path, venv_bin, 
     record = json.loads((out / "metrics.json").read_text())
     assert record["snapshot"]["reader"] == "spark" and record["snapshot"]["version"] == 2
     assert record["snapshot"]["rows"] == 500
+
+
+def test_report_shows_intervals_significance_gauc_ranking_and_calibration(lake_root, trained_models, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "report"
+    rc = evaluate_main(["--model", str(trained_models["ple"]), "--date", DATES[1], "--data-dir", str(lake_root),
+                        "--single-task-runs", str(trained_models["single_task"].parent),
+                        "--compare", str(trained_models["ple_bad"]), "--calibrate-on", DATES[0],
+                        "--set", "uncertainty.resamples=300", "--set", "ranking.k=5", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["uncertainty"]["level"] == 0.95 and record["uncertainty"]["bootstrap_resamples"] == 300
+    play, watch = record["model"]["tasks"]["play"], record["model"]["tasks"]["watch_ratio"]
+    # Every compared figure has an interval around it; the method says which.
+    assert play["intervals"]["auc"]["method"] == "delong"
+    assert play["intervals"]["auc"]["low"] < play["auc"] < play["intervals"]["auc"]["high"]
+    assert play["intervals"]["logloss"]["low"] < play["logloss"] < play["intervals"]["logloss"]["high"]
+    assert watch["intervals"]["mse"]["low"] < watch["mse"] < watch["intervals"]["mse"]["high"]
+    assert play["intervals"]["gauc"]["method"] == "bootstrap over users"
+    # GAUC: users with both classes averaged, the others counted.
+    assert 0.6 < play["gauc"] <= 1 and play["gauc_users"] > 10
+    assert play["gauc_users"] + play["gauc_users_skipped"] == len(
+        set(day_frame(_columns(), 1, DATES[1])["user_idx"]))
+    # MTL gain intervals, and a compared model far worse: its AUC loss to the candidate is significant.
+    gain = record["mtl_gain"]
+    assert set(gain["interval"]) == {"play", "watch_ratio", "share"}
+    assert gain["interval"]["play"]["low"] <= gain["gain"]["play"] <= gain["interval"]["play"]["high"]
+    assert all(i["significant"] == (i["low"] > 0 or i["high"] < 0) for i in gain["interval"].values())
+    assert gain["ranking_gain"]["method"] == "paired bootstrap over users"
+    bad = record["compare"][0]
+    assert bad["tasks"]["play"]["auc"] < play["intervals"]["auc"]["low"]
+    ranking = record["model"]["ranking"]
+    assert ranking["k"] == 5 and 0 < ranking["interval"]["low"] <= ranking["ndcg"] <= ranking["interval"]["high"]
+    assert ranking["ndcg"] > bad["ranking"]["ndcg"]
+    # Calibration fitted on the day before, reported before/after.
+    calibration = record["model"]["calibration"]
+    assert calibration["source"] == "fitted" and calibration["fitted_on"]["date"] == DATES[0]
+    assert set(calibration["tasks"]) == {"play", "watch_ratio", "share"}
+    assert {"ece", "calibration", "logloss"} <= set(calibration["tasks"]["play"]["before"])
+    # The CLI and the report show all of it.
+    assert "gauc=" in printed and "MTL gain" in printed and "[" in printed and "NDCG@5=" in printed
+    assert "calibration (isotonic, fitted)" in printed
+    html = (out / "report.html").read_text()
+    for text in ("95% interval", "Ranking score: NDCG@5 per user", "Post-hoc calibration: before / after",
+                 "delong", "gauc"):
+        assert text in html
+
+
+def _columns():
+    from evaluation_tables import problem
+
+    return problem()[1]

@@ -95,6 +95,45 @@ def test_onnx_and_torchscript_match_pytorch(examples_problem, trained_models, tm
     np.testing.assert_allclose(scripted_share.numpy(), torch.sigmoid(eager["share"]).numpy(), atol=1e-5)
 
 
+def test_calibration_survives_model_file_export_and_load(examples_problem, trained_models, tmp_path):
+    """A calibration fitted on one day is stored in model.pt, loads back with the model, and the TorchScript and
+    ONNX exports apply it (serving needs nothing else)."""
+    import onnxruntime as ort
+
+    from evaluation.model_refs import load_model_ref
+    from evaluation.scoring import predict
+    from ple_model.calibration import attach_calibration, fit_calibration
+
+    loaded = load_model(trained_models["ple"])
+    _, columns = examples_problem
+    features, labels, masks = model_inputs(day_frame(columns, 0, DATES[0]), loaded.spec)
+    predictions, _ = predict(loaded.model, loaded.spec, features)
+    calibration = fit_calibration(loaded.spec, predictions, labels, masks, method="isotonic")
+    model_file = attach_calibration(str(trained_models["ple"] / "model.pt"), calibration, str(tmp_path / "model.pt"))
+
+    resolved = load_model_ref(model_file, registry_settings(str(tmp_path)))
+    assert resolved.calibration is not None and resolved.calibration_source == {"source": "model file",
+                                                                                 "method": "isotonic"}
+    other_day, _, _ = model_inputs(day_frame(columns, 1, DATES[1]), loaded.spec)
+    raw, _ = predict(resolved.loaded.model, resolved.spec, other_day)
+    expected = calibration.apply_numpy(raw)
+    assert resolved.calibration.apply_numpy(raw)["play"] == pytest.approx(expected["play"])
+    assert np.abs(expected["play"] - raw["play"]).max() > 1e-3        # the calibration does change the outputs
+
+    info = export_model(resolved.loaded.model, resolved.spec, tmp_path / "export", other_day,
+                        exporter="torchscript", calibration=resolved.calibration)
+    assert info["signature"]["calibration"] == "isotonic"
+    assert info["signature"]["outputs"][0]["meaning"] == "calibrated probability"
+    session = ort.InferenceSession(str(tmp_path / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {name: other_day[name].numpy() for name in resolved.spec.feature_names})
+    scripted = torch.jit.load(str(tmp_path / "export" / "model.torchscript.pt"))
+    with torch.no_grad():
+        script_out = scripted(*[other_day[n] for n in resolved.spec.feature_names])
+    for index, task in enumerate(resolved.spec.task_names):
+        np.testing.assert_allclose(onnx_out[index], expected[task], atol=1e-5)
+        np.testing.assert_allclose(script_out[index].numpy(), expected[task], atol=1e-5)
+
+
 def test_export_mismatch_is_an_error(trained_models, tmp_path, monkeypatch):
     loaded = load_model(trained_models["ple"])
     original = PositionalModel.forward
@@ -109,31 +148,171 @@ def test_export_mismatch_is_an_error(trained_models, tmp_path, monkeypatch):
         export_model(loaded.model, loaded.spec, tmp_path, None, exporter="torchscript")
 
 
-def test_concurrent_publishes_leave_a_consistent_registry(lake_root, trained_models, tmp_path, subprocess_env):
-    env = dict(subprocess_env, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    env.pop("MLFLOW_TRACKING_URI", None)
-    commands = [[sys.executable, "-m", "jobs.cli", "publish", "--model", str(trained_models[name]),
-                 "--date", DATES[1], "--data-dir", str(tmp_path), "--table", str(lake_root / "lake" / "examples"),
-                 "--onnx-exporter", "torchscript", "--debug-hold-lock-s", "3",
-                 "--out", str(tmp_path / "records")] for name in ("ple", "ple_other")]
-    processes = [subprocess.Popen(c, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True) for c in commands]
-    outputs = [p.communicate(timeout=400)[0] for p in processes]
-    codes = [p.returncode for p in processes]
+def _lease_tickets(settings) -> list[int]:
+    """Tickets now in the publish lease queue (publishers holding or waiting for the lease)."""
+    from evaluation.registry import client
+
+    if not settings.exists():
+        return []
+    try:
+        return sorted(int(v.version) for v in client(settings).search_model_versions(f"name='{settings.lease_name}'"))
+    except Exception:  # noqa: BLE001 (the registry is being created by the first publisher)
+        return []
+
+
+def _race_two_publishers(models, lake_root, data_root: Path, env, tracking_uri: str | None = None):
+    """Publisher A takes the lease and holds it until B is provably queued behind it, then lets go.
+
+    A waits (`--debug-hold-lock-until`) for a file the test creates only once B's ticket is in the registry, so
+    the two always contend: B must wait for A, whatever the machine's speed.
+    """
+    import time
+
+    settings = registry_settings(str(data_root), tracking_uri)
+    registry_args = ["--tracking-uri", tracking_uri] if tracking_uri else []
+    release = data_root / "release-lease"
+    records = data_root / "records"
+
+    def command(name, *extra):
+        return [sys.executable, "-m", "jobs.cli", "publish", "--model", str(models[name]), "--date", DATES[1],
+                "--data-dir", str(data_root), "--table", str(lake_root / "lake" / "examples"),
+                "--onnx-exporter", "torchscript", "--out", str(records), *registry_args, *extra]
+
+    def wait_for_tickets(count, processes):
+        deadline = time.time() + 600
+        while len(_lease_tickets(settings)) < count:
+            exited = [p for p in processes if p.poll() is not None]
+            assert not exited and time.time() < deadline, [p.communicate()[0][-3000:] for p in processes]
+            time.sleep(0.5)
+
+    first = subprocess.Popen(command("ple", "--debug-hold-lock-until", str(release)), cwd=REPO_ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_tickets(1, [first])
+    second = subprocess.Popen(command("ple_other"), cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    wait_for_tickets(2, [first, second])
+    time.sleep(1.0)
+    release.touch()
+    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    codes = [p.returncode for p in (first, second)]
     assert set(codes) <= {0, 3}, outputs  # published, or refused by the gate against the other one
-    records = sorted((json.loads(p.read_text()) for p in (tmp_path / "records").glob("publish-*.json")),
-                     key=lambda r: r["lock"]["acquired_at"])
-    assert len(records) == 2, outputs
+    found = sorted((json.loads(p.read_text()) for p in records.glob("publish-*.json")),
+                   key=lambda r: r["lock"]["acquired_at"])
+    assert len(found) == 2, outputs
+    return settings, found, outputs
+
+
+def _assert_serialised_and_consistent(settings, records, tmp_path):
     first, second = records
-    # The lock serialised the gate+register+alias sections...
+    # The lease serialised the gate+register+alias sections...
     assert first["lock"]["released_at"] <= second["lock"]["acquired_at"]
+    # ...and the second publisher provably waited for the first (queued behind its ticket while it held the lease).
+    assert first["lock"]["ticket"] in second["lock"]["waited_for"] and second["lock"]["waited_s"] >= 1.0
+    assert first["lock"]["expired"] == [] and second["lock"]["expired"] == []
     # ...so the second compared against what the first had just published.
     assert first["status"] == "published" and first["production"] is None
     assert second["production"]["version"] == first["version"]
-    settings = registry_settings(str(tmp_path))
     published = [r for r in records if r["status"] == "published"]
     assert len(list_versions(settings)) == len(published)
     production = version_by_alias(settings)
     assert str(production.version) == published[-1]["version"]
     bundle = download_version(settings, settings.model_name, production.version, tmp_path / "check")
     assert verify_bundle(bundle) == []
+    assert _lease_tickets(settings) == []  # both released their tickets
+
+
+@pytest.mark.slow
+def test_concurrent_publishes_leave_a_consistent_registry(lake_root, trained_models, tmp_path, subprocess_env):
+    env = dict(subprocess_env, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    settings, records, _ = _race_two_publishers(trained_models, lake_root, tmp_path, env)
+    _assert_serialised_and_consistent(settings, records, tmp_path)
+
+
+@pytest.mark.slow
+def test_concurrent_publishes_against_a_tracking_server(mlflow_server, lake_root, trained_models, tmp_path,
+                                                        subprocess_env):
+    """Publishers that share nothing but an MLflow server (no common filesystem for a lock, artifacts uploaded
+    through the server) still serialise: the lease lives in the server's registry."""
+    env = dict(subprocess_env, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    settings, records, _ = _race_two_publishers(trained_models, lake_root, tmp_path, env, mlflow_server)
+    assert settings.tracking_uri == mlflow_server and settings.artifact_location is None
+    _assert_serialised_and_consistent(settings, records, tmp_path)
+    assert all(r["registry"]["tracking_uri"] == mlflow_server for r in records)
+
+
+def test_a_dead_publishers_lease_expires(tmp_path):
+    """A ticket whose holder stopped beating (a crashed publisher) blocks the next one for the TTL, not forever."""
+    import time
+
+    from evaluation.registry import client, publish_lease
+
+    settings = registry_settings(str(tmp_path))
+    with publish_lease(settings, ttl_s=60):
+        pass  # creates the queue
+    mlflow_client = client(settings)
+    dead = mlflow_client.create_model_version(settings.lease_name, source="ple-lease:/queue/dead-publisher",
+                                              tags={"ple.lease.holder": "host:1:dead", "ple.lease.beat": "7"},
+                                              await_creation_for=0)
+    started = time.monotonic()
+    with publish_lease(settings, timeout_s=60, ttl_s=2.0, poll_s=0.2) as lease:
+        waited = time.monotonic() - started
+        assert lease.record["waited_for"] == [int(dead.version)]
+        assert lease.record["expired"] == [{"ticket": int(dead.version), "holder": "host:1:dead"}]
+        lease.check()
+    assert 2.0 <= waited < 30
+    assert _lease_tickets(settings) == []
+    # A live holder is never expired: its heartbeat moves faster than the TTL.
+    with publish_lease(settings, ttl_s=2.0) as holder:
+        with pytest.raises(TimeoutError, match="waited 6 s behind tickets"):
+            with publish_lease(settings, timeout_s=6, ttl_s=2.0, poll_s=0.2):
+                pass
+        holder.check()
+
+
+def test_alias_failure_after_registering_leaves_a_complete_unaliased_version(lake_root, trained_models, tmp_path,
+                                                                              monkeypatch, capsys):
+    import evaluation.publish
+
+    settings = registry_settings(str(tmp_path))
+    assert _publish(trained_models["ple_bad"], tmp_path, lake_root) == 0          # v1 @production
+
+    def broken_alias_move(*args, **kwargs):
+        raise ConnectionError("registry went away")
+
+    monkeypatch.setattr(evaluation.publish, "move_alias", broken_alias_move)
+    capsys.readouterr()
+    assert _publish(trained_models["ple"], tmp_path, lake_root, "--out", str(tmp_path / "records")) == 1
+    err = capsys.readouterr().err
+    assert "registered ple_video v2 but could not move @production" in err and "registry went away" in err
+    assert "complete but unaliased" in err and "nothing published" not in err
+    (record_path,) = (tmp_path / "records").glob("publish-*-alias_failed.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "alias_failed" and record["version"] == "2"
+    # The registry: v2 is complete, nothing points at it; production is still v1; the lease was released.
+    assert str(version_by_alias(settings).version) == "1"
+    assert sorted(str(v.version) for v in list_versions(settings)) == ["1", "2"]
+    assert verify_bundle(download_version(settings, settings.model_name, "2", tmp_path / "v2")) == []
+    assert _lease_tickets(settings) == []
+    # A re-run publishes again (v3) and moves the alias.
+    monkeypatch.undo()
+    assert _publish(trained_models["ple"], tmp_path, lake_root) == 0
+    assert str(version_by_alias(settings).version) == "3"
+
+
+def test_metrics_of_another_model_or_date_are_refused(lake_root, trained_models, tmp_path, capsys):
+    report = tmp_path / "evaluated"
+    assert evaluate_main(["--model", str(trained_models["ple"]), "--date", DATES[1], "--data-dir", str(tmp_path),
+                          "--table", str(lake_root / "lake" / "examples"), "--no-with-production",
+                          "--set", "uncertainty.resamples=0", "--out", str(report)]) == 0
+    capsys.readouterr()
+    metrics = str(report / "metrics.json")
+    assert publish_main(["--model", str(trained_models["ple_other"]), "--metrics", metrics, "--data-dir",
+                         str(tmp_path), "--check-only"]) == 1
+    err = capsys.readouterr().err
+    assert "evaluated another model" in err and "nothing published" in err
+    assert publish_main(["--model", str(trained_models["ple"]), "--metrics", metrics, "--date", DATES[0],
+                         "--data-dir", str(tmp_path), "--check-only"]) == 1
+    assert f"--date {DATES[0]} differs from the date {DATES[1]}" in capsys.readouterr().err
+    assert not (tmp_path / "registry" / "mlflow.db").exists()  # refused before touching the registry

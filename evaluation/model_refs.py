@@ -1,4 +1,4 @@
-"""Model references: a run folder / model.pt, or a registry version / alias.
+"""Resolve model references (a run folder / model.pt, or a registry version / alias) and load them.
 
     runs/ple_2026-01-07           a run folder holding model.pt (and run_record.json)
     runs/ple_2026-01-07/model.pt  the file itself
@@ -8,13 +8,14 @@
 
 Whatever the reference, the model is loaded with `training.load_model` from a
 local model.pt (registry versions are downloaded first; a published bundle
-holds model.pt). `model_id` is a stable identity for tables keyed by model:
-`<name>/v<version>` for registry versions, `sha256:<12 hex>` of model.pt for files.
+holds model.pt), with the post-hoc calibration the file carries, if any
+(ple_model.calibration). `model_id` is a stable identity for tables keyed by
+model: `<name>/v<version>` for registry versions, `sha256:<12 hex>` of model.pt
+for files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tempfile
@@ -22,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ple_model.calibration import Calibration, read_calibration
+from ple_runtime.lineage import file_sha256
 from training.model_io import LoadedModel, load_model
 
+from .config import EvaluationFailed
 from .registry import RegistrySettings, download_version, get_version, version_by_alias
 
 _VERSION_REF = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
@@ -70,6 +74,8 @@ class ResolvedModel:
     registry: dict[str, Any] | None = None   # {name, version, run_id, alias}
     run_record: dict[str, Any] | None = None
     bundle_dir: Path | None = None     # registry versions: the downloaded bundle
+    calibration: Calibration | None = None           # applied to its predictions (evaluation and serving)
+    calibration_source: dict[str, Any] | None = None  # {"source": "model file"} or where it was fitted
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -83,15 +89,8 @@ class ResolvedModel:
     def identity(self) -> dict[str, Any]:
         return {"ref": self.ref, "label": self.label, "model_id": self.model_id, "model_name": self.loaded.model_name,
                 "hyperparameters": self.loaded.hyperparameters, "tasks": self.spec.task_names,
-                "model_file": str(self.model_file), "sha256": self.sha256, "registry": self.registry}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+                "model_file": str(self.model_file), "sha256": self.sha256, "registry": self.registry,
+                "calibration": self.calibration_source}
 
 
 def _model_file(path: Path) -> Path:
@@ -143,11 +142,34 @@ def load_model_ref(text: str, settings: RegistrySettings, download_dir: str | Pa
         parent = model_file.parent.name if model_file.name == "model.pt" else model_file.stem
         label = parent
     loaded = load_model(model_file, map_location=device)
+    calibration = read_calibration(str(model_file))
     sha = file_sha256(model_file)
     if model_id is None:
         model_id = f"sha256:{sha[:12]}"
     return ResolvedModel(ref=text, label=label, model_id=model_id, loaded=loaded, model_file=model_file, sha256=sha,
-                         registry=registry, run_record=_run_record(model_file), bundle_dir=bundle_dir)
+                         registry=registry, run_record=_run_record(model_file), bundle_dir=bundle_dir,
+                         calibration=calibration,
+                         calibration_source={"source": "model file", "method": calibration.method}
+                         if calibration else None)
+
+
+def load_or_fail(ref: str, settings: RegistrySettings, workdir: Path, device: str) -> ResolvedModel:
+    """load_model_ref, with the errors a user can fix as EvaluationFailed (the message names the reference)."""
+    try:
+        return load_model_ref(ref, settings, workdir, device)
+    except (LookupError, FileNotFoundError, ValueError) as error:
+        raise EvaluationFailed(f"model {ref!r}: {error}") from None
+
+
+def load_production(settings: RegistrySettings, alias: str, workdir: Path,
+                    device: str) -> tuple[ResolvedModel | None, str | None]:
+    """The published model (registry alias), or (None, why there is none)."""
+    if not settings.exists():
+        return None, f"no registry at {settings.tracking_uri} yet"
+    version = version_by_alias(settings, alias)
+    if version is None:
+        return None, f"registered model {settings.model_name!r} has no @{alias} alias"
+    return load_model_ref(f"models:/{settings.model_name}/{version.version}", settings, workdir, device), None
 
 
 def find_model_files(paths: list[str]) -> list[Path]:

@@ -1,0 +1,222 @@
+"""Post-hoc calibration per task, as a small torch module that serving and the exports apply.
+
+    calibration = fit_calibration(spec, predictions, labels, masks, method="isotonic")
+    calibrated = calibration(predictions)             # {task: tensor}: probabilities / values in, same out
+    payload = calibration.to_payload()                # into model.pt ("calibration" entry), JSON-free
+    calibration = Calibration.from_payload(payload)
+
+Fitted on a validation day, inside each task's sample space, on the model's
+PREDICTIONS (probabilities for binary tasks, values for regression tasks):
+
+- `isotonic`: scikit-learn's IsotonicRegression (pool adjacent violators,
+  clipped outside the fitted range). Its prediction is the piecewise-linear
+  interpolation between its thresholds, which the module reproduces exactly
+  with elementwise ops only (relu, min, sum), so TorchScript and ONNX export
+  it without a searchsorted/gather. More than `max_knots` thresholds are
+  thinned to knots at equal-count quantiles of the fitted predictions (the
+  function stays monotone; serving cost is batch x knots).
+- `platt`: binary tasks `sigmoid(a * logit(p) + b)`, fitted by scikit-learn's
+  LogisticRegression (unregularised) on logit(p); regression tasks get the
+  linear map `a * value + b` (least squares). Monotone, so AUC is unchanged.
+
+Why scikit-learn: PAV and logistic fitting are well-tested there; only the
+fitted function is carried over into torch for serving. A task with too few
+in-space rows (or one class) keeps the identity mapping; `fit_report` says why.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .spec import ModelSpec
+
+CALIBRATION_FORMAT = "ple-calibration/1"
+METHODS = ("isotonic", "platt")
+_EPS = 1e-6
+
+
+class TaskCalibrator(nn.Module):
+    """One task's monotone mapping: identity, piecewise-linear (isotonic), logistic (platt) or linear."""
+
+    def __init__(self, kind: str, knots_x: torch.Tensor | None = None, knots_y: torch.Tensor | None = None,
+                 coefficients: torch.Tensor | None = None):
+        super().__init__()
+        if kind not in ("identity", "isotonic", "platt", "linear"):
+            raise ValueError(f"unknown calibrator kind {kind!r}")
+        self.kind = kind
+        x = knots_x if knots_x is not None else torch.zeros(1)
+        y = knots_y if knots_y is not None else torch.zeros(1)
+        self.register_buffer("knots_x", x.to(torch.float32).reshape(-1))
+        self.register_buffer("knots_y", y.to(torch.float32).reshape(-1))
+        coefficients = coefficients if coefficients is not None else torch.tensor([1.0, 0.0])
+        self.register_buffer("coefficients", coefficients.to(torch.float32).reshape(2))
+        self.constant = self.kind == "isotonic" and self.knots_x.numel() == 1   # a plain bool: traces cleanly
+        if self.kind == "isotonic":
+            if self.knots_x.numel() != self.knots_y.numel() or self.knots_x.numel() < 1:
+                raise ValueError("isotonic knots need as many x as y values (at least one)")
+            if self.knots_x.numel() > 1 and not bool(torch.all(self.knots_x[1:] > self.knots_x[:-1])):
+                raise ValueError("isotonic knots must be strictly increasing in x")
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        if self.kind == "isotonic":
+            if self.constant:
+                return torch.zeros_like(value) + self.knots_y[0]
+            # f(v) = y0 + sum_j slope_j * clamp(v - x_j, 0, x_{j+1} - x_j): linear interpolation between
+            # knots, constant outside them (sklearn's out_of_bounds="clip").
+            width = self.knots_x[1:] - self.knots_x[:-1]
+            slope = (self.knots_y[1:] - self.knots_y[:-1]) / width
+            steps = torch.minimum(torch.relu(value.unsqueeze(-1) - self.knots_x[:-1]), width)
+            return self.knots_y[0] + (steps * slope).sum(dim=-1)
+        if self.kind == "platt":
+            clipped = value.clamp(_EPS, 1.0 - _EPS)
+            return torch.sigmoid(self.coefficients[0] * torch.log(clipped / (1.0 - clipped)) + self.coefficients[1])
+        if self.kind == "linear":
+            return self.coefficients[0] * value + self.coefficients[1]
+        return value
+
+
+class Calibration(nn.Module):
+    """Per-task calibrators; `forward({task: predictions}) -> {task: calibrated}` (tasks it lacks pass through)."""
+
+    def __init__(self, method: str, calibrators: Mapping[str, TaskCalibrator], fit_report: Dict[str, Any] | None = None):
+        super().__init__()
+        self.method = method
+        self.calibrators = nn.ModuleDict(dict(calibrators))
+        self.fit_report = dict(fit_report or {})
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.calibrators.keys())
+
+    def calibrate(self, task: str, value: torch.Tensor) -> torch.Tensor:
+        return self.calibrators[task](value) if task in self.calibrators else value
+
+    def forward(self, predictions: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return {task: self.calibrate(task, value) for task, value in predictions.items()}
+
+    def apply_numpy(self, predictions: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        with torch.no_grad():
+            return {task: self.calibrate(task, torch.as_tensor(np.asarray(value, dtype=np.float32))).numpy()
+                    for task, value in predictions.items()}
+
+    def to_payload(self) -> Dict[str, Any]:
+        """What model.pt stores under "calibration" (torch.save-able; tensors stay tensors)."""
+        return {"format": CALIBRATION_FORMAT, "method": self.method,
+                "tasks": {task: {"kind": c.kind, "knots_x": c.knots_x.clone(), "knots_y": c.knots_y.clone(),
+                                 "coefficients": c.coefficients.clone()} for task, c in self.calibrators.items()},
+                "fit_report": self.fit_report}
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> "Calibration":
+        if payload.get("format") != CALIBRATION_FORMAT:
+            raise ValueError(f"not a {CALIBRATION_FORMAT} payload (format {payload.get('format')!r})")
+        calibrators = {task: TaskCalibrator(entry["kind"], torch.as_tensor(entry["knots_x"]),
+                                            torch.as_tensor(entry["knots_y"]), torch.as_tensor(entry["coefficients"]))
+                       for task, entry in payload["tasks"].items()}
+        return cls(payload["method"], calibrators, payload.get("fit_report"))
+
+
+def _thin(x: np.ndarray, y: np.ndarray, fitted_on: np.ndarray, max_knots: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most max_knots knots, at equal-count quantiles of the fitted predictions (plus both ends)."""
+    if x.size <= max_knots:
+        return x, y
+    points = np.unique(np.concatenate([[x[0], x[-1]], np.quantile(fitted_on, np.linspace(0, 1, max_knots))]))
+    points = points[(points >= x[0]) & (points <= x[-1])]
+    return points, np.interp(points, x, y)
+
+
+def _fit_isotonic(value: np.ndarray, label: np.ndarray, binary: bool, max_knots: int) -> TaskCalibrator:
+    from sklearn.isotonic import IsotonicRegression
+
+    bounds = {"y_min": 0.0, "y_max": 1.0} if binary else {}
+    regression = IsotonicRegression(out_of_bounds="clip", increasing=True, **bounds).fit(value, label)
+    x = np.asarray(regression.X_thresholds_, dtype=np.float64)
+    y = np.asarray(regression.y_thresholds_, dtype=np.float64)
+    x, y = _thin(x, y, value, max_knots)
+    return TaskCalibrator("isotonic", torch.from_numpy(x), torch.from_numpy(y))
+
+
+def _fit_platt(value: np.ndarray, label: np.ndarray, binary: bool) -> TaskCalibrator:
+    if not binary:
+        slope, intercept = np.polyfit(value, label, 1)
+        return TaskCalibrator("linear", coefficients=torch.tensor([slope, intercept]))
+    from sklearn.linear_model import LogisticRegression
+
+    clipped = np.clip(value, _EPS, 1 - _EPS)
+    logit = np.log(clipped / (1 - clipped)).reshape(-1, 1)
+    regression = LogisticRegression(C=1e6, max_iter=1000).fit(logit, label.astype(int))
+    return TaskCalibrator("platt", coefficients=torch.tensor([float(regression.coef_[0, 0]),
+                                                              float(regression.intercept_[0])]))
+
+
+def fit_calibration(spec: ModelSpec, predictions: Mapping[str, Any], labels: Mapping[str, Any],
+                    masks: Mapping[str, Any] | None = None, method: str = "isotonic", min_rows: int = 100,
+                    max_knots: int = 256) -> Calibration:
+    """Fit one monotone mapping per task on (prediction, label) inside the task's sample space.
+
+    predictions: probabilities for binary tasks, values for regression tasks
+    (numpy, per task). A task with fewer than `min_rows` in-space rows, or
+    one class only, keeps the identity (reported in `fit_report`).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; valid: {list(METHODS)}")
+    masks = masks or {}
+    calibrators: dict[str, TaskCalibrator] = {}
+    report: dict[str, Any] = {}
+    for task in spec.tasks:
+        if task.name not in predictions:
+            continue
+        value = np.asarray(predictions[task.name], dtype=np.float64).reshape(-1)
+        label = np.asarray(labels[task.name], dtype=np.float64).reshape(-1)
+        in_space = (np.asarray(masks[task.name]).reshape(-1) > 0) if task.name in masks else np.ones(value.size, bool)
+        in_space &= np.isfinite(label) & np.isfinite(value)
+        value, label = value[in_space], label[in_space]
+        binary = task.type == "binary"
+        problem = None
+        if value.size < min_rows:
+            problem = f"{value.size} rows in the sample space (< {min_rows})"
+        elif binary and label.min() == label.max():
+            problem = f"one class only ({int(label.sum())} positives of {label.size})"
+        if problem:
+            calibrators[task.name] = TaskCalibrator("identity")
+            report[task.name] = {"kind": "identity", "rows": int(value.size), "reason": problem}
+            continue
+        calibrator = (_fit_isotonic(value, label, binary, max_knots) if method == "isotonic"
+                      else _fit_platt(value, label, binary))
+        calibrators[task.name] = calibrator
+        report[task.name] = {"kind": calibrator.kind, "rows": int(value.size),
+                             "knots": int(calibrator.knots_x.numel()) if calibrator.kind == "isotonic" else None}
+    return Calibration(method, calibrators, report)
+
+
+# --- the model file's optional "calibration" entry ----------------------------------------
+# Kept beside the model file's loader rather than inside it: a model.pt without the entry loads as
+# before, and readers that do not know it ignore it.
+
+def read_calibration(model_file: str, payload: Mapping[str, Any] | None = None) -> Calibration | None:
+    """The calibration stored in a model.pt, or None."""
+    if payload is None:
+        payload = torch.load(model_file, map_location="cpu", weights_only=False)
+    entry = payload.get("calibration")
+    return Calibration.from_payload(entry) if entry else None
+
+
+def attach_calibration(model_file: str, calibration: Calibration | None, destination: str | None = None) -> str:
+    """Write model_file (or a copy at destination) with its "calibration" entry set (None removes it)."""
+    import os
+
+    payload = torch.load(model_file, map_location="cpu", weights_only=False)
+    if calibration is None:
+        payload.pop("calibration", None)
+    else:
+        payload["calibration"] = calibration.to_payload()
+    target = destination or model_file
+    tmp = f"{target}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, target)
+    return str(target)
+

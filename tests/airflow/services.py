@@ -1,0 +1,140 @@
+"""Airflow's real services for a test: the scheduler (LocalExecutor), the DAG processor and
+the API server that Airflow 3's task runner reports to, on SQLite in a throw-away
+AIRFLOW_HOME, all on loopback. `AirflowServices` starts them in their own process
+group and stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+AIRFLOW = Path(sys.executable).with_name("airflow")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AirflowServices:
+    def __init__(self, home: Path, dags_folder: Path, extra_env: dict[str, str]):
+        self.home = home
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            # one secret for every process: the scheduler signs task tokens, the API server checks them
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            **extra_env,
+        }
+        self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(AIRFLOW), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, f"airflow {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        return result
+
+    def start(self) -> "AirflowServices":
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.cli("db", "migrate", timeout=600)
+        commands = {
+            "api-server": ["api-server", "--apps", "execution", "--host", "127.0.0.1", "--port", str(self.port),
+                           "--workers", "1"],
+            "dag-processor": ["dag-processor"],
+            "scheduler": ["scheduler"],
+        }
+        for name, args in commands.items():
+            log = open(self.home / f"{name}.log", "w")
+            self.processes[name] = subprocess.Popen([str(AIRFLOW), *args], env=self.env, stdout=log,
+                                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_for_api()
+        return self
+
+    def _wait_for_api(self, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/execution/health", timeout=5):
+                    return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError(f"the API server did not answer in {timeout:.0f} s; see {self.home}/api-server.log")
+
+    def check_alive(self) -> None:
+        dead = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+        if dead:
+            raise RuntimeError(f"Airflow services exited: {dead}; logs: {self.log_tails()}")
+
+    def log_tails(self, chars: int = 3000) -> str:
+        return "\n".join(f"--- {name}.log\n{(self.home / f'{name}.log').read_text()[-chars:]}"
+                         for name in self.processes if (self.home / f"{name}.log").is_file())
+
+    def query(self, sql: str, *args) -> list[sqlite3.Row]:
+        """Read the metadata database (SQLite) directly: polling through the CLI costs seconds a call."""
+        with sqlite3.connect(f"file:{self.home}/airflow.db?mode=ro", uri=True, timeout=30) as db:
+            db.row_factory = sqlite3.Row
+            return db.execute(sql, args).fetchall()
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.check_alive()
+            if self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", dag_id):
+                return
+            time.sleep(2)
+        raise TimeoutError(f"the DAG processor did not register {dag_id} in {timeout:.0f} s")
+
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        rows = self.query("SELECT run_id, run_type, state, logical_date, start_date, end_date FROM dag_run "
+                          "WHERE dag_id = ? ORDER BY logical_date", dag_id)
+        return [dict(r) for r in rows]
+
+    def task_states(self, dag_id: str) -> dict[tuple[str, str], str]:
+        rows = self.query("SELECT run_id, task_id, state FROM task_instance WHERE dag_id = ?", dag_id)
+        return {(r["run_id"], r["task_id"]): r["state"] for r in rows}
+
+    def stop(self) -> list[int]:
+        """Terminate every process group started here; returns pids still alive afterwards (none)."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.time() + 60
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        # children the services forked (executor workers, task processes) share their group
+        survivors = []
+        for process in self.processes.values():
+            try:
+                os.killpg(process.pid, 0)
+                os.killpg(process.pid, signal.SIGKILL)
+                survivors.append(process.pid)
+            except ProcessLookupError:
+                pass
+        return survivors
