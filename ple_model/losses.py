@@ -8,7 +8,7 @@ loss_k = sum_i mask_k[i] * l_k(output_k[i], label_k[i]) / sum_i mask_k[i]
 - Labels outside the space may be anything, NaN included: they are replaced
   by 0 before the loss, because NaN * 0 in the backward pass would still be NaN.
 
-Labels and masks are keyed by TASK name (ModelSpec.split_columns builds them
+Labels and masks are keyed by TASK name (ple_model.model_inputs builds them
 from a batch of columns). A task without a `mask` column uses every row; a task
 with one must have an entry in `masks` (a missing entry is an error).
 """

@@ -13,12 +13,14 @@ moved on.
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from ple_model import ModelSpec
+from ple_runtime import storage
 from ple_runtime.config import ConfigError, config_as_dict
 from ple_runtime.lineage import write_json
 
@@ -135,11 +137,13 @@ _VOCAB_ID_COLUMNS = ("id", "idx", "index")
 
 
 def default_vocabulary_table(config: TrainConfig) -> str | None:
+    """--vocabulary-table, else <table's parent>/vocabulary when it exists (local or on object storage)."""
     if config.vocabulary_table:
         return config.vocabulary_table
     if config.table:
-        candidate = Path(config.table.removeprefix("file://")).resolve().parent / "vocabulary"
-        return str(candidate) if candidate.exists() else None
+        candidate = storage.join(posixpath.dirname(config.table.rstrip("/")), "vocabulary")
+        exists = Path(candidate).exists() if storage.is_local(candidate) else is_delta_table(candidate)
+        return candidate if exists else None
     return None
 
 

@@ -1,10 +1,10 @@
-"""Reading a snapshot from object storage (training/storage.py): settings from the environment, secrets kept out,
-and the whole read path for s3:// URLs.
+"""Reading a snapshot from object storage (training/storage.py on ple_runtime.storage): the whole read path
+for s3:// and s3a:// URLs.
 
 The end-to-end test against a real S3 API server (s3proxy) belongs to the cluster test (issue 11). Here the
 s3:// URLs are served by pyarrow's own SubTreeFileSystem over a local folder in place of the S3 client, so
 everything of ours runs as it does on S3: URL -> filesystem resolution, Petastorm's path handling and legacy
-adapter, footers, schema checks, sharding and a training run.
+adapter, footers, schema checks, listing a Parquet folder, sharding and a training run.
 """
 
 from __future__ import annotations
@@ -16,22 +16,7 @@ import pytest
 
 import training_tables as synth
 from training import storage
-from training.snapshot import Snapshot, SnapshotFile
-
-SECRET = "do-not-log-this-secret"
-ENV = {"AWS_ACCESS_KEY_ID": "ple", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}
-
-
-def test_s3_settings_come_from_the_environment_and_hide_the_keys():
-    assert storage.s3_options(ENV) == {"region": "us-east-1", "endpoint_override": "127.0.0.1:9000", "scheme": "http"}
-    # the S3-specific variable wins; region from AWS_REGION
-    options = storage.s3_options({**ENV, "AWS_ENDPOINT_URL_S3": "https://s3.internal:443", "AWS_REGION": "eu-west-1"})
-    assert options == {"region": "eu-west-1", "endpoint_override": "s3.internal:443", "scheme": "https"}
-    assert storage.s3_options({}) == {"region": "us-east-1"}   # AWS itself
-    described = storage.describe_s3_settings(ENV)
-    assert described == {"endpoint": "http://127.0.0.1:9000", "region": "us-east-1", "credentials": "from environment"}
-    assert SECRET not in json.dumps(described) and SECRET not in json.dumps(storage.s3_options(ENV))
-
+from training.snapshot import resolve_parquet_snapshot
 
 def test_urls_of_one_snapshot_must_share_one_supported_filesystem():
     storage.check_urls(["s3a://b/t/1.parquet", "s3a://b/t/2.parquet"])
@@ -44,16 +29,11 @@ def test_urls_of_one_snapshot_must_share_one_supported_filesystem():
 @pytest.fixture
 def bucket(tmp_path, monkeypatch):
     """s3://ple-bucket/... served from tmp_path/ple-bucket (see module doc)."""
+    from ple_runtime import storage as locations
+
     served = pyarrow.fs.SubTreeFileSystem(str(tmp_path), pyarrow.fs.LocalFileSystem())
-    monkeypatch.setattr(storage, "_s3_filesystem", lambda options: served)
+    monkeypatch.setattr(locations, "_s3", lambda endpoint, region: served)
     return tmp_path
-
-
-def _snapshot(root, name: str, scheme: str) -> Snapshot:
-    files = sorted((root / "ple-bucket" / name).glob("*.parquet"))
-    return Snapshot(table=f"{scheme}://ple-bucket/{name}", format="parquet", version=None,
-                    files=tuple(SnapshotFile(path=f"{scheme}://ple-bucket/{name}/{f.name}", size=f.stat().st_size)
-                                for f in files))
 
 
 @pytest.mark.parametrize("scheme", ["s3", "s3a"])
@@ -67,8 +47,12 @@ def test_a_run_reads_its_snapshot_through_s3_urls(bucket, tmp_path, scheme):
 
     synth.write_parquet_folder(synth.make_rows(900, 1), bucket / "ple-bucket" / "train", files=3)
     synth.write_parquet_folder(synth.make_rows(300, 2, start_id=10**6), bucket / "ple-bucket" / "valid", files=1)
-    train, valid = _snapshot(bucket, "train", scheme), _snapshot(bucket, "valid", scheme)
-    assert all(url.startswith(f"{scheme}://ple-bucket/") for url in train.urls)
+    (bucket / "ple-bucket" / "train" / "_SUCCESS").write_text("")
+    train = resolve_parquet_snapshot(f"{scheme}://ple-bucket/train")        # listed through the store
+    valid = resolve_parquet_snapshot(f"{scheme}://ple-bucket/valid")
+    assert train.urls == [f"{scheme}://ple-bucket/train/part-0000{i}.parquet" for i in range(3)]
+    assert [f.size for f in train.files] == [(bucket / "ple-bucket" / "train" / f"part-0000{i}.parquet").stat().st_size
+                                             for i in range(3)]
     spec = json.loads(json.dumps(synth.SPEC))
     spec["features"][0]["vocab_size"] = synth.USERS + 1
     spec = ModelSpec.model_validate(spec)
