@@ -36,6 +36,7 @@ import numpy as np
 from feature_eng import schema as S
 
 DAY_MS = 86_400_000
+MARKER = "_SUCCESS"
 HOUR_MS = 3_600_000
 
 CATEGORIES = ("music", "gaming", "comedy", "news", "sports", "food", "travel", "beauty",
@@ -543,6 +544,7 @@ def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool =
                                    ordered[c[0]:c[-1] + 1] if len(c) else [], settings.gzip, settings.gzip_level)
                        for i, c in enumerate(chunks)]
             written = sum(f.result() for f in futures)
+            (out_dir / MARKER).touch()  # written last: the partition is complete (docs/DATA.md)
             manifest_parts[day.isoformat()] = {
                 "lines": len(ordered),
                 "events_by_type": by_type,

@@ -88,11 +88,6 @@ def history_summary(history: DataFrame) -> tuple[dict[str, float], int]:
     return priors, int(row["days"] or 0)
 
 
-def history_priors(history: DataFrame) -> dict[str, float]:
-    """Global rates over the history window (one small aggregate), DEFAULT_PRIORS when empty."""
-    return history_summary(history)[0]
-
-
 def history_stats(history: DataFrame, key: str, prefix: str, priors: dict[str, float],
                   smoothing_weight: float) -> DataFrame:
     """Per-key statistics of the history window, smoothed toward the global priors:
