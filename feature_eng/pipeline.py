@@ -22,14 +22,15 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from feature_eng import schema as S
-from feature_eng.features import context_features, fill_history_stats, history_stats, history_summary
+from feature_eng.features import (HistorySummary, context_features, fill_history_stats, history_stats,
+                                  history_summary)
 from feature_eng.labels import ENGAGEMENT_COUNT_COLUMNS, attach_labels, attributed_engagement, day_impressions
 from feature_eng.params import ExtractParams
 from feature_eng.quality import ReconciliationError, reconcile, status_figures
 from feature_eng.validation import classification_keys, classify_day
 from feature_eng.vocabulary import apply_vocabulary, new_vocabulary_entries, vocabulary_values
 
-# above this many orphan/repeated ids, classify_day joins them by shuffle instead of broadcast
+# above this many keys (orphan/repeated ids, users/items with history) a join shuffles instead of broadcasting
 BROADCAST_KEYS_MAX = 1_000_000
 
 
@@ -68,7 +69,7 @@ class DayOutputs:
     examples: DataFrame         # EXAMPLES_SCHEMA rows of dt = day
     quarantine: DataFrame       # QUARANTINE_SCHEMA rows of dt = day
     new_vocabulary: DataFrame   # VOCABULARY_SCHEMA rows to add (ids after the pinned version's)
-    figures: dict[str, float]   # the data-quality figures (lines_read = accepted + quarantined + duplicates)
+    figures: dict[str, float]   # data-quality figures, reconciled; final_figures adds the label figures
 
     @property
     def new_vocabulary_values(self) -> int:
@@ -101,24 +102,24 @@ def new_vocabulary(labelled: DataFrame, vocabulary: DataFrame, day: str) -> Data
 
 
 def examples_from(labelled: DataFrame, vocabulary: DataFrame, history: DataFrame, day: str,
-                  params: ExtractParams, priors: dict[str, float] | None = None) -> tuple[DataFrame, dict[str, float]]:
-    """The day's rows of the examples table (EXAMPLES_SCHEMA) and the priors used.
+                  params: ExtractParams, summary: HistorySummary | None = None) -> DataFrame:
+    """The day's rows of the examples table (EXAMPLES_SCHEMA).
 
     `vocabulary`: the pinned version plus this day's new entries. `history`: examples
     rows; only dt in `params.history_range(day)` (days strictly before the day) is used,
     so no statistic can see the day itself or later (point-in-time by construction).
-    `priors`: history_summary priors of that window when the caller already computed them.
+    `summary`: history_summary of that window when the caller already computed it.
     """
     with_ids = apply_vocabulary(labelled, vocabulary)
     history = history.where(F.col("dt").between(*params.history_range(day)))
-    if priors is None:
-        priors = history_summary(history)[0]
+    summary = summary or history_summary(history)
     for key, prefix in (("user_idx", "user"), ("item_idx", "item")):
-        stats = history_stats(history, key, prefix, priors, params.smoothing_weight)
-        with_ids = fill_history_stats(with_ids.join(stats, key, "left"), prefix, priors)
-    examples = with_ids.withColumn("dt", F.lit(day)).select(
+        stats = history_stats(history, key, prefix, summary.priors, params.smoothing_weight)
+        if summary.keys[key] <= BROADCAST_KEYS_MAX:
+            stats = F.broadcast(stats)  # else a shuffle join (the examples are shuffled by key)
+        with_ids = fill_history_stats(with_ids.join(stats, key, "left"), prefix, summary.priors)
+    return with_ids.withColumn("dt", F.lit(day)).select(
         *(F.col(c.name).cast(c.dtype).alias(c.name) for c in S.EXAMPLE_COLUMNS))
-    return examples, priors
 
 
 def _day_sizes(classified: DataFrame, labelled: DataFrame, new_entries: DataFrame, day: str) -> dict:
@@ -175,15 +176,24 @@ def extract_day(inputs: DayInputs, params: ExtractParams, materialize: Materiali
     sizes = _day_sizes(classified, labelled, new_entries, day)
     reconcile(day, inputs.lines_read, sizes["statuses"])
     history = inputs.history.where(F.col("dt").between(*params.history_range(day)))
-    priors, history_days = history_summary(history)
-    examples, _ = examples_from(labelled, inputs.vocabulary.unionByName(new_entries), history, day, params, priors)
+    summary = history_summary(history)
+    examples = examples_from(labelled, inputs.vocabulary.unionByName(new_entries), history, day, params, summary)
     figures: dict[str, float] = {
-        "lines_read": inputs.lines_read, **sizes["statuses"], **label_figures(examples), **sizes["engagement"],
-        **inputs.partition_figures, "history_days_available": history_days,
-        "vocabulary_new_values": sizes["new_values"], **{f"prior:{k}": v for k, v in priors.items()},
+        "lines_read": inputs.lines_read, **sizes["statuses"], **sizes["engagement"], **inputs.partition_figures,
+        "labelled_impressions": sizes["labelled"], "history_days_available": summary.days,
+        "vocabulary_new_values": sizes["new_values"], **{f"prior:{k}": v for k, v in summary.priors.items()},
     }
-    if figures["examples"] != sizes["labelled"]:
-        raise ReconciliationError(f"{day}: {sizes['labelled']} labelled impressions became "
-                                  f"{figures['examples']:.0f} examples; refusing to write anything")
     return DayOutputs(day=day, examples=examples, quarantine=quarantine_rows(classified, day),
                       new_vocabulary=new_entries, figures=figures)
+
+
+def final_figures(outputs: DayOutputs, written_examples: DataFrame) -> dict[str, float]:
+    """The day's figures plus the label figures of its examples as written (a columnar read of
+    the partition instead of computing the examples a second time); every labelled impression
+    must be there."""
+    figures = {**outputs.figures, **label_figures(written_examples)}
+    labelled = figures.pop("labelled_impressions")
+    if figures["examples"] != labelled:
+        raise ReconciliationError(f"{outputs.day}: {labelled:.0f} labelled impressions but {figures['examples']:.0f} "
+                                  "examples written; the day's data-quality record is not written: extract it again")
+    return figures

@@ -85,7 +85,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
         parsed = ParsedPartitions(raw, plans, lambda lines, keep_raw: parse_partition(lines, items, config, keep_raw),
                                   run_scope.checkpoint, run_scope.release)
         for day in days:
-            timer = _StepTimer(day)
+            timer = _StepTimer(spark, day)
             lines, lines_read = parsed.lines_for(day)
             timer("parse raw partitions")
             vocabulary, vocabulary_version = tables.pinned_vocabulary()
@@ -94,23 +94,29 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
             with Checkpoints() as day_scope:
                 outputs = extract_day(inputs, config, day_scope)
                 timer("classify, reconcile, label, featurise")
-                tables.write_day(outputs)
+                figures = tables.write_day(outputs)
                 timer("write")
-            results.append(_report(day, outputs.figures, timer, tables.versions(), vocabulary_version))
+            results.append(_report(day, figures, timer, tables.versions(), vocabulary_version))
     return results
 
 
 class _StepTimer:
-    """Prints how long each step of a day took (stderr), for operators and the benchmark."""
+    """Prints how long each step of a day took and how many Spark jobs it ran (stderr), for
+    operators and the benchmark."""
 
-    def __init__(self, day: str):
-        self.day, self.last, self.steps = day, time.perf_counter(), {}
+    def __init__(self, spark, day: str):
+        self.tracker, self.day = spark.sparkContext.statusTracker(), day
+        self.last, self.jobs, self.steps = time.perf_counter(), self._job_count(), {}
+
+    def _job_count(self) -> int:
+        return len(self.tracker.getJobIdsForGroup(None))
 
     def __call__(self, step: str) -> None:
-        now = time.perf_counter()
+        now, jobs = time.perf_counter(), self._job_count()
         self.steps[step] = now - self.last
-        self.last = now
-        print(f"[extract {self.day}] {step}: {self.steps[step]:.1f}s", file=sys.stderr, flush=True)
+        print(f"[extract {self.day}] {step}: {self.steps[step]:.1f}s, {jobs - self.jobs} Spark jobs",
+              file=sys.stderr, flush=True)
+        self.last, self.jobs = now, jobs
 
 
 def _report(day: str, figures: dict[str, float], timer: _StepTimer, versions: dict, vocabulary_version) -> dict:

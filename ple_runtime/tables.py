@@ -95,17 +95,25 @@ class LakeTables:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def write_day(self, outputs: DayOutputs) -> None:
-        """Vocabulary first (examples reference its ids), then the day's partitions; data_quality last."""
-        figures, cores = outputs.figures, self.spark.sparkContext.defaultParallelism
+    def write_day(self, outputs: DayOutputs) -> dict[str, float]:
+        """Vocabulary first (examples reference its ids), then the day's partitions; data_quality
+        last, with the figures completed from the examples as written. Returns those figures."""
+        from pyspark.sql import functions as F
+
+        from feature_eng.pipeline import final_figures
+
+        day, cores = outputs.day, self.spark.sparkContext.defaultParallelism
         if outputs.new_vocabulary_values:
             self.merge_vocabulary(outputs.new_vocabulary)
-        replace_partition(outputs.examples, self.lake.examples, outputs.day, files=files_for(int(figures["examples"]), cores))
-        replace_partition(outputs.quarantine, self.lake.quarantine, outputs.day,
-                          files=files_for(int(figures["quarantined"])))
-        rows = [(outputs.day, metric, float(value)) for metric, value in sorted(figures.items())]
-        replace_partition(self.spark.createDataFrame(rows, S.DATA_QUALITY_SCHEMA), self.lake.data_quality,
-                          outputs.day, files=1)
+        replace_partition(outputs.examples, self.lake.examples, day,
+                          files=files_for(int(outputs.figures["labelled_impressions"]), cores))
+        written = self.spark.read.format("delta").load(self.lake.examples).where(F.col("dt") == day)
+        figures = final_figures(outputs, written)
+        replace_partition(outputs.quarantine, self.lake.quarantine, day, files=files_for(int(figures["quarantined"])))
+        rows = [(day, metric, float(value)) for metric, value in sorted(figures.items())]
+        replace_partition(self.spark.createDataFrame(rows, S.DATA_QUALITY_SCHEMA), self.lake.data_quality, day,
+                          files=1)
+        return figures
 
     def merge_vocabulary(self, new_entries) -> None:
         """MERGE, not a blind append: a concurrent extract that added the same values fails
