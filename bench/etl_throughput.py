@@ -98,7 +98,7 @@ def demo(args, data: Path) -> dict:
     print(f"ple extract --start {days[0]} --end {days[-1]}: {seconds:.1f}s for {len(days)} days "
           f"({seconds / len(days):.1f}s a day, {lines:,} lines); load {load} -> {_load()}", flush=True)
     return {"cpu_count": os.cpu_count() or 0, "days": len(days), "lines": lines, "extract_seconds": round(seconds, 1),
-            "seconds_per_day": [f["seconds"] for f in figures], "load_before": load, "load_after": _load()}
+            "load_before": load, "load_after": _load()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -509,6 +509,22 @@ def prepare_output(raw_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def write_partition(pool: ThreadPoolExecutor, out_dir: Path, part: Partition, settings: GeneratorSettings) -> int:
+    """One received-day partition: its lines in order of arrival, split into files written in
+    parallel, then the _SUCCESS marker (written last: the partition is complete, docs/DATA.md).
+    Returns the bytes written (uncompressed)."""
+    ordered = part.lines[np.argsort(part.recv_ms, kind="stable")].tolist()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = ".json.gz" if settings.gzip else ".json"
+    chunks = np.array_split(np.arange(len(ordered)), settings.files_per_day)
+    futures = [pool.submit(_write_lines, out_dir / f"part-{i:05d}{suffix}",
+                           ordered[c[0]:c[-1] + 1] if len(c) else [], settings.gzip, settings.gzip_level)
+               for i, c in enumerate(chunks)]
+    written = sum(f.result() for f in futures)
+    (out_dir / MARKER).touch()
+    return written
+
+
 def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool = False,
              progress=None) -> dict:
     """Write raw logs and dimension snapshots under raw_dir; return (and write) the manifest."""
@@ -544,21 +560,11 @@ def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool =
             part, moved, reasons, duplicates = inject_faults(
                 part, settings.faults, rng, day_ms, can_move_late=d + 1 < settings.days)
             carry.append(moved)
-            order = np.argsort(part.recv_ms, kind="stable")
-            ordered = part.lines[order].tolist()
-            by_type = {name: int((part.etype == code).sum()) for code, name in enumerate(S.EVENT_TYPES)}
             out_dir = raw_dir / "events" / f"dt={day.isoformat()}"
-            out_dir.mkdir(parents=True, exist_ok=True)
-            suffix = ".json.gz" if settings.gzip else ".json"
-            chunks = np.array_split(np.arange(len(ordered)), settings.files_per_day)
-            futures = [pool.submit(_write_lines, out_dir / f"part-{i:05d}{suffix}",
-                                   ordered[c[0]:c[-1] + 1] if len(c) else [], settings.gzip, settings.gzip_level)
-                       for i, c in enumerate(chunks)]
-            written = sum(f.result() for f in futures)
-            (out_dir / MARKER).touch()  # written last: the partition is complete (docs/DATA.md)
+            written = write_partition(pool, out_dir, part, settings)
             manifest_parts[day.isoformat()] = {
-                "lines": len(ordered),
-                "events_by_type": by_type,
+                "lines": len(part.lines),
+                "events_by_type": {name: int((part.etype == code).sum()) for code, name in enumerate(S.EVENT_TYPES)},
                 "impressions_simulated": n_imp,
                 "quarantine": dict(sorted(reasons.items())),
                 "quarantined": int(sum(reasons.values())),
@@ -573,9 +579,8 @@ def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool =
     finally:
         pool.shutdown()
 
-    settings_dict = settings.manifest_settings()
     manifest = {
-        "settings": settings_dict,
+        "settings": settings.manifest_settings(),
         "partitions": manifest_parts,
         "totals": {
             "lines": sum(p["lines"] for p in manifest_parts.values()),

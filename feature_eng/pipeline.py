@@ -151,9 +151,10 @@ def _day_sizes(classified: DataFrame, labelled: DataFrame, new_entries: DataFram
     }
 
 
-def label_figures(examples: DataFrame) -> dict[str, float]:
-    """Label rates and cold shares of the day's examples (one small aggregate)."""
-    row = examples.agg(
+def label_aggregates() -> list:
+    """Label rates and cold shares of the day's examples: aggregate columns, computed while
+    the examples are written (DataFrame.observe) instead of by a job of their own."""
+    return [
         F.count(F.lit(1)).alias("examples"),
         F.avg("play").alias("label_rate:play"),
         F.avg("watch_ratio").alias("label_mean:watch_ratio"),
@@ -161,8 +162,7 @@ def label_figures(examples: DataFrame) -> dict[str, float]:
         F.avg("comment").alias("label_rate:comment"),
         F.avg((F.col("user_hist_impressions_log") == 0).cast("int")).alias("cold_user_share"),
         F.avg((F.col("item_hist_impressions_log") == 0).cast("int")).alias("cold_item_share"),
-    ).collect()[0]
-    return {k: float(v) for k, v in row.asDict().items() if v is not None}
+    ]
 
 
 def extract_day(inputs: DayInputs, params: ExtractParams, materialize: Materialize = Recompute()) -> DayOutputs:
@@ -187,11 +187,10 @@ def extract_day(inputs: DayInputs, params: ExtractParams, materialize: Materiali
                       new_vocabulary=new_entries, figures=figures)
 
 
-def final_figures(outputs: DayOutputs, written_examples: DataFrame) -> dict[str, float]:
-    """The day's figures plus the label figures of its examples as written (a columnar read of
-    the partition instead of computing the examples a second time); every labelled impression
-    must be there."""
-    figures = {**outputs.figures, **label_figures(written_examples)}
+def final_figures(outputs: DayOutputs, labels: Mapping[str, float | None]) -> dict[str, float]:
+    """The day's figures plus `label_aggregates` of its examples as written; every labelled
+    impression must have been written."""
+    figures = {**outputs.figures, **{k: float(v) for k, v in labels.items() if v is not None}}
     labelled = figures.pop("labelled_impressions")
     if figures["examples"] != labelled:
         raise ReconciliationError(f"{outputs.day}: {labelled:.0f} labelled impressions but {figures['examples']:.0f} "

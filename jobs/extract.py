@@ -58,9 +58,9 @@ class ExtractConfig(JobConfig, ExtractParams):
 
 
 def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
-    """Extract every day of `config`, in order, in one Spark application; the data-quality
-    figures of each day. Raises ExtractError (inputs, tables) or ReconciliationError before
-    writing anything of the day at fault (earlier days of a range stay written)."""
+    """Extract every day of `config`, in order, in one Spark application; returns the data-quality
+    figures of each day. Raises ExtractError (inputs, tables) or ReconciliationError; the days
+    done before the one at fault are completed (quarantine and data quality written)."""
     from feature_eng.features import parse_items, parse_users
     from feature_eng.pipeline import DayInputs, extract_day
     from feature_eng.validation import parse_partition
@@ -76,7 +76,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     tables.check_schemas()
     tables.check_order(days[0], config.allow_gap)
     plans = raw.plan(days, config.require_next_day, config.allow_incomplete)
-    results = []
+    results, quarantines = [], []
     with Checkpoints() as run_scope:
         items = run_scope.persist(parse_items(raw.read_snapshot("items")))
         users = run_scope.persist(parse_users(raw.read_snapshot("users")))
@@ -84,20 +84,46 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
             raise ExtractError(f"the item snapshot under {raw.root}/items holds no valid item")
         parsed = ParsedPartitions(raw, plans, lambda lines, keep_raw: parse_partition(lines, items, config, keep_raw),
                                   run_scope.checkpoint, run_scope.release)
-        for day in days:
-            timer = _StepTimer(spark, day)
-            lines, lines_read = parsed.lines_for(day)
-            timer("parse raw partitions")
-            vocabulary, vocabulary_version = tables.pinned_vocabulary()
-            inputs = DayInputs(day, lines, lines_read, items, users, vocabulary, tables.history(day, config),
-                               plans[day].figures())
-            with Checkpoints() as day_scope:
-                outputs = extract_day(inputs, config, day_scope)
-                timer("classify, reconcile, label, featurise")
-                figures = tables.write_day(outputs)
-                timer("write")
-            results.append(_report(day, figures, timer, tables.versions(), vocabulary_version))
+        try:
+            for day in days:
+                timer = _StepTimer(spark, day)
+                _warn_incomplete(plans[day], day)
+                lines, lines_read = parsed.lines_for(day)
+                timer("parse raw partitions")
+                vocabulary, vocabulary_version = tables.pinned_vocabulary()
+                inputs = DayInputs(day, lines, lines_read, items, users, vocabulary, tables.history(day, config),
+                                   plans[day].figures())
+                with Checkpoints() as day_scope:
+                    outputs = extract_day(inputs, config, day_scope)
+                    timer("classify, reconcile, label, featurise")
+                    figures = tables.write_examples(outputs)
+                    quarantines.append(run_scope.checkpoint(outputs.quarantine, eager=True))
+                    timer("write vocabulary and examples")
+                results.append(_report(day, figures, timer, vocabulary_version))
+        finally:  # the days done, even when a later one failed: their data-quality record completes them
+            if results:
+                started = time.perf_counter()
+                tables.write_quality(days[:len(results)], _union(quarantines), results)
+                print(f"[extract] quarantine and data quality of {len(results)} day(s) written in "
+                      f"{time.perf_counter() - started:.1f}s; tables: "
+                      + ", ".join(f"{name} v{version}" for name, version in tables.versions().items()),
+                      file=sys.stderr, flush=True)
     return results
+
+
+def _union(frames):
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    return union
+
+
+def _warn_incomplete(plan, day: str) -> None:
+    from ple_runtime.raw_logs import MARKER
+
+    for partition in plan.incomplete():
+        print(f"warning: {partition.folder} has no {MARKER} marker yet: read as it is; extract {day} again "
+              "once it is complete (see the *_partition_complete data-quality figures)", file=sys.stderr)
 
 
 class _StepTimer:
@@ -119,14 +145,12 @@ class _StepTimer:
         self.last, self.jobs = now, jobs
 
 
-def _report(day: str, figures: dict[str, float], timer: _StepTimer, versions: dict, vocabulary_version) -> dict:
-    """The day's summary table and table versions (stdout); every line the job prints is here."""
+def _report(day: str, figures: dict[str, float], timer: _StepTimer, vocabulary_version) -> dict:
+    """The day's summary table (stdout)."""
     from feature_eng.quality import format_summary
 
-    figures = {**figures, "seconds": round(sum(timer.steps.values()), 1)}
-    print(format_summary(day, figures))
-    print("tables: " + ", ".join(f"{name} v{version}" for name, version in versions.items())
-          + f" (vocabulary read at v{vocabulary_version})", flush=True)
+    print(format_summary(day, {**figures, "seconds": round(sum(timer.steps.values()), 1)}))
+    print(f"vocabulary read at v{vocabulary_version}", flush=True)
     return figures
 
 

@@ -19,8 +19,9 @@ class Checkpoints:
     def __init__(self):
         self._kept: list = []
 
-    def checkpoint(self, df):
-        df = df.localCheckpoint(eager=False)
+    def checkpoint(self, df, eager: bool = False):
+        """Kept (memory, spilling to disk), computed by the first job that reads it (or now, eager)."""
+        df = df.localCheckpoint(eager=eager)
         self._kept.append(df)
         return df
 

@@ -11,7 +11,6 @@ have been checked.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +40,10 @@ class DayPartitions:
 
     def read(self) -> list[RawPartition]:
         return [p for p in (self.previous, self.day, self.next) if p is not None]
+
+    def incomplete(self) -> list[RawPartition]:
+        """Partitions read without their marker (neighbours, or any with --allow-incomplete)."""
+        return [p for p in self.read() if not p.complete]
 
     def figures(self) -> dict[str, float]:
         """Data-quality figures: which neighbours were read, and whether they were complete."""
@@ -97,10 +100,6 @@ class RawLogs:
             plans[day] = DayPartitions(self._required(day, allow_incomplete), self.partition(previous), next_partition)
         for partition in {p.folder: p for plan in plans.values() for p in plan.read()}.values():
             self.check_readable(partition)
-            if not partition.complete and partition.day not in plans:
-                print(f"warning: {partition.folder} has no {MARKER} marker yet: read as it is; extract "
-                      "again once it is complete (see the *_partition_complete data-quality figures)",
-                      file=sys.stderr)
         return plans
 
     def check_readable(self, partition: RawPartition) -> None:

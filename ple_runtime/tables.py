@@ -95,33 +95,42 @@ class LakeTables:
 
     # --- writing ----------------------------------------------------------------------------
 
-    def write_day(self, outputs: DayOutputs) -> dict[str, float]:
-        """Vocabulary first (examples reference its ids), then the day's partitions; data_quality
-        last, with the figures completed from the examples as written. Returns those figures."""
-        from pyspark.sql import functions as F
+    def write_examples(self, outputs: DayOutputs) -> dict[str, float]:
+        """The vocabulary first (examples reference its ids), then the day's examples; returns the
+        day's figures completed with the label figures observed while writing."""
+        from pyspark.sql import Observation
 
-        from feature_eng.pipeline import final_figures
+        from feature_eng.pipeline import final_figures, label_aggregates
 
-        day, cores = outputs.day, self.spark.sparkContext.defaultParallelism
         if outputs.new_vocabulary_values:
-            self.merge_vocabulary(outputs.new_vocabulary)
-        replace_partition(outputs.examples, self.lake.examples, day,
-                          files=files_for(int(outputs.figures["labelled_impressions"]), cores))
-        written = self.spark.read.format("delta").load(self.lake.examples).where(F.col("dt") == day)
-        figures = final_figures(outputs, written)
-        replace_partition(outputs.quarantine, self.lake.quarantine, day, files=files_for(int(figures["quarantined"])))
-        rows = [(day, metric, float(value)) for metric, value in sorted(figures.items())]
-        replace_partition(self.spark.createDataFrame(rows, S.DATA_QUALITY_SCHEMA), self.lake.data_quality, day,
-                          files=1)
-        return figures
+            self.add_vocabulary(outputs.new_vocabulary)
+        labels = Observation(f"labels {outputs.day}")
+        examples = outputs.examples.observe(labels, *label_aggregates())
+        rows = int(outputs.figures["labelled_impressions"])
+        replace_partition(examples, self.lake.examples, outputs.day,
+                          files=files_for(rows, self.spark.sparkContext.defaultParallelism))
+        return final_figures(outputs, labels.get)
 
-    def merge_vocabulary(self, new_entries) -> None:
-        """MERGE, not a blind append: a concurrent extract that added the same values fails
-        with a Delta conflict instead of giving one value two ids."""
+    def write_quality(self, days: list[str], quarantine, figures: list[dict[str, float]]) -> None:
+        """The quarantine rows and data-quality figures of `days` (consecutive), one Delta commit
+        each, data_quality last: a day with a data-quality record is complete."""
+        where = f"dt >= '{days[0]}' AND dt <= '{days[-1]}'"
+        quarantined = int(sum(f["quarantined"] for f in figures))
+        replace_where(quarantine, self.lake.quarantine, where, files=files_for(quarantined))
+        rows = [(day, metric, float(value)) for day, day_figures in zip(days, figures)
+                for metric, value in sorted(day_figures.items())]
+        replace_where(self.spark.createDataFrame(rows, S.DATA_QUALITY_SCHEMA), self.lake.data_quality, where, files=1)
+
+    def add_vocabulary(self, new_entries) -> None:
+        """New entries: a MERGE, not a blind append, so a concurrent extract that added the same
+        values fails with a Delta conflict instead of giving one value two ids. The table's first
+        entries create it (a write that fails if another extract created it meanwhile)."""
         from delta.tables import DeltaTable
 
         path = self.lake.vocabulary
-        DeltaTable.createIfNotExists(self.spark).location(path).addColumns(S.VOCABULARY_SCHEMA).execute()
+        if not self.exists(path):
+            new_entries.coalesce(1).write.format("delta").mode("errorifexists").save(path)
+            return
         (DeltaTable.forPath(self.spark, path).alias("t")
          .merge(new_entries.alias("s"), "t.vocabulary = s.vocabulary AND t.value = s.value")
          .whenNotMatchedInsertAll().execute())
@@ -148,10 +157,13 @@ def check_schema(path: str, actual, expected) -> None:
                          "Migrate it or point --data-dir elsewhere; nothing was written.")
 
 
-def replace_partition(df, path: str, day: str, partition_by: str = "dt", files: int | None = None) -> None:
-    """One Delta commit replacing partition `day`; `files`: at most this many data files."""
+def replace_partition(df, path: str, day: str, files: int | None = None) -> None:
+    """One Delta commit replacing partition dt = `day`; `files`: at most this many data files."""
+    replace_where(df, path, f"dt = '{day}'", files)
+
+
+def replace_where(df, path: str, where: str, files: int | None = None) -> None:
+    """One Delta commit replacing the rows (partitions of `dt`) that match `where`."""
     if files is not None:
         df = df.coalesce(max(1, files))
-    (df.write.format("delta").mode("overwrite")
-     .option("replaceWhere", f"{partition_by} = '{day}'")
-     .partitionBy(partition_by).save(path))
+    df.write.format("delta").mode("overwrite").option("replaceWhere", where).partitionBy("dt").save(path)
