@@ -123,7 +123,11 @@ def core_extract(raw_dir: Path, day: str, out: Path, threads: int = 2, window_ho
                  max_late_hours: float = 24.0, max_early_minutes: float = 60.0,
                  max_watch_ms: int = 4 * 3600 * 1000) -> dict:
     """Run the core work on `raw_dir`'s partition of `day`; seconds and counts."""
-    import duckdb
+    try:
+        import duckdb
+    except ImportError:
+        raise SystemExit("bench/etl_duckdb.py needs duckdb: `make bench-etl` installs it, or "
+                         "pip install 'duckdb==2.0.0' (pyproject's optional group `bench`)") from None
 
     def files(folder: Path) -> str:
         return "[" + ", ".join(f"'{p}'" for p in sorted(folder.iterdir()) if not p.name.startswith((".", "_"))) + "]"
