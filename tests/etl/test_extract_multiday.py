@@ -69,8 +69,15 @@ def test_reextracting_a_day_leaves_later_days_unchanged(spark, lakes):
     assert extract.main(["--data-dir", str(daily), "--date", DAYS[1]]) == 0
     for name in TABLES[:3]:
         for day in DAYS[1:]:
+            after = _table_rows(spark, daily, name, day)
+            if name == "data_quality" and day == DAYS[1]:
+                # the rerun adds no vocabulary value (the first run did): the only figure that moves
+                moved = {r[1]: r[2] for r in set(after) ^ set(before[name][day])}
+                assert set(moved) == {"vocabulary_new_values"}, moved
+                assert dict((r[1], r[2]) for r in after)["vocabulary_new_values"] == 0
+                continue
             # the day itself is identical too: its history window (days before it) ignores later days
-            assert _table_rows(spark, daily, name, day) == before[name][day], (name, day)
+            assert after == before[name][day], (name, day)
     assert _table_rows(spark, daily, "vocabulary") == vocabulary
 
 
