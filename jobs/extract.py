@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
+from functools import reduce
 
 from pydantic import Field, model_validator
 
@@ -61,6 +62,8 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     """Extract every day of `config`, in order, in one Spark application; returns the data-quality
     figures of each day. Raises ExtractError (inputs, tables) or ReconciliationError; the days
     done before the one at fault are completed (quarantine and data quality written)."""
+    from pyspark.sql import DataFrame
+
     from feature_eng.features import parse_items, parse_users
     from feature_eng.pipeline import DayInputs, extract_day
     from feature_eng.validation import parse_partition
@@ -103,19 +106,12 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
         finally:  # the days done, even when a later one failed: their data-quality record completes them
             if results:
                 started = time.perf_counter()
-                tables.write_quality(days[:len(results)], _union(quarantines), results)
+                tables.write_quality(days[:len(results)], reduce(DataFrame.unionByName, quarantines), results)
                 print(f"[extract] quarantine and data quality of {len(results)} day(s) written in "
                       f"{time.perf_counter() - started:.1f}s; tables: "
                       + ", ".join(f"{name} v{version}" for name, version in tables.versions().items()),
                       file=sys.stderr, flush=True)
     return results
-
-
-def _union(frames):
-    union = frames[0]
-    for frame in frames[1:]:
-        union = union.unionByName(frame)
-    return union
 
 
 def _warn_incomplete(plan, day: str) -> None:
@@ -135,7 +131,7 @@ class _StepTimer:
         self.last, self.jobs, self.steps = time.perf_counter(), self._job_count(), {}
 
     def _job_count(self) -> int:
-        return len(self.tracker.getJobIdsForGroup(None))
+        return max(self.tracker.getJobIdsForGroup(None), default=-1) + 1  # job ids count up from 0
 
     def __call__(self, step: str) -> None:
         now, jobs = time.perf_counter(), self._job_count()

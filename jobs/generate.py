@@ -11,7 +11,6 @@ faults injected and the quarantine reason `ple extract` must give for each.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 import time
 from pathlib import Path

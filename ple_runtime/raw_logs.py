@@ -11,6 +11,7 @@ have been checked.
 from __future__ import annotations
 
 import re
+from functools import reduce
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -165,20 +166,12 @@ class ParsedPartitions:
         for done in [d for d in self._parsed if d < plan.read()[0].day]:
             self._release(self._parsed.pop(done)[0])  # no later day reads it
         frames = [self._parsed[p.day][0] for p in plan.read()]
-        union = frames[0]
-        for frame in frames[1:]:
-            union = union.unionByName(frame)
-        return union, self._parsed[day][1]
+        return reduce(lambda a, b: a.unionByName(b), frames), self._parsed[day][1]
 
     def _parse_all(self, partitions: list[RawPartition]) -> None:
-        from pyspark.sql import functions as F
-
         frames = {p.day: self._checkpoint(self._parse(self.raw.read_lines(p), p.day in self.plans))
                   for p in partitions}
-        union = None
-        for frame in frames.values():
-            counted = frame.groupBy("dt").count()
-            union = counted if union is None else union.unionByName(counted)
+        union = reduce(lambda a, b: a.unionByName(b), (frame.groupBy("dt").count() for frame in frames.values()))
         try:
             counts = {r["dt"]: r["count"] for r in union.collect()}  # materialises every checkpoint
         except Exception as err:  # noqa: BLE001 - Spark raises Py4J/Java errors of many kinds
