@@ -39,11 +39,14 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def _extract(data: Path, driver_memory: str | None, **days) -> tuple[float, list[dict]]:
+def _extract(data: Path, args, **days) -> tuple[float, list[dict]]:
     from jobs.extract import ExtractConfig, run
     from ple_runtime.spark import get_spark
 
-    spark = get_spark("ple-bench", {"spark.driver.memory": driver_memory} if driver_memory else None)
+    conf = dict(kv.split("=", 1) for kv in args.conf)
+    if args.driver_memory:
+        conf["spark.driver.memory"] = args.driver_memory
+    spark = get_spark("ple-bench", conf)
     spark.range(1).count()  # JVM start is not part of the figure
     started = time.perf_counter()
     figures = run(ExtractConfig(data_dir=str(data), **days), spark)
@@ -72,7 +75,7 @@ def one_day(args, data: Path) -> dict:
     duck = core_extract(data / "raw", day.isoformat(), data / "duckdb" / "examples.parquet", threads=args.threads)
     print(f"duckdb core work ({args.threads} threads): {duck['seconds']:.1f}s = "
           f"{lines / duck['seconds']:,.0f} events/s; load {_load()}", flush=True)
-    seconds, figures = _extract(data, args.driver_memory, date=day)
+    seconds, figures = _extract(data, args, date=day)
     ours = figures[0]
     print(f"ple extract: {seconds:.1f}s = {lines / seconds:,.0f} events/s; load {_load()}", flush=True)
     agree = {k: (int(ours[k]), int(duck[k])) for k in COMPARED}
@@ -93,7 +96,7 @@ def demo(args, data: Path) -> dict:
     assert generate_job.main(["--data-dir", str(data), "--days", "8", "--overwrite"]) == 0
     days = sorted(p.name[3:] for p in (data / "raw" / "events").iterdir())
     load = _load()
-    seconds, figures = _extract(data, args.driver_memory, start=dt.date.fromisoformat(days[0]), end=dt.date.fromisoformat(days[-1]))
+    seconds, figures = _extract(data, args, start=dt.date.fromisoformat(days[0]), end=dt.date.fromisoformat(days[-1]))
     lines = int(sum(f["lines_read"] for f in figures))
     print(f"ple extract --start {days[0]} --end {days[-1]}: {seconds:.1f}s for {len(days)} days "
           f"({seconds / len(days):.1f}s a day, {lines:,} lines); load {load} -> {_load()}", flush=True)
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="DuckDB threads (the cores Spark gets)")
     parser.add_argument("--no-gzip", action="store_true")
     parser.add_argument("--driver-memory", help="spark.driver.memory (default: the project's, 4g)")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="another Spark setting")
     parser.add_argument("--demo", action="store_true", help="the demo's 8 days in one --start/--end run")
     parser.add_argument("--keep", metavar="DIR", help="data dir to use and keep (default: a temp dir, removed)")
     args = parser.parse_args(argv)
