@@ -28,14 +28,16 @@ import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from feature_eng import schema as S
 
 DAY_MS = 86_400_000
+MARKER = "_SUCCESS"
 HOUR_MS = 3_600_000
 
 CATEGORIES = ("music", "gaming", "comedy", "news", "sports", "food", "travel", "beauty",
@@ -64,43 +66,53 @@ TYPE_CODES = {name: code for code, name in enumerate(S.EVENT_TYPES)}
 IMPRESSION, PLAY, SHARE, COMMENT = (TYPE_CODES[t] for t in S.EVENT_TYPES)
 
 
-@dataclass(frozen=True)
-class FaultRates:
+def _rate(description: str):
+    return Field(0.0, ge=0, le=0.05, description=description)
+
+
+class FaultRates(BaseModel):
     """Per-line probabilities of each injected fault (0 = none). Faulted lines are disjoint."""
 
-    malformed: float = 0.0           # truncated JSON -> malformed_json
-    missing_field: float = 0.0       # a required field removed -> missing_field:<f>
-    bad_type: float = 0.0            # e.g. "watch_ms": "12s" -> bad_type:<f>
-    unknown_event_type: float = 0.0  # "like", "follow" -> unknown_event_type
-    bad_timestamp: float = 0.0       # unparseable ts -> bad_timestamp
-    clock_skew: float = 0.0          # ts days away from the partition -> clock_skew
-    negative_watch_ms: float = 0.0   # play lines -> negative_watch_ms
-    absurd_watch_ms: float = 0.0     # play lines, > 10^9 ms -> absurd_watch_ms
-    orphan: float = 0.0              # engagement naming no impression -> orphan_engagement
-    unknown_item: float = 0.0        # impression of an item missing from the catalog -> unknown_item
-    duplicate: float = 0.0           # a clean line delivered twice (same event_id) -> dropped, counted
-    late: float = 0.0                # clean engagement delivered in the NEXT day's partition (valid)
+    model_config = ConfigDict(extra="forbid")
+    malformed: float = _rate("truncated JSON -> malformed_json")
+    missing_field: float = _rate("a required field removed -> missing_field:<f>")
+    bad_type: float = _rate('e.g. "watch_ms": "12s" -> bad_type:<f>')
+    unknown_event_type: float = _rate('"like", "follow" -> unknown_event_type')
+    bad_timestamp: float = _rate("unparseable ts -> bad_timestamp")
+    clock_skew: float = _rate("ts days away from the partition -> clock_skew")
+    negative_watch_ms: float = _rate("play lines -> negative_watch_ms")
+    absurd_watch_ms: float = _rate("play lines, > 10^9 ms -> absurd_watch_ms")
+    orphan: float = _rate("engagement naming no impression -> orphan_engagement")
+    unknown_item: float = _rate("impression of an item missing from the catalog -> unknown_item")
+    duplicate: float = _rate("a clean line delivered twice (same event_id) -> dropped, counted")
+    late: float = _rate("clean engagement delivered in the NEXT day's partition (valid)")
 
     @classmethod
     def uniform(cls, rate: float) -> "FaultRates":
-        return cls(**{f.name: rate for f in fields(cls)})
+        return cls(**{name: rate for name in cls.model_fields})
 
     def any(self) -> bool:
-        return any(getattr(self, f.name) > 0 for f in fields(self))
+        return any(getattr(self, name) > 0 for name in type(self).model_fields)
 
 
-@dataclass(frozen=True)
-class GeneratorSettings:
-    users: int = 2000
-    items: int = 500
-    days: int = 7
-    impressions_per_day: int = 20_000
-    start_date: dt.date = dt.date(2026, 1, 1)
-    seed: int = 0
-    gzip: bool = True
-    gzip_level: int = 1          # level 1: ~3x faster than 6 for ~25% larger files
-    files_per_day: int = 2
-    faults: FaultRates = field(default_factory=FaultRates)
+class GeneratorSettings(BaseModel):
+    """What `generate` writes (`ple generate`'s config IS one of these, plus paths and flags)."""
+
+    model_config = ConfigDict(extra="forbid")
+    users: int = Field(2000, ge=1)
+    items: int = Field(500, ge=2)
+    days: int = Field(7, ge=1, le=366)
+    impressions_per_day: int = Field(20_000, ge=1, description="weekend days get 15% more")
+    start_date: dt.date = Field(dt.date(2026, 1, 1), description="first day (UTC)")
+    seed: int = Field(0, ge=0)
+    gzip: bool = Field(True, description="gzip the event files")
+    gzip_level: int = Field(1, ge=1, le=9, description="1: ~3x faster than 6 for ~25% larger files")
+    files_per_day: int = Field(2, ge=1, le=64)
+    faults: FaultRates = Field(default_factory=FaultRates)
+
+    def manifest_settings(self) -> dict:
+        """These settings only (not the fields a subclass adds), JSON-safe, for the manifest."""
+        return self.model_dump(mode="json", include=set(GeneratorSettings.model_fields))
 
 
 # --- the world: users and items with latent factors ------------------------------------------
@@ -497,6 +509,22 @@ def prepare_output(raw_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def write_partition(pool: ThreadPoolExecutor, out_dir: Path, part: Partition, settings: GeneratorSettings) -> int:
+    """One received-day partition: its lines in order of arrival, split into files written in
+    parallel, then the _SUCCESS marker (written last: the partition is complete, docs/DATA.md).
+    Returns the bytes written (uncompressed)."""
+    ordered = part.lines[np.argsort(part.recv_ms, kind="stable")].tolist()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = ".json.gz" if settings.gzip else ".json"
+    chunks = np.array_split(np.arange(len(ordered)), settings.files_per_day)
+    futures = [pool.submit(_write_lines, out_dir / f"part-{i:05d}{suffix}",
+                           ordered[c[0]:c[-1] + 1] if len(c) else [], settings.gzip, settings.gzip_level)
+               for i, c in enumerate(chunks)]
+    written = sum(f.result() for f in futures)
+    (out_dir / MARKER).touch()
+    return written
+
+
 def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool = False,
              progress=None) -> dict:
     """Write raw logs and dimension snapshots under raw_dir; return (and write) the manifest."""
@@ -532,20 +560,11 @@ def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool =
             part, moved, reasons, duplicates = inject_faults(
                 part, settings.faults, rng, day_ms, can_move_late=d + 1 < settings.days)
             carry.append(moved)
-            order = np.argsort(part.recv_ms, kind="stable")
-            ordered = part.lines[order].tolist()
-            by_type = {name: int((part.etype == code).sum()) for code, name in enumerate(S.EVENT_TYPES)}
             out_dir = raw_dir / "events" / f"dt={day.isoformat()}"
-            out_dir.mkdir(parents=True, exist_ok=True)
-            suffix = ".json.gz" if settings.gzip else ".json"
-            chunks = np.array_split(np.arange(len(ordered)), settings.files_per_day)
-            futures = [pool.submit(_write_lines, out_dir / f"part-{i:05d}{suffix}",
-                                   ordered[c[0]:c[-1] + 1] if len(c) else [], settings.gzip, settings.gzip_level)
-                       for i, c in enumerate(chunks)]
-            written = sum(f.result() for f in futures)
+            written = write_partition(pool, out_dir, part, settings)
             manifest_parts[day.isoformat()] = {
-                "lines": len(ordered),
-                "events_by_type": by_type,
+                "lines": len(part.lines),
+                "events_by_type": {name: int((part.etype == code).sum()) for code, name in enumerate(S.EVENT_TYPES)},
                 "impressions_simulated": n_imp,
                 "quarantine": dict(sorted(reasons.items())),
                 "quarantined": int(sum(reasons.values())),
@@ -560,10 +579,8 @@ def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool =
     finally:
         pool.shutdown()
 
-    settings_dict = asdict(settings)
-    settings_dict["start_date"] = settings.start_date.isoformat()
     manifest = {
-        "settings": settings_dict,
+        "settings": settings.manifest_settings(),
         "partitions": manifest_parts,
         "totals": {
             "lines": sum(p["lines"] for p in manifest_parts.values()),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -73,8 +75,15 @@ def context_features(df: DataFrame) -> DataFrame:
     )
 
 
-def history_summary(history: DataFrame) -> tuple[dict[str, float], int]:
-    """(history_priors, number of distinct days) of the history window in one small aggregate."""
+@dataclass(frozen=True)
+class HistorySummary:
+    priors: dict[str, float]   # global rates of the window (DEFAULT_PRIORS when empty)
+    days: int                  # distinct days in the window
+    keys: dict[str, int]       # approximate distinct user_idx / item_idx (how big the per-key statistics are)
+
+
+def history_summary(history: DataFrame) -> HistorySummary:
+    """Priors, days and key counts of the history window in one small aggregate."""
     row = history.agg(
         F.count(F.lit(1)).alias("n"),
         F.countDistinct("dt").alias("days"),
@@ -82,15 +91,12 @@ def history_summary(history: DataFrame) -> tuple[dict[str, float], int]:
         F.avg("watch_ratio").alias("watch_ratio"),  # avg ignores nulls: over played rows only
         F.avg("share").alias("share_rate"),
         F.avg("comment").alias("comment_rate"),
+        F.approx_count_distinct("user_idx").alias("user_idx"),
+        F.approx_count_distinct("item_idx").alias("item_idx"),
     ).collect()[0]
     priors = {name: float(row[name]) if row["n"] and row[name] is not None else default
               for name, default in DEFAULT_PRIORS.items()}
-    return priors, int(row["days"] or 0)
-
-
-def history_priors(history: DataFrame) -> dict[str, float]:
-    """Global rates over the history window (one small aggregate), DEFAULT_PRIORS when empty."""
-    return history_summary(history)[0]
+    return HistorySummary(priors, int(row["days"] or 0), {k: int(row[k] or 0) for k in ("user_idx", "item_idx")})
 
 
 def history_stats(history: DataFrame, key: str, prefix: str, priors: dict[str, float],

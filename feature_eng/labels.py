@@ -22,12 +22,11 @@ def day_impressions(accepted: DataFrame, day: str) -> DataFrame:
 
 
 def attributed_engagement(impressions: DataFrame, accepted: DataFrame, window_hours: float) -> DataFrame:
-    """Engagement events that count for `impressions`: same impression_id, at or after the
-    impression and within the window. One row per event (duplicates were already dropped,
-    and events delivered twice across partitions are dropped again here by event_id)."""
+    """Engagement events joined to `impressions` by impression_id, with `in_window`: at or after
+    the impression and at most `window_hours` later. One row per event: `accepted` holds one
+    line per event_id (`classify_day` keeps the first copy), so nothing is counted twice."""
     engagement = (
         accepted.where(F.col("event_type").isin("play", "share", "comment"))
-        .dropDuplicates(["event_id"])
         .select(F.col("impression_id").alias("_iid"), F.col("event_type").alias("engagement_type"),
                 F.col("ts").alias("engagement_ts"), "watch_ms", F.col("dt").alias("engagement_dt"))
     )
@@ -38,16 +37,33 @@ def attributed_engagement(impressions: DataFrame, accepted: DataFrame, window_ho
     return joined.drop("_iid").withColumn("in_window", in_window)
 
 
+# per impression: how its joined engagement was counted (summed into the data-quality figures)
+ENGAGEMENT_COUNT_COLUMNS = {
+    "engagement_attributed": "_engagement_attributed",
+    "engagement_outside_window": "_engagement_outside_window",
+    "engagement_attributed_from_next_partition": "_engagement_from_next_partition",
+}
+
+
 def attach_labels(impressions: DataFrame, engagement: DataFrame) -> DataFrame:
     """Add play, watch_ms, share, comment and watch_ratio to impressions (which carry
     duration_ms). watch_ratio = min(1, total watch_ms / duration_ms) when played, else
-    null: its sample space is `play` (the spec's mask)."""
-    counted = engagement.where("in_window")
-    per_impression = counted.groupBy(F.col("impression_id").alias("_iid")).agg(
-        F.max((F.col("engagement_type") == "play").cast("int")).alias("play"),
-        F.sum(F.when(F.col("engagement_type") == "play", F.col("watch_ms")).otherwise(0)).alias("watch_ms"),
-        F.max((F.col("engagement_type") == "share").cast("int")).alias("share"),
-        F.max((F.col("engagement_type") == "comment").cast("int")).alias("comment"),
+    null: its sample space is `play` (the spec's mask). Also adds the per-impression
+    engagement counts of ENGAGEMENT_COUNT_COLUMNS (0 when none), for the data-quality figures."""
+    in_window = F.col("in_window")
+    day = F.to_date("impression_ts").cast("string")
+    counts = {
+        "_engagement_attributed": in_window,
+        "_engagement_outside_window": ~in_window,
+        "_engagement_from_next_partition": in_window & (F.col("engagement_dt") > day),
+    }
+    per_impression = engagement.groupBy(F.col("impression_id").alias("_iid")).agg(
+        F.max((in_window & (F.col("engagement_type") == "play")).cast("int")).alias("play"),
+        F.sum(F.when(in_window & (F.col("engagement_type") == "play"), F.col("watch_ms")).otherwise(0))
+        .alias("watch_ms"),
+        F.max((in_window & (F.col("engagement_type") == "share")).cast("int")).alias("share"),
+        F.max((in_window & (F.col("engagement_type") == "comment")).cast("int")).alias("comment"),
+        *(F.sum(condition.cast("int")).alias(name) for name, condition in counts.items()),
     )
     labelled = impressions.join(per_impression, F.col("impression_id") == F.col("_iid"), "left").drop("_iid")
     play = F.coalesce(F.col("play"), F.lit(0))
@@ -60,4 +76,5 @@ def attach_labels(impressions: DataFrame, engagement: DataFrame) -> DataFrame:
         .withColumn("watch_ratio",
                     F.when(play == 1, F.least(F.lit(1.0), F.col("watch_ms") / F.col("duration_ms")))
                     .cast("float"))
+        .fillna(0, subset=list(counts))
     )

@@ -8,7 +8,6 @@ cast here, so each problem gets its own reason instead of a silent null.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame
@@ -16,18 +15,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from feature_eng import schema as S
+from feature_eng.params import ExtractParams
 
 _INTEGER_PATTERN = r"^-?[0-9]{1,18}$"   # 18 digits: always fits a long
 _ISO_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
-
-
-@dataclass(frozen=True)
-class ValidationRules:
-    """Limits of what a valid line may say (docs/DATA.md explains each)."""
-
-    max_late_hours: float = 24.0      # ts may be up to this long before the partition's day starts
-    max_early_minutes: float = 60.0   # ... or this long after it ends (device clocks run ahead)
-    max_watch_ms: int = 4 * 3600 * 1000  # one play event longer than this is absurd
 
 
 def _blank_to_null(column: Column) -> Column:
@@ -42,7 +33,7 @@ def parse_timestamp(text: Column) -> Column:
     )
 
 
-def validate_lines(lines: DataFrame, rules: ValidationRules = ValidationRules()) -> DataFrame:
+def validate_lines(lines: DataFrame, params: ExtractParams = ExtractParams()) -> DataFrame:
     """Parse and check every line; returns one row per line with `reason` (null = valid).
 
     Columns out: dt, source_file, value, line_hash, reason, event_id, event_type,
@@ -71,8 +62,8 @@ def validate_lines(lines: DataFrame, rules: ValidationRules = ValidationRules())
     ts = F.col("_ts")
     integers = {name: F.col(f"_int_{name}") for name in S.INTEGER_FIELDS}
     partition_start = F.to_timestamp(F.col("dt"))
-    earliest = partition_start - F.expr(f"INTERVAL {int(rules.max_late_hours * 3600)} SECONDS")
-    latest = partition_start + F.expr(f"INTERVAL {86400 + int(rules.max_early_minutes * 60)} SECONDS")
+    earliest = partition_start - F.expr(f"INTERVAL {int(params.max_late_hours * 3600)} SECONDS")
+    latest = partition_start + F.expr(f"INTERVAL {86400 + int(params.max_early_minutes * 60)} SECONDS")
 
     # (condition, reason) in priority order: the first that holds names the problem
     checks: list[tuple[Column, str]] = [
@@ -93,7 +84,7 @@ def validate_lines(lines: DataFrame, rules: ValidationRules = ValidationRules())
         (ts.isNull(), S.BAD_TIMESTAMP),
         ((ts < earliest) | (ts >= latest), S.CLOCK_SKEW),
         ((etype == "play") & (integers["watch_ms"] < 0), S.NEGATIVE_WATCH_MS),
-        ((etype == "play") & (integers["watch_ms"] > rules.max_watch_ms), S.ABSURD_WATCH_MS),
+        ((etype == "play") & (integers["watch_ms"] > params.max_watch_ms), S.ABSURD_WATCH_MS),
         ((etype == "impression") & (integers["position"] < 0), S.bad_value("position")),
         ((etype == "comment") & (integers["comment_len"] < 0), S.bad_value("comment_len")),
     ]
@@ -118,11 +109,63 @@ def validate_lines(lines: DataFrame, rules: ValidationRules = ValidationRules())
     )
 
 
-def classify_partition(events: DataFrame, day: str, known_items: DataFrame) -> DataFrame:
-    """Give every line of partition `day` a status: accepted | quarantined | duplicate.
+def parse_partition(lines: DataFrame, known_items: DataFrame, params: ExtractParams, keep_raw: bool) -> DataFrame:
+    """The stored form of one partition's validated lines (what the extract keeps in memory):
+    `validate_lines` plus `item_known` (the item is in the snapshot) and `file_name`, without
+    the fields nothing downstream reads. The raw text and path (`value`, `source_file`) are kept
+    only where `keep_raw` (the partition is a day being extracted) and the line may end up in
+    the quarantine table: a line-level reason, an engagement line (may be an orphan) or an
+    impression of an unknown item."""
+    events = validate_lines(lines, params)
+    items = known_items.select(F.col("item_id").alias("_item_known")).distinct()
+    checked = (events.join(F.broadcast(items), events["item_id"] == items["_item_known"], "left")
+               .withColumn("item_known", F.col("_item_known").isNotNull()))
+    may_be_quarantined = (F.col("reason").isNotNull() | (F.col("event_type") != "impression")
+                          | ~F.col("item_known")) if keep_raw else F.lit(False)
+    return checked.select(
+        "dt", F.substring_index("source_file", "/", -1).alias("file_name"),
+        F.when(may_be_quarantined, F.col("source_file")).alias("source_file"),
+        F.when(may_be_quarantined, F.col("value")).alias("value"),
+        "line_hash", "reason", "item_known", "event_id", "event_type", "ts", "user_id", "item_id",
+        "impression_id", "position", "device", "watch_ms",
+    )
 
-    `events` holds validated lines of `day` and its neighbour partitions (the day
-    before and after, when present). Lines of the neighbours are used as context:
+
+ORPHAN_KEYS, REPEATED_KEYS = "orphan_impression_id", "repeated_event_id"
+
+
+def classification_keys(lines: DataFrame, day: str) -> DataFrame:
+    """The two small sets `classify_day` needs, as (kind, key) rows, from one narrow aggregate:
+
+    - `orphan_impression_id`: impression_ids named by a valid engagement line of `day` and by
+      no valid impression among `lines` (all partitions read);
+    - `repeated_event_id`: event_ids on more than one line (only those need ranking).
+
+    Only ids are shuffled, never whole lines: the lines themselves are then classified with
+    these sets joined in (broadcast when small)."""
+    valid = F.col("reason").isNull()
+    is_impression = valid & (F.col("event_type") == "impression")
+    is_candidate = valid & (F.col("dt") == day) & F.col("event_type").isin(*S.ENGAGEMENT_TYPES)
+    by_impression = lines.where(F.col("impression_id").isNotNull() & (is_impression | is_candidate)).select(
+        F.lit(ORPHAN_KEYS).alias("kind"), F.col("impression_id").alias("key"),
+        is_impression.alias("_impression"), is_candidate.alias("_candidate"), F.lit(1).alias("_n"))
+    by_event = lines.where(F.col("event_id").isNotNull()).select(
+        F.lit(REPEATED_KEYS).alias("kind"), F.col("event_id").alias("key"),
+        F.lit(False).alias("_impression"), F.lit(False).alias("_candidate"), F.lit(1).alias("_n"))
+    counted = by_impression.unionByName(by_event).groupBy("kind", "key").agg(
+        F.max("_impression").alias("_impression"), F.max("_candidate").alias("_candidate"),
+        F.sum("_n").alias("_n"))
+    return counted.where(
+        ((F.col("kind") == ORPHAN_KEYS) & F.col("_candidate") & ~F.col("_impression"))
+        | ((F.col("kind") == REPEATED_KEYS) & (F.col("_n") > 1))
+    ).select("kind", "key")
+
+
+def classify_day(lines: DataFrame, day: str, keys: DataFrame, broadcast_keys: bool = True) -> DataFrame:
+    """Give every line a status: accepted | quarantined | duplicate (`reason` says why).
+
+    `lines`: `parse_partition` rows of `day` and its neighbour partitions (the day before and
+    after, when present); `keys`: `classification_keys(lines, day)`. Neighbour lines are context:
     - orphan engagement: an engagement line of `day` whose impression_id matches no
       valid impression in any partition read (late engagement of yesterday's
       impressions is therefore not an orphan);
@@ -133,34 +176,32 @@ def classify_partition(events: DataFrame, day: str, known_items: DataFrame) -> D
     Neighbour lines get a status too (line-level reasons only); only `day`'s
     rows are accounted for by the caller.
     """
+    def key_set(kind: str, name: str) -> DataFrame:
+        rows = keys.where(F.col("kind") == kind).select(F.col("key").alias(name))
+        return F.broadcast(rows) if broadcast_keys else rows
+
     in_day = F.col("dt") == day
-    # "some valid impression carries this impression_id": a window over impression_id
-    # instead of a self-join with the distinct valid impressions, so the lines are
-    # parsed once and shuffled once for it (null ids never match, as in a join).
-    is_valid_impression = F.col("reason").isNull() & (F.col("event_type") == "impression")
-    impression_known = F.max(is_valid_impression.cast("int")).over(Window.partitionBy("impression_id")) == 1
-    impression_known = F.coalesce(F.col("impression_id").isNotNull() & impression_known, F.lit(False))
-    items = known_items.select(F.col("item_id").alias("_item_known")).distinct()
     engagement = F.col("event_type").isin(*S.ENGAGEMENT_TYPES)
     checked = (
-        events
-        .join(F.broadcast(items), events["item_id"] == items["_item_known"], "left")
-        .withColumn("_imp_known", impression_known)
+        lines
+        .join(key_set(ORPHAN_KEYS, "_orphan"), F.col("impression_id") == F.col("_orphan"), "left")
+        .join(key_set(REPEATED_KEYS, "_repeated"), F.col("event_id") == F.col("_repeated"), "left")
         .withColumn(
             "reason",
             F.when(F.col("reason").isNotNull(), F.col("reason"))
-            .when(in_day & engagement & ~F.col("_imp_known"), F.lit(S.ORPHAN_ENGAGEMENT))
-            .when(in_day & (F.col("event_type") == "impression") & F.col("_item_known").isNull(),
-                  F.lit(S.UNKNOWN_ITEM)),
+            .when(in_day & engagement & F.col("_orphan").isNotNull(), F.lit(S.ORPHAN_ENGAGEMENT))
+            .when(in_day & (F.col("event_type") == "impression") & ~F.col("item_known"), F.lit(S.UNKNOWN_ITEM)),
         )
-        .drop("_imp_known", "_item_known")
     )
-    # rank valid lines only: a quarantined copy must not push the valid one out
-    first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("dt", "source_file", "line_hash")
-    rank = F.when(F.col("reason").isNull(), F.row_number().over(first_seen))
-    return checked.withColumn(
-        "status",
-        F.when(F.col("reason").isNotNull(), F.lit("quarantined"))
-        .when(rank > 1, F.lit("duplicate"))
-        .otherwise(F.lit("accepted")),
+    # rank valid lines only (a quarantined copy must not push the valid one out), and only
+    # lines whose event_id is on several lines: every other valid line is first by itself
+    first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("dt", "file_name", "line_hash")
+    valid = F.col("reason").isNull()
+    ranked = checked.where(F.col("_repeated").isNotNull()).withColumn(
+        "_rank", F.when(valid, F.row_number().over(first_seen)))
+    single = checked.where(F.col("_repeated").isNull()).withColumn("_rank", F.when(valid, F.lit(1)))
+    return ranked.unionByName(single).select(
+        *(c for c in lines.columns),
+        F.when(~valid, F.lit("quarantined")).when(F.col("_rank") > 1, F.lit("duplicate"))
+        .otherwise(F.lit("accepted")).alias("status"),
     )

@@ -9,8 +9,6 @@ are mapped to 0 by the model (docs/ARCHITECTURE.md).
 
 from __future__ import annotations
 
-from functools import reduce
-
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -19,12 +17,12 @@ from feature_eng import schema as S
 
 
 def vocabulary_values(df: DataFrame) -> DataFrame:
-    """Distinct non-null (vocabulary, value) pairs of the source columns in `df`."""
-    parts = [
-        df.select(F.lit(name).alias("vocabulary"), F.col(source).cast("string").alias("value"))
-        for name, (source, _) in S.VOCABULARIES.items()
-    ]
-    return reduce(DataFrame.unionByName, parts).where(F.col("value").isNotNull()).distinct()
+    """Distinct non-null (vocabulary, value) pairs of the source columns in `df` (one scan of
+    `df`: each row becomes one row per vocabulary, then a distinct)."""
+    pairs = F.inline(F.array(*(
+        F.struct(F.lit(name).alias("vocabulary"), F.col(source).cast("string").alias("value"))
+        for name, (source, _) in S.VOCABULARIES.items())))
+    return df.select(pairs).where(F.col("value").isNotNull()).distinct()
 
 
 def new_vocabulary_entries(existing: DataFrame, values: DataFrame, dt: str) -> DataFrame:
@@ -45,17 +43,17 @@ def new_vocabulary_entries(existing: DataFrame, values: DataFrame, dt: str) -> D
 def apply_vocabulary(df: DataFrame, vocabulary: DataFrame) -> DataFrame:
     """Add the id column of every vocabulary (S.VOCABULARIES) to df; unknown/null -> 0.
 
-    The whole vocabulary table is broadcast once: every join below has the same build
-    side, so Spark reuses one broadcast for all of them (no shuffle of `df`)."""
-    # one key column (vocabulary NUL value): a filter on `vocabulary` would be pushed into
-    # each build side and make the eight broadcasts differ
+    The whole vocabulary is broadcast ONCE: every join below has the very same build side
+    (one key column `vocabulary NUL value`, no filter or alias on that side: either would
+    make the eight build sides differ), so Spark reuses one broadcast for all of them and
+    `df` is not shuffled. Columns are renamed after each join, on the joined side."""
     table = F.broadcast(vocabulary.select(F.concat_ws("\u0000", "vocabulary", "value").alias("_key"), "id"))
     for name, (source, id_column) in S.VOCABULARIES.items():
-        ids = table.select(F.col("_key").alias(f"_{id_column}_key"), F.col("id").alias(id_column))
         key = F.concat(F.lit(name + "\u0000"), F.col(source).cast("string"))  # null source: no match
-        df = (df.join(ids, key == F.col(f"_{id_column}_key"), "left")
-              .drop(f"_{id_column}_key")
-              .withColumn(id_column, F.coalesce(F.col(id_column), F.lit(S.OOV_ID)).cast("int")))
+        df = (df.join(table, key == F.col("_key"), "left")
+              .drop("_key")
+              .withColumn(id_column, F.coalesce(F.col("id"), F.lit(S.OOV_ID)).cast("int"))
+              .drop("id"))
     return df
 
 

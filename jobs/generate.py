@@ -11,64 +11,32 @@ faults injected and the quarantine reason `ple extract` must give for each.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
+
+from datagen.events import FaultRates, GeneratorSettings
 
 from ple_runtime.config import JobConfig, Location, parse_job_config
 from ple_runtime.lake import Lake, default_data_dir
 
 
-class FaultConfig(BaseModel):
-    """Per-line fault probabilities (see datagen.events.FaultRates)."""
-
-    model_config = ConfigDict(extra="forbid")
-    malformed: float = Field(0.0, ge=0, le=0.05)
-    missing_field: float = Field(0.0, ge=0, le=0.05)
-    bad_type: float = Field(0.0, ge=0, le=0.05)
-    unknown_event_type: float = Field(0.0, ge=0, le=0.05)
-    bad_timestamp: float = Field(0.0, ge=0, le=0.05)
-    clock_skew: float = Field(0.0, ge=0, le=0.05)
-    negative_watch_ms: float = Field(0.0, ge=0, le=0.05)
-    absurd_watch_ms: float = Field(0.0, ge=0, le=0.05)
-    orphan: float = Field(0.0, ge=0, le=0.05)
-    unknown_item: float = Field(0.0, ge=0, le=0.05)
-    duplicate: float = Field(0.0, ge=0, le=0.05)
-    late: float = Field(0.0, ge=0, le=0.05)
-
-
-class GenerateConfig(JobConfig):
+class GenerateConfig(JobConfig, GeneratorSettings):
     """Write synthetic raw logs (events, item and user snapshots) for the pipeline."""
 
     data_dir: Location = Field(default_factory=default_data_dir, description="data root; logs go to <data_dir>/raw")
     raw_dir: Location | None = Field(None, description="write here instead of <data_dir>/raw")
-    users: int = Field(2000, ge=1)
-    items: int = Field(500, ge=2)
-    days: int = Field(7, ge=1, le=366)
-    impressions_per_day: int = Field(20_000, ge=1, description="weekend days get 15% more")
-    start_date: dt.date = Field(dt.date(2026, 1, 1), description="first day (UTC)")
-    seed: int = Field(0, ge=0)
-    gzip: bool = Field(True, description="gzip the event files (level 1)")
-    files_per_day: int = Field(2, ge=1, le=64)
     fault_rate: float | None = Field(None, ge=0, le=0.05,
                                      description="shortcut: every fault kind at this rate (overrides faults)")
-    faults: FaultConfig = Field(default_factory=FaultConfig)
     overwrite: bool = Field(False, description="replace logs a previous generation wrote there")
 
-
-def settings_from(config: GenerateConfig):
-    from datagen.events import FaultRates, GeneratorSettings
-
-    faults = (FaultRates.uniform(config.fault_rate) if config.fault_rate is not None
-              else FaultRates(**config.faults.model_dump()))
-    return GeneratorSettings(
-        users=config.users, items=config.items, days=config.days,
-        impressions_per_day=config.impressions_per_day, start_date=config.start_date, seed=config.seed,
-        gzip=config.gzip, files_per_day=config.files_per_day, faults=faults,
-    )
+    @model_validator(mode="after")
+    def _fault_rate_sets_every_fault(self):
+        if self.fault_rate is not None and self.faults != FaultRates.uniform(self.fault_rate):
+            self.faults = FaultRates.uniform(self.fault_rate)
+        return self
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{part['duplicates']:,} duplicates ({time.perf_counter() - started:.1f}s)", flush=True)
 
     try:
-        manifest = generate(settings_from(config), raw_dir, overwrite=config.overwrite, progress=progress)
+        manifest = generate(config, raw_dir, overwrite=config.overwrite, progress=progress)
     except FileExistsError as err:
         print(f"generate failed: {err}", file=sys.stderr)
         return 1

@@ -124,7 +124,10 @@ def write_lines(path: Path, lines: list[str]) -> None:
         path.write_bytes(data)
 
 
-def write_scenario(raw: Path) -> None:
+MARKER = "_SUCCESS"  # the raw contract: a partition is complete once its marker exists
+
+
+def write_scenario(raw: Path, markers: bool = True) -> None:
     write_lines(raw / "items" / "items.json", [json.dumps(i) for i in ITEMS])
     write_lines(raw / "users" / "users.json", [json.dumps(u) for u in USERS])
     events = raw / "events"
@@ -133,6 +136,9 @@ def write_scenario(raw: Path) -> None:
     write_lines(events / f"dt={DAY}" / "part-0.json.gz", DAY_GOOD)
     write_lines(events / f"dt={DAY}" / "part-1.json", [line for line, _ in DAY_BAD])
     write_lines(events / f"dt={NEXT}" / "part-0.json", NEXT_LINES)
+    if markers:
+        for day in (PREV, DAY, NEXT):
+            (events / f"dt={day}" / MARKER).touch()
 
 
 def day_lines_read() -> int:

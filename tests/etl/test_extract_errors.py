@@ -30,6 +30,8 @@ def test_corrupt_gzip_names_the_file(data, capsys):
     assert extract.main(["--data-dir", str(data), "--date", sc.DAY]) == 1
     err = capsys.readouterr().err
     assert f"dt={sc.DAY}" in err
+    final = [line for line in err.splitlines() if line.startswith("extract failed:")]
+    assert final and f"dt={sc.DAY}/part-0.json.gz" in final[-1], err[-2000:]  # the file, in the final error
     assert not (data / "lake").exists()
 
 
@@ -55,3 +57,27 @@ def test_config_needs_a_date(data):
         extract.main(["--data-dir", str(data)])
     with pytest.raises(ConfigError):
         extract.main(["--data-dir", str(data), "--date", "2026-02-30"])
+
+
+def test_day_without_its_completion_marker_is_refused(spark, data, capsys):
+    folder = data / "raw" / "events" / f"dt={sc.DAY}"
+    (folder / sc.MARKER).unlink()  # its writer has not finished
+    assert extract.main(["--data-dir", str(data), "--date", sc.DAY]) == 1
+    err = capsys.readouterr().err
+    assert str(folder) in err and sc.MARKER in err and "--allow-incomplete" in err
+    assert not (data / "lake").exists()
+    # hand-made logs without markers: the flag reads the partition as it is
+    assert extract.main(["--data-dir", str(data), "--date", sc.DAY, "--allow-incomplete"]) == 0
+    assert spark.read.format("delta").load(Lake(str(data)).examples).count() == len(sc.EXPECTED_DAY_LABELS)
+
+
+def test_incomplete_neighbour_is_read_flagged_and_warned_about(spark, data, capsys):
+    (data / "raw" / "events" / f"dt={sc.NEXT}" / sc.MARKER).unlink()
+    assert extract.main(["--data-dir", str(data), "--date", sc.DAY, "--require-next-day"]) == 1
+    assert "--allow-incomplete" in capsys.readouterr().err  # require_next_day wants D+1 complete
+    assert extract.main(["--data-dir", str(data), "--date", sc.DAY]) == 0
+    assert f"dt={sc.NEXT} has no {sc.MARKER}" in capsys.readouterr().err
+    dq = {r["metric"]: r["value"] for r in spark.read.format("delta").load(Lake(str(data)).data_quality).collect()}
+    assert dq["next_partition_read"] == 1 and dq["next_partition_complete"] == 0
+    assert dq["previous_partition_read"] == 1 and dq["previous_partition_complete"] == 1
+    assert dq["engagement_attributed_from_next_partition"] == 1  # its lines were read

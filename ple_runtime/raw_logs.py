@@ -1,0 +1,183 @@
+"""The raw logs as extract reads them (contract: docs/DATA.md, "The raw log contract").
+
+    <raw>/events/dt=YYYY-MM-DD/*.json[.gz]   + _SUCCESS, written LAST when the partition is complete
+    <raw>/items/, <raw>/users/               dimension snapshots
+
+Every check goes through Hadoop's FileSystem, so local folders and remote storage are
+treated alike; nothing is read by Spark before the partitions of every day to extract
+have been checked.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import reduce
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from feature_eng.params import neighbours
+from ple_runtime.filesystem import FileEntry, HadoopFileSystem
+from ple_runtime.lake import InputError
+
+MARKER = "_SUCCESS"  # a partition is complete once this file exists (written after its data files)
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class RawPartition:
+    day: str
+    folder: str
+    files: tuple[FileEntry, ...]
+    complete: bool          # the _SUCCESS marker is there
+
+
+@dataclass(frozen=True)
+class DayPartitions:
+    """The partitions one day's extract reads: the day's own, and its neighbours when present."""
+
+    day: RawPartition
+    previous: RawPartition | None
+    next: RawPartition | None
+
+    def read(self) -> list[RawPartition]:
+        return [p for p in (self.previous, self.day, self.next) if p is not None]
+
+    def incomplete(self) -> list[RawPartition]:
+        """Partitions read without their marker (neighbours, or any with --allow-incomplete)."""
+        return [p for p in self.read() if not p.complete]
+
+    def figures(self) -> dict[str, float]:
+        """Data-quality figures: which neighbours were read, and whether they were complete."""
+        return {
+            "previous_partition_read": float(self.previous is not None),
+            "next_partition_read": float(self.next is not None),
+            "previous_partition_complete": float(self.previous is not None and self.previous.complete),
+            "next_partition_complete": float(self.next is not None and self.next.complete),
+        }
+
+
+class RawLogs:
+    def __init__(self, spark, root: str):
+        self.spark, self.root = spark, root.rstrip("/")
+        self.fs = HadoopFileSystem(spark)
+
+    def events_dir(self, day: str) -> str:
+        return f"{self.root}/events/dt={day}"
+
+    def partition(self, day: str) -> RawPartition | None:
+        """The partition of `day`, or None when its folder is absent or holds no data file."""
+        folder = self.events_dir(day)
+        files = self.fs.list_files(folder)
+        if not files:
+            return None
+        return RawPartition(day, folder, tuple(files), self.fs.exists(f"{folder}/{MARKER}"))
+
+    def _required(self, day: str, allow_incomplete: bool, why: str = "") -> RawPartition:
+        folder = self.events_dir(day)
+        found = self.partition(day)
+        if found is None:
+            state = "holds no data files" if self.fs.is_dir(folder) else "does not exist"
+            raise InputError(f"no raw events for this day: {folder} {state}{why}")
+        if not found.complete and not allow_incomplete:
+            raise InputError(
+                f"the raw partition {folder} has no {MARKER} marker: its writer may not have finished{why}. "
+                f"Wait for {folder}/{MARKER}, or pass --allow-incomplete to read it as it is "
+                "(logs written by hand, or by a shipper that writes no marker)")
+        return found
+
+    def plan(self, days: list[str], require_next_day: bool, allow_incomplete: bool) -> dict[str, DayPartitions]:
+        """The partitions of every day to extract, checked (present, complete, readable) before
+        any is read. A neighbour (D-1, D+1) is read when it holds files, complete or not (it is
+        context: engagement of D's impressions, earlier copies of retried events); whether it
+        was complete goes into the data-quality figures and a warning."""
+        plans: dict[str, DayPartitions] = {}
+        for day in days:
+            previous, following = neighbours(day)
+            if require_next_day:
+                next_partition = self._required(following, allow_incomplete,
+                                                " (require_next_day: D+1 completes the labels of D)")
+            else:
+                next_partition = self.partition(following)
+            plans[day] = DayPartitions(self._required(day, allow_incomplete), self.partition(previous), next_partition)
+        for partition in {p.folder: p for plan in plans.values() for p in plan.read()}.values():
+            self.check_readable(partition)
+        return plans
+
+    def check_readable(self, partition: RawPartition) -> None:
+        """Every file opens, and a `.gz` file starts as gzip data (a cheap check of each file
+        before Spark reads them; a file truncated later on is reported when read)."""
+        for entry in partition.files:
+            try:
+                head = self.fs.head(entry.path, len(GZIP_MAGIC))
+            except OSError as err:
+                raise InputError(f"cannot read {entry.path}: {err}") from None
+            if entry.name.endswith(".gz") and head != GZIP_MAGIC:
+                raise InputError(f"cannot read {entry.path}: named .gz but is not gzip data")
+
+    def read_lines(self, partition: RawPartition):
+        """(dt, source_file, value): every line of exactly the files that were checked."""
+        from pyspark.sql import functions as F
+
+        return self.spark.read.text([e.path for e in partition.files]).select(
+            F.lit(partition.day).alias("dt"), F.input_file_name().alias("source_file"), F.col("value"))
+
+    def read_snapshot(self, what: str):
+        """The `items` or `users` snapshot as text lines."""
+        folder = f"{self.root}/{what}"
+        files = self.fs.list_files(folder)
+        if not files:
+            raise InputError(f"the {what[:-1]} snapshot is missing: {folder} holds no data files")
+        return self.spark.read.text([e.path for e in files])
+
+
+_FILE_IN_ERROR = re.compile(r"[Ee]ncountered error while reading file (\S+?)\.?(?:\s|$)")
+
+
+def failed_file(err: BaseException) -> str | None:
+    """The file Spark names in a read failure ("Encountered error while reading file <path>")."""
+    match = _FILE_IN_ERROR.search(str(err))
+    return match.group(1) if match else None
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+class ParsedPartitions:
+    """Each raw partition parsed ONCE per run and kept (a checkpoint) while a day still needs
+    it: day D reads D-1, D and D+1, so a run over D1..Dn parses each of D1-1..Dn+1 once and
+    drops D-1 after day D."""
+
+    def __init__(self, raw: RawLogs, plans: dict[str, DayPartitions],
+                 parse: Callable[[object, bool], object], checkpoint: Callable[[object], object],
+                 release: Callable[[object], None]):
+        self.raw, self.plans = raw, plans
+        self._parse, self._checkpoint, self._release = parse, checkpoint, release
+        self._parsed: dict[str, tuple[object, int]] = {}   # day -> (parsed lines, lines read)
+
+    def lines_for(self, day: str):
+        """(parsed lines of the partitions day reads, lines in the day's own partition).
+        Partitions not parsed yet are parsed and counted in one Spark job."""
+        plan = self.plans[day]
+        todo = [p for p in plan.read() if p.day not in self._parsed]
+        if todo:
+            self._parse_all(todo)
+        for done in [d for d in self._parsed if d < plan.read()[0].day]:
+            self._release(self._parsed.pop(done)[0])  # no later day reads it
+        frames = [self._parsed[p.day][0] for p in plan.read()]
+        return reduce(lambda a, b: a.unionByName(b), frames), self._parsed[day][1]
+
+    def _parse_all(self, partitions: list[RawPartition]) -> None:
+        frames = {p.day: self._checkpoint(self._parse(self.raw.read_lines(p), p.day in self.plans))
+                  for p in partitions}
+        union = reduce(lambda a, b: a.unionByName(b), (frame.groupBy("dt").count() for frame in frames.values()))
+        try:
+            counts = {r["dt"]: r["count"] for r in union.collect()}  # materialises every checkpoint
+        except Exception as err:  # noqa: BLE001 - Spark raises Py4J/Java errors of many kinds
+            file = failed_file(err)
+            where = f"file {file}" if file else f"partitions {[p.folder for p in partitions]}"
+            raise InputError(f"cannot read the raw logs under {self.raw.root}: {where} "
+                             f"({first_line(err)})") from err
+        for day, frame in frames.items():
+            self._parsed[day] = (frame, int(counts.get(day, 0)))
