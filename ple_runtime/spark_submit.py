@@ -8,11 +8,13 @@ activated environment: it finds SPARK_HOME, and runs the driver, with whatever
 `python3` is first on PATH (the system one has no pyspark: "bin/spark-class: No
 such file or directory"). This wrapper fills in what an activated environment
 would (SPARK_HOME = this pyspark, the driver's and executors' Python = this
-interpreter) and, unless the command brings them, the Delta Lake jars fetched by
-`make setup` and the driver memory the jobs need (the driver JVM starts before
-the job's own session defaults apply). Everything given on the command line or
-already in the environment wins. Then it execs spark-submit with the same
-arguments.
+interpreter) and, unless the command brings them:
+- the Delta Lake jars fetched by `make setup`;
+- with a local master, the s3a jars set-up fetched (for s3a:// data);
+- the driver memory (`ple_runtime.spark.default_driver_memory`: the driver JVM starts
+  before the job's own session defaults could apply).
+Everything given on the command line or already in the environment wins. Then it
+execs spark-submit with the same arguments.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-
-DRIVER_MEMORY = "4g"  # spark's own default (1g) is too small for a day of extract
 
 
 def _given(args: list[str], flag: str, conf_key: str) -> str | None:
@@ -50,7 +50,7 @@ def submit_command(args: list[str]) -> tuple[list[str], dict[str, str]]:
     """(argv for exec, environment) of the spark-submit call that `args` asks for."""
     import pyspark
 
-    from ple_runtime.spark import delta_jars
+    from ple_runtime.spark import default_driver_memory, delta_jars, s3a_jars
 
     spark_home = os.environ.get("SPARK_HOME") or str(Path(pyspark.__file__).parent)
     env = dict(os.environ)
@@ -63,8 +63,14 @@ def submit_command(args: list[str]) -> tuple[list[str], dict[str, str]]:
     if "delta" not in brought:
         jars = ",".join(delta_jars())  # raises with the fix (`make setup` or --packages) when missing
         args = _with_jars(args, jars)
+    master = _given(args, "--master", "spark.master") or "local[*]"
+    if master.startswith("local") and s3a_jars() and _given(args, "--driver-class-path",
+                                                            "spark.driver.extraClassPath") is None:
+        # s3a:// from a local master: the executors live in the driver JVM (a cluster brings its own).
+        extra += ["--driver-class-path", os.pathsep.join(s3a_jars())]
     if _given(args, "--driver-memory", "spark.driver.memory") is None:
-        extra += ["--driver-memory", DRIVER_MEMORY]
+        # spark's own default (1g) is too small for a day of extract
+        extra += ["--driver-memory", default_driver_memory(master)]
     return [str(Path(spark_home, "bin", "spark-submit")), *extra, *args], env
 
 

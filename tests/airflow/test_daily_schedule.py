@@ -7,13 +7,15 @@ database). No hand-picked logical date: the timetable picks it."""
 
 from __future__ import annotations
 
+import os
+
 import pendulum
 import pytest
 from airflow.timetables.base import DataInterval, TimeRestriction
 
-from tests.airflow.conftest import PLE_DATA_DIR, TINY_SETTINGS
-
 UTC = pendulum.UTC
+PLE_DATA_DIR = os.environ["AIRFLOW_VAR_PLE_DATA_DIR"]  # the Variables conftest sets
+TRAIN_DAYS = int(os.environ["AIRFLOW_VAR_PLE_TRAIN_DAYS"])
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +83,10 @@ def test_the_run_created_after_a_day_ends_processes_that_day(dagbag, scheduler_d
     day, next_day = "2026-11-04", "2026-11-05"
     assert rendered["wait_for_next_day_raw"]["filepath"] == \
         f"{PLE_DATA_DIR}/raw/events/dt={next_day}/_SUCCESS", "waits for D+1 to be COMPLETE"
-    assert rendered["extract"]["application_args"] == ["--date", day, "--data-dir", str(PLE_DATA_DIR),
+    assert rendered["extract"]["application_args"] == ["--date", day, "--data-dir", PLE_DATA_DIR,
                                                        "--require-next-day"]
     train = rendered["train"]["bash_command"]
-    train_days = int(TINY_SETTINGS["train_days"])
-    assert _flag(train, "--train-start") == pendulum.date(2026, 11, 4).subtract(days=train_days).isoformat()
+    assert _flag(train, "--train-start") == pendulum.date(2026, 11, 4).subtract(days=TRAIN_DAYS).isoformat()
     assert _flag(train, "--train-end") == "2026-11-02"
     assert _flag(train, "--validation-date") == "2026-11-03"
     assert _flag(train, "--out") == f"{PLE_DATA_DIR}/runs/daily/{day}"

@@ -25,7 +25,7 @@ HISTORY = ["2026-01-01", "2026-01-02", "2026-01-03"]
 
 @pytest.fixture(scope="module")
 def tiny_lake():
-    data_dir = os.environ["PLE_DATA_DIR"]
+    data_dir = os.environ["AIRFLOW_VAR_PLE_DATA_DIR"]  # the DAGs' data root (conftest)
     ple("generate", "--data-dir", data_dir, "--start-date", START, "--days", "5", "--users", "60",
          "--items", "40", "--impressions-per-day", "600", "--seed", "3")
     ple("extract", "--start", START, "--end", HISTORY_END, "--data-dir", data_dir)

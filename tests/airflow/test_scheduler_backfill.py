@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow.conftest import DAGS_FOLDER
 from tests.airflow.pipeline_env import main_env_python, ple
 from tests.airflow.services import AirflowServices
 
@@ -22,6 +21,7 @@ pytestmark = pytest.mark.slow
 START, HISTORY_END = "2026-01-01", "2026-01-03"
 BACKFILL = ["2026-01-04", "2026-01-05"]  # the sensor of 01-05 waits for 01-06: 6 days of logs
 TIMEOUT_S = 1800
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "airflow_dags"
 
 LABELS_BY_DAY = """
 import json, sys

@@ -58,7 +58,7 @@ def test_jobs_run_from_a_fresh_shell_in_another_directory_with_relative_paths(tm
 
 
 def test_spark_submit_wrapper_keeps_what_the_user_gave(monkeypatch):
-    from ple_runtime.spark import delta_jars
+    from ple_runtime.spark import delta_jars, local_driver_memory
     from ple_runtime.spark_submit import submit_command
 
     monkeypatch.delenv("SPARK_HOME", raising=False)
@@ -73,5 +73,7 @@ def test_spark_submit_wrapper_keeps_what_the_user_gave(monkeypatch):
     assert env["SPARK_HOME"] == str(Path(command[0]).parent.parent)
     assert Path(env["PYSPARK_PYTHON"]).name.startswith("python")
 
-    command, _ = submit_command(["--packages", "io.delta:delta-spark_2.12:3.3.2", "job.py"])
+    command, _ = submit_command(["--packages", "io.delta:delta-spark_2.12:3.3.2", "--master", "yarn", "job.py"])
     assert "--jars" not in command and command[command.index("--driver-memory") + 1] == "4g"
+    command, _ = submit_command(["--master", "local[2]", "job.py"])
+    assert command[command.index("--driver-memory") + 1] == local_driver_memory()
