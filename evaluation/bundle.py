@@ -1,6 +1,6 @@
 """A publish bundle: everything a serving system or an auditor needs, in one folder.
 
-    model.pt               the native checkpoint (training.load_model reads it)
+    model.pt               the native model file (ple_model.model_file.load_model reads it)
     model.torchscript.pt   TorchScript (positional features in spec order -> per-task predictions)
     model.onnx             ONNX, same signature
     signature.json         input names/dtypes/shapes, output names and meaning

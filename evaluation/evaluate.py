@@ -33,7 +33,10 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ple_model import model_inputs
 from ple_model.metrics import GAIN_METRIC, mtl_gain
+from ple_model.model_inputs import source_columns
+from ple_model.prediction import predict
 from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
 
@@ -42,7 +45,7 @@ from .config import EvaluationFailed, RankingSettings, UncertaintySettings
 from .model_refs import ResolvedModel, find_model_files, load_or_fail, load_production
 from .registry import registry_settings
 from .report import evaluation_report
-from .scoring import calibration_change, model_inputs, needed_columns, predict, score_predictions
+from .scoring import calibration_change, score_predictions
 from .snapshot import DateSnapshot, SnapshotError, read_date_snapshot, resolve_snapshot_or_fail
 
 EVALUATION_FORMAT = "ple-evaluation/1"   # keys only added since (intervals, GAUC, ranking, calibration)
@@ -83,11 +86,11 @@ class Scored:
 
 def predict_model(model: ResolvedModel, frame: pd.DataFrame, options: ScoringOptions,
                   available: set[str]) -> Scored:
-    missing = [c for c in needed_columns(model.spec) if c not in available]
+    missing = [c for c in source_columns(model.spec) if c not in available]
     if missing:
         return Scored(model, error=f"the table lacks columns {missing} that this model's spec needs")
     try:
-        features, _, _ = model_inputs(frame, model.spec)
+        features = model_inputs(frame, model.spec).features
         predictions, gates = predict(model.loaded.model, model.spec, features, options.batch_size, options.device,
                                      with_gates=True)
     except Exception as error:  # noqa: BLE001 (a baseline failing must not hide the candidate's figures)
@@ -186,7 +189,7 @@ def evaluate_on_snapshot(snapshot: DateSnapshot, candidate: ResolvedModel, *, pr
     spec = candidate.spec
     available = snapshot_columns(snapshot)
     others = [m for m in [production, *single_task, *compare] if m is not None]
-    wanted = needed_columns(spec) + [c for m in others for c in needed_columns(m.spec) if c in available]
+    wanted = source_columns(spec) + [c for m in others for c in source_columns(m.spec) if c in available]
     utility_columns = list(options.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
     wanted += [c for c in [options.ranking.user_column, *utility_columns] if c in available]
     if frame is None:
@@ -302,7 +305,7 @@ def calibrate_models(models: Iterable[ResolvedModel], table: str, date, options:
 
     models = list(models)
     snapshot = resolve_snapshot_or_fail(table, date, partition_column=partition_column)
-    wanted = list(dict.fromkeys(c for m in models for c in needed_columns(m.spec)))
+    wanted = list(dict.fromkeys(c for m in models for c in source_columns(m.spec)))
     try:
         frame = read_date_snapshot(snapshot, wanted, options.reader, spark)
     except KeyError as error:

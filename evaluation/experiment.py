@@ -25,13 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from ple_model import model_inputs
 from ple_model.metrics import GAIN_METRIC
+from ple_model.model_inputs import source_columns
+from ple_model.prediction import predict
 
 from .comparison import RANKING_KEY, PairedScores, ranking_utility
 from .evaluate import ScoringOptions
 from .model_refs import ResolvedModel, load_model_ref
 from .registry import registry_settings
-from .scoring import model_inputs, needed_columns, predict, score_predictions
+from .scoring import score_predictions
 from .snapshot import read_date_snapshot, resolve_snapshot_or_fail
 
 EXPERIMENT_FORMAT = "ple-experiment/1"
@@ -144,7 +147,7 @@ def evaluate_all(config, runs: dict[str, dict[str, Any]], spark=None, log=print)
         calibrate_models(models.values(), config.table_path, config.validation_date, options, config.calibration_method,
                          config.partition_column, spark)
     snapshot = resolve_snapshot_or_fail(config.table_path, config.test_date, partition_column=config.partition_column)
-    wanted = list(dict.fromkeys(c for m in models.values() for c in needed_columns(m.spec)))
+    wanted = list(dict.fromkeys(c for m in models.values() for c in source_columns(m.spec)))
     utility_columns = list(config.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
     frame = read_date_snapshot(snapshot, wanted + [config.ranking.user_column, *utility_columns], options.reader,
                                spark)
@@ -156,7 +159,7 @@ def evaluate_all(config, runs: dict[str, dict[str, Any]], spark=None, log=print)
     per_run: dict[str, dict[str, Any]] = {}
     torch.set_num_threads(1)
     for key, model in models.items():
-        features, _, _ = model_inputs(frame, model.spec)
+        features = model_inputs(frame, model.spec).features
         predictions, gates = predict(model.loaded.model, model.spec, features, options.batch_size, options.device,
                                      with_gates=True)
         if model.calibration is not None:

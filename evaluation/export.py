@@ -14,7 +14,11 @@ is tried (recorded in the export info). The ONNX Runtime outputs must match
 PyTorch's within `tolerance` (default 1e-5) on a sample batch, else
 ExportMismatch. TorchScript is `torch.jit.trace` of the same wrapper, checked
 the same way on a batch of another size (so a batch size baked into the trace
-is caught).
+is caught). With a calibration, the tolerance applies to the model's own
+outputs: an export's calibrated value must lie between PyTorch's calibrated
+values of (raw - tolerance) and (raw + tolerance). Isotonic maps have steep
+steps, where float rounding of the raw output (1e-7) moves the calibrated one
+by far more than 1e-5; the mapping is monotone, so this band is exact.
 """
 
 from __future__ import annotations
@@ -45,13 +49,27 @@ class PositionalModel(nn.Module):
         self.task_names = list(spec.task_names)
         self.binary = [task.type == "binary" for task in spec.tasks]
 
-    def forward(self, *features: torch.Tensor):
+    def raw(self, *features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predictions before calibration (probabilities / values), by task."""
         outputs = self.model({name: value for name, value in zip(self.feature_names, features)})
-        predictions = {name: torch.sigmoid(outputs[name]) if binary else outputs[name]
-                       for name, binary in zip(self.task_names, self.binary)}
+        return {name: torch.sigmoid(outputs[name]) if binary else outputs[name]
+                for name, binary in zip(self.task_names, self.binary)}
+
+    def forward(self, *features: torch.Tensor):
+        predictions = self.raw(*features)
         if self.calibration is not None:
             predictions = self.calibration(predictions)
         return tuple(predictions[name] for name in self.task_names)
+
+    @torch.no_grad()
+    def expected_band(self, features: tuple[torch.Tensor, ...], tolerance: float) -> tuple[dict, dict]:
+        """(lowest, highest) acceptable output per task: PyTorch's output, widened to the calibrated
+        values of raw -/+ tolerance when a (monotone) calibration follows."""
+        raw = self.raw(*features)
+        if self.calibration is None:
+            return raw, raw
+        return (self.calibration({k: v - tolerance for k, v in raw.items()}),
+                self.calibration({k: v + tolerance for k, v in raw.items()}))
 
 
 def signature(spec: ModelSpec, calibration: nn.Module | None = None) -> dict[str, Any]:
@@ -73,13 +91,13 @@ def signature(spec: ModelSpec, calibration: nn.Module | None = None) -> dict[str
             "calibration": getattr(calibration, "method", None)}
 
 
-def sample_inputs(spec: ModelSpec, features: dict[str, torch.Tensor] | None, rows: int) -> tuple[torch.Tensor, ...]:
-    """`rows` rows of real features when given (cycled if fewer), else random valid ones."""
+def sample_inputs(spec: ModelSpec, features: dict[str, Any] | None, rows: int) -> tuple[torch.Tensor, ...]:
+    """`rows` rows of real features when given (numpy or tensors, cycled if fewer), else random valid ones."""
     generator = torch.Generator().manual_seed(0)
     result = []
     for feature in spec.features:
         if features is not None and feature.name in features and len(features[feature.name]) > 0:
-            values = features[feature.name]
+            values = torch.as_tensor(features[feature.name])
             index = torch.arange(rows) % len(values)
             result.append(values[index].contiguous())
         elif feature.type == "numeric":
@@ -91,9 +109,22 @@ def sample_inputs(spec: ModelSpec, features: dict[str, torch.Tensor] | None, row
     return tuple(result)
 
 
-def _max_difference(expected: tuple[torch.Tensor, ...], actual: list[np.ndarray], names: list[str]) -> dict[str, float]:
-    return {name: float(np.max(np.abs(e.detach().numpy() - np.asarray(a)))) if e.numel() else 0.0
-            for name, e, a in zip(names, expected, actual)}
+def _differences(wrapper: PositionalModel, check: tuple[torch.Tensor, ...], actual: list[np.ndarray],
+                 tolerance: float) -> dict[str, float]:
+    """Per task, how far an export's outputs fall outside PyTorch's band (0 inside it), or their
+    largest distance from PyTorch's outputs when there is no calibration."""
+    low, high = wrapper.expected_band(check, tolerance)
+    differences = {}
+    for name, values in zip(wrapper.task_names, actual):
+        values = np.asarray(values, dtype=np.float64)
+        lo, hi = low[name].double().numpy(), high[name].double().numpy()
+        lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)  # a decreasing map (Platt with a < 0) swaps them
+        if wrapper.calibration is None:
+            differences[name] = float(np.max(np.abs(values - lo))) if values.size else 0.0
+        else:  # outside [lo, hi] by this much (tolerance is added back by _check's comparison)
+            outside = np.maximum(lo - values, values - hi).clip(min=0.0)
+            differences[name] = float(outside.max()) if values.size else 0.0
+    return differences
 
 
 def _check(differences: dict[str, float], tolerance: float, what: str) -> None:
@@ -111,9 +142,8 @@ def export_torchscript(wrapper: PositionalModel, example: tuple[torch.Tensor, ..
         torch.jit.save(traced, str(path))
         reloaded = torch.jit.load(str(path))
     with torch.no_grad():
-        expected = wrapper(*check)
         actual = [o.numpy() for o in reloaded(*check)]
-    differences = _max_difference(expected, actual, wrapper.task_names)
+    differences = _differences(wrapper, check, actual, tolerance)
     _check(differences, tolerance, "TorchScript")
     return {"file": path.name, "max_abs_difference": differences, "check_rows": int(len(check[0]))}
 
@@ -152,9 +182,7 @@ def export_onnx(wrapper: PositionalModel, example: tuple[torch.Tensor, ...], che
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), check)}
     actual = session.run(wrapper.task_names, feeds)
-    with torch.no_grad():
-        expected = wrapper(*check)
-    differences = _max_difference(expected, actual, wrapper.task_names)
+    differences = _differences(wrapper, check, actual, tolerance)
     _check(differences, tolerance, "ONNX Runtime")
     return {"file": path.name, "exporter": attempt, "exporter_errors": errors, "opset": _opset(path),
             "max_abs_difference": differences, "check_rows": int(len(check[0])), "onnxruntime": ort.__version__}
@@ -167,7 +195,7 @@ def _opset(path: Path) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def export_model(model: nn.Module, spec: ModelSpec, out_dir: Path, features: dict[str, torch.Tensor] | None = None,
+def export_model(model: nn.Module, spec: ModelSpec, out_dir: Path, features: dict[str, Any] | None = None,
                  tolerance: float = 1e-5, exporter: str = "dynamo", check_rows: int = 256,
                  calibration: nn.Module | None = None) -> dict[str, Any]:
     """Write model.torchscript.pt and model.onnx into out_dir (calibrated outputs when a calibration is given),

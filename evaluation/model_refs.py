@@ -6,7 +6,7 @@
     models:/ple_video@production  the version an alias points at
     @production                   the same, for the configured registered model
 
-Whatever the reference, the model is loaded with `training.load_model` from a
+Whatever the reference, the model is loaded with `ple_model.model_file.load_model` from a
 local model.pt (registry versions are downloaded first; a published bundle
 holds model.pt), with the post-hoc calibration the file carries, if any
 (ple_model.calibration). `model_id` is a stable identity for tables keyed by
@@ -25,7 +25,7 @@ from typing import Any
 
 from ple_model.calibration import Calibration, read_calibration
 from ple_runtime.lineage import file_sha256
-from training.model_io import LoadedModel, load_model
+from ple_model.model_file import LoadedModel, load_model
 
 from .config import EvaluationFailed
 from .registry import RegistrySettings, download_version, get_version, version_by_alias

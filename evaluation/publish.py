@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ple_model import model_inputs
 from ple_model.calibration import attach_calibration
+from ple_model.model_inputs import source_columns
 from ple_runtime.config import config_as_dict
 from ple_runtime.lake import Lake
 from ple_runtime.lineage import code_version, run_context, write_json
@@ -39,8 +41,8 @@ from .gate import GateResult, check_gate
 from .model_refs import ResolvedModel, load_model_ref, load_or_fail
 from .registry import (RegistrySettings, move_alias, publish_lease, register_bundle, registry_settings,
                        version_by_alias)
-from .scoring import headline, model_inputs, needed_columns, score_model
 from .config import EvaluationFailed
+from .scoring import headline, score_model
 from .snapshot import read_date_snapshot, resolve_snapshot_or_fail
 
 
@@ -65,7 +67,7 @@ def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot
         attach_calibration(str(candidate.model_file), candidate.calibration, str(bundle / "model.pt"))
     else:
         shutil.copy2(candidate.model_file, bundle / "model.pt")
-    features, _, _ = model_inputs(frame, candidate.spec)
+    features = model_inputs(frame, candidate.spec).features
     export_info = export_model(candidate.loaded.model, candidate.spec, bundle, features,
                                tolerance=config.export_tolerance, exporter=config.onnx_exporter,
                                calibration=candidate.calibration)
@@ -122,7 +124,7 @@ def _production_scores(config, settings, frame, snapshot, workdir: Path, device:
     production = load_model_ref(f"models:/{settings.model_name}/{production_version.version}", settings,
                                 workdir / "production", device)
     info = {"version": str(production_version.version), "model_id": production.model_id, "sha256": production.sha256}
-    missing = [c for c in needed_columns(production.spec) if c not in frame.columns]
+    missing = [c for c in source_columns(production.spec) if c not in frame.columns]
     production_frame = read_date_snapshot(snapshot, list(frame.columns) + missing, config.reader, spark) \
         if missing else frame
     scores = score_model(production.loaded.model, production.spec, production_frame, config.batch_size, device,
@@ -155,7 +157,7 @@ def run_publish(config, workdir: Path, spark=None) -> PublishOutcome:
         calibrate_models([candidate], config.table_path, config.calibrate_on, ScoringOptions.from_config(config),
                          config.calibration_method, config.partition_column, spark)
     try:
-        frame = read_date_snapshot(snapshot, needed_columns(candidate.spec), config.reader, spark)
+        frame = read_date_snapshot(snapshot, source_columns(candidate.spec), config.reader, spark)
     except KeyError as error:
         raise EvaluationFailed(str(error).strip("'\"")) from None
     candidate_scores = score_model(candidate.loaded.model, candidate.spec, frame, config.batch_size, device,

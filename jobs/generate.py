@@ -39,8 +39,9 @@ class GenerateConfig(JobConfig, GeneratorSettings):
         return self
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_job_config(GenerateConfig, argv, prog="ple generate")
+def run(config: GenerateConfig) -> dict:
+    """Write the logs `config` asks for; returns the manifest. Raises FileExistsError when logs of
+    another generation are there and `overwrite` is off."""
     from datagen.events import generate
 
     raw_dir = Path(config.raw_dir or Lake(config.data_dir).raw)
@@ -50,15 +51,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{day}: {part['lines']:>10,} lines, {part['quarantined']:,} faulty, "
               f"{part['duplicates']:,} duplicates ({time.perf_counter() - started:.1f}s)", flush=True)
 
-    try:
-        manifest = generate(config, raw_dir, overwrite=config.overwrite, progress=progress)
-    except FileExistsError as err:
-        print(f"generate failed: {err}", file=sys.stderr)
-        return 1
+    manifest = generate(config, raw_dir, overwrite=config.overwrite, progress=progress)
     seconds = time.perf_counter() - started
     lines = manifest["totals"]["lines"]
     print(f"wrote {lines:,} lines in {seconds:.1f}s ({lines / max(seconds, 1e-9):,.0f} lines/s) "
           f"under {raw_dir}; manifest: {raw_dir / '_manifest.json'}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_job_config(GenerateConfig, argv, prog="ple generate")
+    try:
+        run(config)
+    except FileExistsError as err:
+        print(f"generate failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

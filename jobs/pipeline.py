@@ -20,12 +20,13 @@ import datetime as dt
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from ple_runtime.config import JobConfig, Location, config_as_dict, parse_job_config
+from ple_runtime.config import JobConfig, Location, config_as_dict, parse_job_config, validate_config
 from ple_runtime.lake import Lake, default_data_dir
 from ple_runtime.lineage import file_sha256, run_context, write_json
 
@@ -106,64 +107,102 @@ class StageFailed(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class StageConfigs:
+    """Every stage's own job config, built and validated before the first stage runs."""
+
+    generate: Any
+    extract: Any            # the whole range; the stage runs the days still missing
+    train: dict[str, Any]   # model name -> TrainConfig
+    evaluate: Any
+    publish: Any
+
+
+def stage_configs(config: PipelineConfig) -> StageConfigs:
+    """The pipeline's settings as each job's typed config (the same objects `ple <job>` builds)."""
+    from jobs.evaluate import EvaluateConfig
+    from jobs.extract import ExtractConfig
+    from jobs.generate import GenerateConfig
+    from jobs.publish import PublishConfig
+    from training.config import TrainConfig
+
+    lake = Lake(config.data_dir)
+    runs = Path(lake.runs, "pipeline")
+    first, last = config.train_days
+    train = {model: validate_config(TrainConfig, {
+        "table": lake.examples, "train_start": first, "train_end": last, "validation_date": config.validation_day,
+        "spec": config.spec, "model": model, "model_params": config.model_params.get(model, {}),
+        "weighting": config.weighting, "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
+        "workers": config.workers, "seed": config.seed, "out": str(runs / model)})
+        for model in config.models}
+    candidate = str(runs / config.publish_model)
+    others = [str(runs / m) for m in config.models if m not in (config.publish_model, "single_task")]
+    single_task = [str(runs / "single_task")] if ("single_task" in config.models
+                                                 and config.publish_model != "single_task") else []
+    return StageConfigs(
+        generate=validate_config(GenerateConfig, {
+            "data_dir": config.data_dir, "start_date": config.start_date, "days": config.days, "users": config.users,
+            "items": config.items, "impressions_per_day": config.impressions_per_day,
+            "fault_rate": config.fault_rate, "seed": config.seed, "overwrite": True}),
+        extract=validate_config(ExtractConfig, {"data_dir": config.data_dir, "start": config.day(0),
+                                                "end": config.test_day}),
+        train=train,
+        evaluate=validate_config(EvaluateConfig, {
+            "model": candidate, "date": config.test_day, "data_dir": config.data_dir,
+            "out": str(Path(lake.reports, "pipeline", config.test_day)), "single_task_runs": single_task,
+            "compare": others}),
+        publish=validate_config(PublishConfig, {"model": candidate, "date": config.test_day,
+                                                "data_dir": config.data_dir}),
+    )
+
+
 def _banner(index: int, name: str, what: str) -> None:
     print(f"\n=== [{index}/5] {name}: {what}", flush=True)
 
 
-def _call(job: str, args: list[str]) -> None:
-    """Run a job's entry point in this process (one SparkSession for all Spark stages)."""
-    import importlib
-
-    module = importlib.import_module(f"jobs.{job}")
-    status = module.main(args)
-    if status:
-        raise StageFailed(f"`ple {job} {' '.join(args)}` exited with status {status}")
-
-
 def _generated_days(raw_events: Path) -> set[str]:
+    """Days whose raw partition is complete (its _SUCCESS marker, written last)."""
+    from ple_runtime.raw_logs import MARKER
+
     if not raw_events.is_dir():
         return set()
-    return {p.name.removeprefix("dt=") for p in raw_events.glob("dt=*") if any(p.iterdir())}
+    return {p.name.removeprefix("dt=") for p in raw_events.glob("dt=*") if (p / MARKER).is_file()}
 
 
 def _extracted_days(data_dir: str) -> set[str]:
     """Days with a data-quality record: extract writes it last, after the examples.
 
-    Read from the table's Delta log (its files live under dt=... folders), so
-    a re-run that has nothing to extract starts no Spark session."""
+    Read from the table's Delta log, so a re-run that has nothing to extract
+    starts no Spark session."""
     from training import resolve_snapshot
 
     path = Lake(data_dir).data_quality
     if not Path(path, "_delta_log").is_dir():
         return set()
-    return {part.removeprefix("dt=") for file in resolve_snapshot(path).paths
-            for part in Path(file).parts if part.startswith("dt=")}
+    return {f.partition_values["dt"] for f in resolve_snapshot(path).files}
 
 
-def _train_args(config: PipelineConfig, model: str, out: Path) -> list[str]:
-    first, last = config.train_days
-    return [
-        "--table", Lake(config.data_dir).examples, "--train-start", first, "--train-end", last,
-        "--validation-date", config.validation_day, "--spec", config.spec, "--model", model,
-        "--weighting", config.weighting, "--epochs", str(config.epochs), "--batch-size", str(config.batch_size),
-        "--lr", str(config.lr), "--workers", str(config.workers), "--seed", str(config.seed), "--out", str(out),
-        *[arg for name, value in config.model_params.get(model, {}).items()
-          for arg in ("--set", f"model_params.{name}={json.dumps(value)}")],
-    ]
+def _day_ranges(days: list[str]) -> list[tuple[str, str]]:
+    """Consecutive runs of ISO days, in order: one extract application each."""
+    ranges: list[list[str]] = []
+    for day in days:
+        if ranges and dt.date.fromisoformat(day) - dt.date.fromisoformat(ranges[-1][1]) == dt.timedelta(days=1):
+            ranges[-1][1] = day
+        else:
+            ranges.append([day, day])
+    return [(first, last) for first, last in ranges]
 
 
-def _trained(out: Path, args: list[str]) -> bool:
-    """A finished run with the same arguments is reused."""
-    record_path = out / "pipeline_train_args.json"
-    return (out / "model.pt").is_file() and record_path.is_file() and json.loads(record_path.read_text()) == args
+def _same_config(path: Path, config) -> bool:
+    return path.is_file() and json.loads(path.read_text()) == config_as_dict(config)
 
 
-def _evaluation_inputs(config: PipelineConfig, args: list[str], models: list[Path]) -> dict[str, Any]:
-    """What an evaluation's result depends on: its arguments, the models' bytes and the
-    table version recorded for the test day (a re-extract of that day moves it)."""
+def _evaluation_inputs(config: PipelineConfig, evaluate, models: list[Path]) -> dict[str, Any]:
+    """What an evaluation's result depends on: its config, the models' bytes and the table
+    version recorded for the test day (a re-extract of that day moves it)."""
     from evaluation.snapshot import recorded_version
 
-    return {"args": args, "models": {str(m): file_sha256(m / "model.pt") for m in models},
+    return {"config": config_as_dict(evaluate), "models": {str(m): file_sha256(m / "model.pt") for m in models},
             "table_version": recorded_version(Lake(config.data_dir).examples, config.test_day)}
 
 
@@ -177,97 +216,128 @@ def _published(config: PipelineConfig, candidate: Path) -> str | None:
     return str(production.version)
 
 
+def _generate(config: PipelineConfig, generate) -> bool:
+    from jobs.generate import run as generate_raw_logs
+
+    lake = Lake(config.data_dir)
+    missing = sorted(set(config.all_days) - _generated_days(Path(lake.raw, "events")))
+    if not (missing or config.force):
+        print(f"raw logs for all {config.days} days already under {lake.raw}: reused")
+        return True
+    generate_raw_logs(generate)
+    return False
+
+
+def _extract(config: PipelineConfig, extract) -> bool:
+    from feature_eng.quality import ReconciliationError
+    from jobs.extract import ExtractError, run as extract_days
+
+    done = set() if config.force else _extracted_days(config.data_dir)
+    missing = [d for d in config.all_days if d not in done]
+    if not missing:
+        print("every day already extracted: reused")
+        return True
+    for first, last in _day_ranges(missing):
+        try:
+            extract_days(validate_config(type(extract), {**config_as_dict(extract), "start": first, "end": last}))
+        except (ExtractError, ReconciliationError) as error:
+            raise StageFailed(f"extract {first}..{last}: {error}") from None
+    return False
+
+
+def _train(config: PipelineConfig, model: str, train) -> bool:
+    from training.launch import run_training
+
+    out = Path(train.out)
+    record = out / "pipeline_train_config.json"
+    if not config.force and (out / "model.pt").is_file() and _same_config(record, train):
+        print(f"{model}: a finished run with these settings exists: reused")
+        return True
+    status = run_training(train)
+    if status:
+        raise StageFailed(f"training {model} into {out} exited with status {status}")
+    write_json(record, config_as_dict(train))
+    return False
+
+
+def _evaluate(config: PipelineConfig, evaluate) -> bool:
+    import tempfile
+
+    from evaluation.config import EvaluationFailed
+    from evaluation.evaluate import run_evaluation
+
+    runs = Path(Lake(config.data_dir).runs, "pipeline")
+    report_dir = Path(evaluate.out)
+    inputs = _evaluation_inputs(config, evaluate, [runs / m for m in config.models])
+    inputs_path = report_dir / "pipeline_evaluation_inputs.json"
+    if (not config.force and (report_dir / "report.html").is_file() and inputs_path.is_file()
+            and json.loads(inputs_path.read_text()) == json.loads(json.dumps(inputs))):
+        print(f"the report of these models on {config.test_day} (table version {inputs['table_version']}) "
+              "exists: reused")
+        return True
+    try:
+        with tempfile.TemporaryDirectory(prefix="ple-evaluate-") as workdir:
+            result = run_evaluation(evaluate, Path(workdir))
+    except EvaluationFailed as error:
+        raise StageFailed(f"evaluate: {error}") from None
+    for line in result["summary"]:
+        print(f"  {line}")
+    write_json(inputs_path, inputs)
+    return False
+
+
+def _publish(config: PipelineConfig, publish) -> bool:
+    import tempfile
+
+    from evaluation.config import EvaluationFailed
+    from evaluation.export import ExportMismatch
+    from evaluation.publish import run_publish
+    from evaluation.registry import LeaseLost
+
+    version = None if config.force else _published(config, Path(publish.model))
+    if version is not None:
+        print(f"{config.publish_model} is already production (version {version}): reused")
+        return True
+    try:
+        with tempfile.TemporaryDirectory(prefix="ple-publish-") as workdir:
+            outcome = run_publish(publish, Path(workdir))
+    except (EvaluationFailed, ExportMismatch, TimeoutError, LeaseLost) as error:
+        raise StageFailed(f"publish: {error}") from None
+    for message in outcome.messages:
+        print(f"publish: {message}")
+    if outcome.status == "gate_failed":
+        raise StageFailed(f"the quality gate refused {publish.model}; record {outcome.record_path}")
+    return False
+
+
 def run(config: PipelineConfig) -> dict:
+    configs = stage_configs(config)  # every stage's settings checked before the first one runs
     lake = Lake(config.data_dir)
     timings: dict[str, float] = {}
     stages: dict[str, str] = {}  # stage -> "ran" | "reused"
-    outputs: dict[str, str] = {}
 
-    def timed(stage: str, started: float, reused: bool) -> None:
-        timings[stage] = round(time.perf_counter() - started, 1)
-        stages[stage] = "reused" if reused else "ran"
-        print(f"--- {stage} {'reused' if reused else 'took'} {timings[stage]:.1f} s", flush=True)
-
-    # 1. raw logs
-    started = time.perf_counter()
-    _banner(1, "generate", f"{config.days} days of raw logs from {config.day(0)}")
-    missing = sorted(set(config.all_days) - _generated_days(Path(lake.raw, "events")))
-    reused = not (missing or config.force)
-    if not reused:
-        _call("generate", [
-            "--data-dir", config.data_dir, "--start-date", config.day(0), "--days", str(config.days),
-            "--users", str(config.users), "--items", str(config.items),
-            "--impressions-per-day", str(config.impressions_per_day), "--fault-rate", str(config.fault_rate),
-            "--seed", str(config.seed), "--overwrite",
-        ])
-    else:
-        print(f"raw logs for all {config.days} days already under {lake.raw}: reused")
-    timed("generate", started, reused)
-
-    # 2. examples
-    started = time.perf_counter()
-    _banner(2, "extract", f"{config.days} days into {lake.examples}")
-    done = set() if config.force else _extracted_days(config.data_dir)
-    to_extract = [d for d in config.all_days if d not in done]
-    for day in to_extract:
-        _call("extract", ["--date", day, "--data-dir", config.data_dir])
-    if not to_extract:
-        print("every day already extracted: reused")
-    timed("extract", started, not to_extract)
-
-    # 3. models
-    runs = Path(lake.runs, "pipeline")
-    for model in config.models:
+    def stage(name: str, work) -> None:
         started = time.perf_counter()
-        out = runs / model
-        args = _train_args(config, model, out)
-        _banner(3, "train", f"{model} with {config.workers} Horovod worker(s) -> {out}")
-        reused = _trained(out, args) and not config.force
-        if reused:
-            print(f"{model}: a finished run with these settings exists: reused")
-        else:
-            _call("train", args)
-            write_json(out / "pipeline_train_args.json", args)
-        timed(f"train {model}", started, reused)
-        outputs[f"run {model}"] = str(out)
+        reused = work()
+        timings[name] = round(time.perf_counter() - started, 1)
+        stages[name] = "reused" if reused else "ran"
+        print(f"--- {name} {'reused' if reused else 'took'} {timings[name]:.1f} s", flush=True)
 
-    # 4. evaluation on the test day
-    started = time.perf_counter()
-    candidate = runs / config.publish_model
-    report_dir = Path(lake.reports, "pipeline", config.test_day)
+    _banner(1, "generate", f"{config.days} days of raw logs from {config.day(0)}")
+    stage("generate", lambda: _generate(config, configs.generate))
+    _banner(2, "extract", f"{config.days} days into {lake.examples}")
+    stage("extract", lambda: _extract(config, configs.extract))
+    for model, train in configs.train.items():
+        _banner(3, "train", f"{model} with {config.workers} worker(s) -> {train.out}")
+        stage(f"train {model}", lambda train=train, model=model: _train(config, model, train))
     _banner(4, "evaluate", f"{config.publish_model} on the test day {config.test_day}")
-    evaluate_args = ["--model", str(candidate), "--date", config.test_day, "--data-dir", config.data_dir,
-                     "--out", str(report_dir)]
-    if "single_task" in config.models and config.publish_model != "single_task":
-        evaluate_args += ["--single-task-runs", str(runs / "single_task")]
-    others = [str(runs / m) for m in config.models if m not in (config.publish_model, "single_task")]
-    if others:
-        evaluate_args += ["--compare", *others]
-    inputs = _evaluation_inputs(config, evaluate_args, [runs / m for m in config.models])
-    inputs_path = report_dir / "pipeline_evaluation_inputs.json"
-    reused = (not config.force and (report_dir / "report.html").is_file() and inputs_path.is_file()
-              and json.loads(inputs_path.read_text()) == json.loads(json.dumps(inputs)))
-    if reused:
-        print(f"the report of these models on {config.test_day} (table version {inputs['table_version']}) "
-              "exists: reused")
-    else:
-        _call("evaluate", evaluate_args)
-        write_json(inputs_path, inputs)
-    outputs["report"] = str(report_dir / "report.html")
-    outputs["metrics"] = str(report_dir / "metrics.json")
-    timed("evaluate", started, reused)
-
-    # 5. publish behind the gate
-    started = time.perf_counter()
+    stage("evaluate", lambda: _evaluate(config, configs.evaluate))
     _banner(5, "publish", f"{config.publish_model} behind the quality gate")
-    version = None if config.force else _published(config, candidate)
-    if version is not None:
-        print(f"{config.publish_model} is already production (version {version}): reused")
-    else:
-        _call("publish", ["--model", str(candidate), "--date", config.test_day, "--data-dir", config.data_dir])
-    outputs["registry"] = str(Path(lake.registry))
-    timed("publish", started, version is not None)
+    stage("publish", lambda: _publish(config, configs.publish))
 
+    outputs = {**{f"run {m}": t.out for m, t in configs.train.items()},
+               "report": str(Path(configs.evaluate.out, "report.html")),
+               "metrics": str(Path(configs.evaluate.out, "metrics.json")), "registry": lake.registry}
     record = {"config": config_as_dict(config), "context": run_context(), "stage_seconds": timings,
               "stages": stages, "outputs": outputs}
     write_json(Path(config.data_dir, "pipeline_record.json"), record)

@@ -114,10 +114,15 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def _flag_value(text: str) -> Any:
+def _accepts_none(annotation: Any) -> bool:
+    return annotation is type(None) or type(None) in typing.get_args(annotation)
+
+
+def _flag_value(text: str, nullable: bool) -> Any:
     """A `--field value`: kept as text for pydantic to coerce by the field's
-    type (so `--user 123` stays a string for a str field), except null."""
-    return None if text.strip().lower() in ("none", "null") else text
+    type (so `--user 123` stays a string for a str field), except `none`/`null`
+    for a field that can be None (a choice named "none" stays a word)."""
+    return None if nullable and text.strip().lower() in ("none", "null") else text
 
 
 def _set_dotted(target: dict, dotted: str, value: Any) -> None:
@@ -206,13 +211,15 @@ def parse_job_config(
         key, raw = override.split("=", 1)
         _set_dotted(values, key.strip(), _parse_scalar(raw))
         sources[key.split(".")[0]] = f"--set {override}"
-    for name in config_cls.model_fields:
+    for name, field in config_cls.model_fields.items():
         if name in vars(args):
             raw = getattr(args, name)
+            nullable = _accepts_none(field.annotation)
             if isinstance(raw, list):
-                values[name] = [_flag_value(v) for v in raw]
+                item = (typing.get_args(field.annotation) or (None,))[0]
+                values[name] = [_flag_value(v, _accepts_none(item)) for v in raw]
             else:
-                values[name] = raw if isinstance(raw, bool) else _flag_value(raw)
+                values[name] = raw if isinstance(raw, bool) else _flag_value(raw, nullable)
             sources[name] = _flag(name)
     return validate_config(config_cls, values, sources)
 

@@ -6,19 +6,18 @@ Public API:
     from training import TrainConfig, run_training, resolve_snapshot
     run_training(config)                                   # plan on the driver, then the configured launcher
     snap = resolve_snapshot(table, {"dt": "2026-01-08"}, version=None)   # Snapshot(version, files, urls, ...)
-    # model files: ple_model.load_model / save_model (re-exported here for older callers)
+    # model files: ple_model.model_file (load_model / save_model)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_model", "save_model", "LoadedModel", "resolve_snapshot", "resolve_delta_snapshot",
+__all__ = ["resolve_snapshot", "resolve_delta_snapshot",
            "resolve_parquet_snapshot", "latest_delta_version", "Snapshot", "SnapshotFile", "SnapshotError",
            "TrainConfig", "TrainingPlan", "run_training"]
 
 _LAZY = {
-    "load_model": "model_io", "save_model": "model_io", "LoadedModel": "model_io",
     "resolve_snapshot": "snapshot", "resolve_delta_snapshot": "snapshot", "resolve_parquet_snapshot": "snapshot",
     "latest_delta_version": "snapshot", "Snapshot": "snapshot", "SnapshotFile": "snapshot",
     "SnapshotError": "snapshot", "TrainConfig": "config", "TrainingPlan": "plan", "run_training": "launch",

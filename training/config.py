@@ -96,6 +96,9 @@ class TrainConfig(JobConfig):
     selection_reference: Location | None = Field(
         None, description="mean_normalized: normalise against this baseline run's selected validation metrics "
                           "(its run folder or run_record.json) instead of this run's first epoch")
+    calibration: Literal["isotonic", "platt", "none"] = Field(
+        "isotonic", description="post-hoc calibration of the selected model, fitted on the validation rows after "
+                                "training and stored in model.pt (training/calibration.py)")
     early_stop_metric: str | None = Field(None, description="e.g. play.auc (higher is better) or watch_ratio.mse")
     early_stop_mode: Literal["auto", "max", "min"] = "auto"
     patience: int = Field(2, ge=1)

@@ -53,6 +53,17 @@ def run_training(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ())
     callbacks = [*callbacks, *load_callbacks(callbacks_text)]
     extra_columns = tuple(dict.fromkeys(c for cb in callbacks for c in cb.extra_columns))
     plan = prepare_plan(config, extra_columns)
+    status = launch_workers(config, plan, callbacks, callbacks_text)
+    if status == 0:
+        from .calibration import calibrate_model, record_calibration
+
+        record_calibration(plan, calibrate_model(plan))
+    return status
+
+
+def launch_workers(config: TrainConfig, plan, callbacks: Sequence[TrainerCallback], callbacks_text: str | None) -> int:
+    """Train with the configured launcher; its exit status."""
+    launcher = config.resolved_launcher
     plan_path = Path(config.out) / PLAN_FILE
     if launcher == "single":
         from .trainer import train_worker

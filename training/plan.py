@@ -31,7 +31,8 @@ from .storage import open_parquet
 PLAN_FILE = "plan.json"
 PLAN_FORMAT = "ple-train-plan/1"
 # Settings that may differ between the original run and a --resume of it.
-RESUMABLE_CHANGES = {"resume", "epochs", "progress", "launcher", "hosts", "threads", "patience", "early_stop_metric",
+RESUMABLE_CHANGES = {"resume", "epochs", "progress", "launcher", "hosts", "threads", "patience", "calibration",
+                     "early_stop_metric",
                      "early_stop_mode", "log_every_steps"}
 # Settings of plans written before test hooks left the config (callbacks now); ignored when loading.
 _RETIRED_SETTINGS = ("debug_row_id_column", "stop_after_steps", "debug_step_delay_s")

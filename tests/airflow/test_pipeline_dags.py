@@ -41,7 +41,10 @@ def test_daily_dag_extracts_trains_evaluates_and_publishes(dagbag, tiny_lake):
     import pendulum
 
     dag = dagbag.get_dag("ple_daily")
-    run = dag.test(logical_date=pendulum.parse(RUN_DAY))
+    # A run triggered during day D+1 processes day D, the last complete data interval
+    # (the DAG's timetable; test_daily_schedule.py checks the scheduled runs).
+    run = dag.test(logical_date=pendulum.parse(RUN_DAY).add(days=1, hours=9))
+    assert run.data_interval_start == pendulum.parse(RUN_DAY)
     states = _states(run)
     assert run.state == DagRunState.SUCCESS, states
     assert states["publish"] == TaskInstanceState.SUCCESS, states  # first model: nothing to beat

@@ -3,7 +3,7 @@
 The data follow ple_model.synthetic.easy_multitask_problem (3 tasks: play,
 watch_ratio masked by play, share). One sample is drawn and cut into days, so
 every day is the same problem. Models are trained for a few hundred steps on
-separate rows and saved with training.model_io.save_model (the format
+separate rows and saved with ple_model.model_file.save_model (the format
 `ple train` writes), so evaluate/publish load them as they load real runs.
 """
 
@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ple_model import build_model, losses, synthetic
-from training.model_io import save_model
+from ple_model.model_file import save_model
 
 DATES = ("2026-01-05", "2026-01-06", "2026-01-07")
 ROWS_PER_DAY = 500

@@ -14,11 +14,11 @@ import torch
 from evaluation.bundle import verify_bundle
 from evaluation.export import ExportMismatch, PositionalModel, export_model
 from evaluation.registry import download_version, list_versions, registry_settings, version_by_alias
-from evaluation.scoring import model_inputs
+from ple_model import model_inputs
 from evaluation_tables import DATES, day_frame
 from jobs.evaluate import main as evaluate_main
 from jobs.publish import main as publish_main
-from training.model_io import load_model
+from ple_model.model_file import load_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_onnx_and_torchscript_match_pytorch(examples_problem, trained_models, tm
     # Independently: another batch size through ONNX Runtime vs the eager model's probabilities.
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == loaded.spec.feature_names
-    rows = {name: values[:37] for name, values in features.items()}
+    rows = {name: torch.from_numpy(values[:37]) for name, values in features.items()}
     onnx_out = session.run(None, {name: rows[name].numpy() for name in loaded.spec.feature_names})
     with torch.no_grad():
         eager = loaded.model(rows)
@@ -101,7 +101,7 @@ def test_calibration_survives_model_file_export_and_load(examples_problem, train
     import onnxruntime as ort
 
     from evaluation.model_refs import load_model_ref
-    from evaluation.scoring import predict
+    from ple_model.prediction import predict
     from ple_model.calibration import attach_calibration, fit_calibration
 
     loaded = load_model(trained_models["ple"])
@@ -125,10 +125,10 @@ def test_calibration_survives_model_file_export_and_load(examples_problem, train
     assert info["signature"]["calibration"] == "isotonic"
     assert info["signature"]["outputs"][0]["meaning"] == "calibrated probability"
     session = ort.InferenceSession(str(tmp_path / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
-    onnx_out = session.run(None, {name: other_day[name].numpy() for name in resolved.spec.feature_names})
+    onnx_out = session.run(None, {name: other_day[name] for name in resolved.spec.feature_names})
     scripted = torch.jit.load(str(tmp_path / "export" / "model.torchscript.pt"))
     with torch.no_grad():
-        script_out = scripted(*[other_day[n] for n in resolved.spec.feature_names])
+        script_out = scripted(*[torch.from_numpy(other_day[n]) for n in resolved.spec.feature_names])
     for index, task in enumerate(resolved.spec.task_names):
         np.testing.assert_allclose(onnx_out[index], expected[task], atol=1e-5)
         np.testing.assert_allclose(script_out[index].numpy(), expected[task], atol=1e-5)
@@ -136,14 +136,14 @@ def test_calibration_survives_model_file_export_and_load(examples_problem, train
 
 def test_export_mismatch_is_an_error(trained_models, tmp_path, monkeypatch):
     loaded = load_model(trained_models["ple"])
-    original = PositionalModel.forward
+    original = PositionalModel.raw  # the eager outputs the exports are checked against
 
     def drifting(self, *features):  # eager outputs drift after export: the check must catch it
         outputs = original(self, *features)
-        return tuple(o + (1e-3 if torch.jit.is_tracing() is False and not torch.onnx.is_in_onnx_export() else 0.0)
-                     for o in outputs)
+        return {task: o + (1e-3 if torch.jit.is_tracing() is False and not torch.onnx.is_in_onnx_export() else 0.0)
+                for task, o in outputs.items()}
 
-    monkeypatch.setattr(PositionalModel, "forward", drifting)
+    monkeypatch.setattr(PositionalModel, "raw", drifting)
     with pytest.raises(ExportMismatch, match="differ from PyTorch's by more than 1e-05"):
         export_model(loaded.model, loaded.spec, tmp_path, None, exporter="torchscript")
 

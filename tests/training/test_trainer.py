@@ -228,3 +228,28 @@ def test_the_plan_round_trips_typed_and_loads_plans_with_retired_test_settings(t
     with pytest.raises(ValueError, match="is not a training plan"):
         (tmp_path / "other.json").write_text(json.dumps({"format": "something-else"}))
         TrainingPlan.load(tmp_path / "other.json")
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_the_selected_model_is_calibrated_on_the_validation_rows(tables, tmp_path, method):
+    from ple_model.calibration import read_calibration
+
+    record = train(tables, tmp_path / method, "--epochs", "1", "--calibration", method)
+    calibration = read_calibration(str(tmp_path / method / "model.pt"))
+    assert calibration is not None and calibration.method == method
+    fitted = record["calibration"]
+    assert fitted["rows"] == len(tables["validation"])
+    assert fitted["fitted_on"]["table"].endswith("valid")
+    for task, after in fitted["after"].items():
+        before = fitted["before"][task]
+        assert before["observed"] == pytest.approx(after["observed"])
+        # isotonic regression matches the mean of the rows it was fitted on exactly; Platt nearly
+        tolerance = 1e-6 if method == "isotonic" else 0.02 * max(after["observed"], 0.05)
+        assert abs(after["mean_prediction"] - after["observed"]) <= tolerance, (task, before, after)
+
+
+def test_calibration_none_leaves_the_model_file_without_one(tables, tmp_path):
+    from ple_model.calibration import read_calibration
+
+    record = train(tables, tmp_path / "raw", "--epochs", "1", "--calibration", "none")
+    assert read_calibration(str(tmp_path / "raw" / "model.pt")) is None and "calibration" not in record

@@ -45,7 +45,7 @@ def test_two_workers_learn_and_read_disjoint_shards(lake, tmp_path, subprocess_e
     assert_disjoint_shards(lake, out, run, batch_size=64)
 
     # Outputs: model (loadable), checkpoints, TensorBoard events, plan.
-    from training import load_model
+    from ple_model.model_file import load_model
 
     loaded = load_model(out / "model.pt")
     assert loaded.model_name == "ple" and not loaded.model.training

@@ -1,0 +1,82 @@
+"""After training: post-hoc calibration of the selected model, fitted on the validation rows.
+
+`model.pt` (the epoch(s) model selection kept) predicts every row of the run's
+validation snapshot; `ple_model.calibration.fit_calibration` fits one monotone
+map per task (isotonic by default, or Platt; `calibration: none` skips it) and
+the model file carries it (its "calibration" entry): evaluation, publishing and
+the TorchScript/ONNX exports apply it. Runs once, in the launching process,
+after the workers are done, whatever the launcher. Why post-hoc rather than a
+better-calibrated loss: docs/MODEL.md (calibration).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ple_model import model_inputs
+from ple_model.calibration import attach_calibration, fit_calibration
+from ple_model.model_file import load_model
+from ple_model.model_inputs import source_columns
+from ple_model.prediction import predict
+from ple_runtime.lineage import write_json
+
+from .plan import TrainingPlan
+
+
+def read_columns(snapshot, columns: list[str]):
+    """The snapshot's rows (only `columns`) as pandas, local or on object storage."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ple_runtime import storage
+
+    tables = []
+    for path in snapshot.paths:
+        filesystem, inner = storage.filesystem(path)
+        tables.append(pq.read_table(inner, columns=columns, filesystem=filesystem))
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _level(predictions: dict[str, np.ndarray], labels, masks) -> dict[str, dict[str, float]]:
+    """Mean prediction and mean label per task inside its sample space."""
+    figures = {}
+    for task, values in predictions.items():
+        in_space = np.asarray(masks[task]) > 0
+        if in_space.any():
+            figures[task] = {"mean_prediction": float(np.mean(values[in_space])),
+                             "observed": float(np.mean(np.asarray(labels[task])[in_space]))}
+    return figures
+
+
+def calibrate_model(plan: TrainingPlan) -> dict[str, Any] | None:
+    """Fit and attach the calibration (module doc); returns what the run record keeps."""
+    method = plan.config.calibration
+    model_file = Path(plan.config.out) / "model.pt"
+    if method == "none" or not model_file.is_file():
+        return None
+    loaded = load_model(model_file)
+    frame = read_columns(plan.validation_snapshot, source_columns(loaded.spec))
+    inputs = model_inputs(frame, loaded.spec)
+    predictions, _ = predict(loaded.model, loaded.spec, inputs.features, plan.config.validation_batch_size)
+    calibration = fit_calibration(loaded.spec, predictions, inputs.labels, inputs.masks, method=method)
+    attach_calibration(str(model_file), calibration)
+    calibrated = calibration.apply_numpy(predictions)
+    return {"method": method, "fitted_on": plan.validation_snapshot.summary(), "rows": int(len(frame)),
+            "fit": calibration.fit_report,
+            "before": _level(predictions, inputs.labels, inputs.masks),
+            "after": _level(calibrated, inputs.labels, inputs.masks)}
+
+
+def record_calibration(plan: TrainingPlan, record: dict[str, Any] | None) -> None:
+    """Add the calibration to <out>/run_record.json (the workers wrote the rest)."""
+    import json
+
+    path = Path(plan.config.out) / "run_record.json"
+    if record is None or not path.is_file():
+        return
+    run_record = json.loads(path.read_text())
+    run_record["calibration"] = record
+    write_json(path, run_record)
