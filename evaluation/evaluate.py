@@ -37,6 +37,7 @@ from ple_model import model_inputs
 from ple_model.metrics import GAIN_METRIC, mtl_gain
 from ple_model.model_inputs import source_columns
 from ple_model.prediction import predict
+from ple_runtime import storage
 from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
 
@@ -70,7 +71,10 @@ class ScoringOptions:
 def snapshot_columns(snapshot: DateSnapshot) -> set[str]:
     import pyarrow.parquet as pq
 
-    return set(pq.read_schema(snapshot.files[0]).names) if snapshot.files else set()
+    if not snapshot.files:
+        return set()
+    filesystem, path = storage.filesystem(snapshot.files[0])
+    return set(pq.read_schema(path, filesystem=filesystem).names)
 
 
 @dataclass

@@ -14,6 +14,9 @@ Three ways to pick the version (`resolve_date_snapshot`):
   retention and no remaining commit touched the date, the oldest version that
   can still be rebuilt is used (the partition's content is the same there).
 
+The log is read by `ple_runtime.delta_log` (the one reader; local tables and
+object storage alike), and rows through `ple_runtime.storage`'s filesystems.
+
 Rows are read either with pyarrow from the Parquet files of that version
 (`training.snapshot`, no JVM: the default) or with Spark + Delta
 (`versionAsOf` + a `dt` filter + toPandas over Arrow). `reader="auto"` uses
@@ -24,31 +27,22 @@ vectors, column mapping). Both read the same version, chosen here.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
+from ple_runtime import delta_log, storage
 from ple_runtime.config import absolute_location
-from training.snapshot import (DELTA_LOG, SnapshotError, is_delta_table, latest_delta_version,
-                               read_delta_log, resolve_delta_snapshot, resolve_parquet_snapshot)
+from ple_runtime.delta_log import Commit, parse_timestamp  # noqa: F401 - re-exported for callers
+from training.snapshot import (SnapshotError, is_delta_table, latest_delta_version, read_delta_log,
+                               resolve_delta_snapshot, resolve_parquet_snapshot)
 
 READERS = ("auto", "arrow", "spark")
 
 
 class MissingPartitionError(LookupError):
     """The asked date has no rows in the table (at the asked version); the message says what exists."""
-
-
-@dataclass(frozen=True)
-class Commit:
-    version: int
-    timestamp_ms: int                     # Delta's commit time (file mtime, or inCommitTimestamp)
-    operation: str | None
-    partitions_changed: frozenset[str]    # values of the partition column whose data changed
 
 
 @dataclass
@@ -75,43 +69,19 @@ class DateSnapshot:
                 "rows": self.rows, "reader": self.reader, **self.extra}
 
 
-# --- the Delta log: commits, their times and the partitions they changed -------------------
+# --- the Delta log (ple_runtime.delta_log: local and object storage alike) -------------------
 
 def delta_commits(table: str, partition_column: str = "dt") -> list[Commit]:
-    """Every commit file still in `_delta_log/`, oldest first."""
-    log_dir = Path(absolute_location(table), DELTA_LOG)
-    if not log_dir.is_dir():
-        raise SnapshotError(f"{table} is not a Delta table (no {DELTA_LOG}/ folder)")
-    names = sorted(n for n in os.listdir(log_dir) if n.endswith(".json") and n[:-5].isdigit())
-    commits: list[Commit] = []
-    previous_ms = -1
-    for name in names:
-        path = log_dir / name
-        operation, in_commit_ms, changed = None, None, set()
-        with open(path) as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                action = json.loads(line)
-                if "commitInfo" in action:
-                    info = action["commitInfo"]
-                    operation = info.get("operation")
-                    in_commit_ms = info.get("inCommitTimestamp")
-                for kind in ("add", "remove"):
-                    if kind in action and action[kind].get("dataChange", True):
-                        value = (action[kind].get("partitionValues") or {}).get(partition_column)
-                        if value is not None:
-                            changed.add(value)
-        # Delta orders commits by file modification time, made monotonic (DeltaHistoryManager).
-        timestamp_ms = int(in_commit_ms) if in_commit_ms is not None else int(path.stat().st_mtime * 1000)
-        timestamp_ms = max(timestamp_ms, previous_ms + 1)
-        previous_ms = timestamp_ms
-        commits.append(Commit(int(name[:-5]), timestamp_ms, operation, frozenset(changed)))
-    return commits
+    """Every commit file still in `_delta_log/`, oldest first, with the partitions it changed."""
+    try:
+        return delta_log.commits(table, partition_column)
+    except delta_log.DeltaLogError as error:
+        raise SnapshotError(str(error)) from None
 
 
 def recorded_version(table: str, date: str, partition_column: str = "dt") -> int:
     """The newest version whose commit changed partition `date` (see the module doc)."""
+    table = absolute_location(table)
     commits = delta_commits(table, partition_column)
     touching = [c.version for c in commits if date in c.partitions_changed]
     if touching:
@@ -119,43 +89,36 @@ def recorded_version(table: str, date: str, partition_column: str = "dt") -> int
     earliest = min((c.version for c in commits), default=0)
     if earliest > 0:
         # Log retention removed the early commits: the date may predate them.
-        latest = latest_delta_version(table)
-        snapshot = resolve_delta_snapshot(absolute_location(table), latest, {partition_column: date})
+        snapshot = resolve_delta_snapshot(table, latest_delta_version(table), {partition_column: date})
         if snapshot.files:
-            names = os.listdir(Path(absolute_location(table), DELTA_LOG))
-            checkpoint_versions = sorted(int(n.split(".")[0]) for n in names
-                                         if ".checkpoint" in n and n.split(".")[0].isdigit())
-            return max([v for v in checkpoint_versions if v < earliest] or [earliest])
+            checkpoints = delta_log.checkpoint_versions(table)
+            return max([v for v in checkpoints if v < earliest] or [earliest])
     raise MissingPartitionError(_missing_message(table, date, partition_column, None))
 
 
 def version_at_timestamp(table: str, timestamp: str | dt.datetime) -> int:
     """Delta's timestampAsOf rule: the newest commit at or before the timestamp (UTC if naive)."""
-    moment = parse_timestamp(timestamp)
-    target_ms = int(moment.timestamp() * 1000)
-    commits = delta_commits(table)
-    if not commits:
-        raise SnapshotError(f"Delta table {table} has no commit files")
-    eligible = [c.version for c in commits if c.timestamp_ms <= target_ms]
-    if not eligible:
-        first = dt.datetime.fromtimestamp(commits[0].timestamp_ms / 1000, dt.timezone.utc)
-        raise SnapshotError(f"timestamp {moment.isoformat()} is before the oldest commit still in the log of "
-                            f"{table} (version {commits[0].version} at {first.isoformat()})")
-    return max(eligible)
+    try:
+        return delta_log.version_at(absolute_location(table), timestamp)
+    except delta_log.DeltaLogError as error:
+        raise SnapshotError(str(error)) from None
 
 
-def parse_timestamp(value: str | dt.datetime) -> dt.datetime:
-    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+def _exists(location: str) -> bool:
+    from pyarrow import fs as pafs
+
+    filesystem, path = storage.filesystem(location)
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def available_dates(table: str, version: int | None, partition_column: str = "dt") -> list[str]:
     try:
-        if is_delta_table(absolute_location(table)):
-            files = resolve_delta_snapshot(absolute_location(table), version).files
+        location = absolute_location(table)
+        if is_delta_table(location):
+            files = resolve_delta_snapshot(location, version).files
         else:
-            files = resolve_parquet_snapshot(absolute_location(table)).files
-    except (SnapshotError, OSError):
+            files = resolve_parquet_snapshot(location).files
+    except (SnapshotError, storage.StorageError, OSError):
         return []
     return sorted({f.partition_values.get(partition_column) for f in files} - {None})
 
@@ -178,8 +141,8 @@ def resolve_date_snapshot(table: str, date: str | dt.date, *, version: int | Non
     date = date.isoformat() if isinstance(date, dt.date) else str(date)
     if version is not None and timestamp is not None:
         raise ValueError("give a version or a timestamp, not both")
-    local = absolute_location(table)
-    if not Path(local).exists():
+    local = absolute_location(table)  # a local path, or a URI as given (s3a://...)
+    if not _exists(local):
         raise SnapshotError(f"table {table} does not exist")
     if not is_delta_table(local):
         if version is not None or timestamp is not None:
@@ -250,13 +213,14 @@ def _read_with_arrow(snapshot: DateSnapshot, columns: list[str]) -> pd.DataFrame
         # Refuses tables whose Parquet files are not the table's rows (deletion vectors, column mapping).
         read_delta_log(absolute_location(snapshot.table), snapshot.version)
     tables = []
-    for path in snapshot.files:
-        available = set(pq.read_schema(path).names)
+    for file in snapshot.files:
+        filesystem, path = storage.filesystem(file)
+        available = set(pq.read_schema(path, filesystem=filesystem).names)
         missing = [c for c in columns if c not in available]
         if missing:
             raise KeyError(f"{snapshot.table} ({snapshot.partition_column}={snapshot.date}, version "
                            f"{snapshot.version}) lacks columns {missing}; it has {sorted(available)}")
-        tables.append(pq.read_table(path, columns=columns))
+        tables.append(pq.read_table(path, columns=columns, filesystem=filesystem))
     table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({c: [] for c in columns})
     return table.to_pandas()
 

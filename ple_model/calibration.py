@@ -70,7 +70,9 @@ class TaskCalibrator(nn.Module):
             width = self.knots_x[1:] - self.knots_x[:-1]
             slope = (self.knots_y[1:] - self.knots_y[:-1]) / width
             steps = torch.minimum(torch.relu(value.unsqueeze(-1) - self.knots_x[:-1]), width)
-            return self.knots_y[0] + (steps * slope).sum(dim=-1)
+            # Clamped to [y_first, y_last]: the sum's rounding could leave a probability at 1 + 1e-7.
+            mapped = self.knots_y[0] + (steps * slope).sum(dim=-1)
+            return torch.minimum(torch.maximum(mapped, self.knots_y[0]), self.knots_y[-1])
         if self.kind == "platt":
             clipped = value.clamp(_EPS, 1.0 - _EPS)
             return torch.sigmoid(self.coefficients[0] * torch.log(clipped / (1.0 - clipped)) + self.coefficients[1])
@@ -133,11 +135,16 @@ def _fit_isotonic(value: np.ndarray, label: np.ndarray, binary: bool, max_knots:
     from sklearn.isotonic import IsotonicRegression
 
     bounds = {"y_min": 0.0, "y_max": 1.0} if binary else {}
+    # Fitted on float32 values, as the module stores and serves them: two float64 scores that round
+    # to one float32 would otherwise become two knots at the same x.
+    value = np.asarray(value, dtype=np.float32).astype(np.float64)
     regression = IsotonicRegression(out_of_bounds="clip", increasing=True, **bounds).fit(value, label)
     x = np.asarray(regression.X_thresholds_, dtype=np.float64)
     y = np.asarray(regression.y_thresholds_, dtype=np.float64)
     x, y = _thin(x, y, value, max_knots)
-    return TaskCalibrator("isotonic", torch.from_numpy(x), torch.from_numpy(y))
+    x = x.astype(np.float32)
+    distinct = np.concatenate([[True], np.diff(x) > 0])    # thinning's quantiles may round together
+    return TaskCalibrator("isotonic", torch.from_numpy(x[distinct]), torch.from_numpy(y[distinct]))
 
 
 def _fit_platt(value: np.ndarray, label: np.ndarray, binary: bool) -> TaskCalibrator:

@@ -1,6 +1,6 @@
 """The pipeline on the local cluster, as users run it on a real one (issue 11).
 
-Cluster up; two days of tiny raw logs (`ple generate`); both days extracted by
+Cluster up; three days of tiny raw logs (`ple generate`); all extracted by
 `spark-submit` on the standalone master (2 workers) into Delta tables on the S3 server
 (s3a://), once from raw logs on a shared disk and once from raw logs on the object store;
 the tables read back through the one Delta log reader and pyarrow's S3 filesystem, and
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -27,18 +28,20 @@ from tests.cluster.local_cluster import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-START, END = "2026-01-05", "2026-01-06"
-DAYS = (START, END)
+# Three days: training needs a row group per worker, and a day this small is one file. The
+# generator writes a fourth, the next day of the last one (its late events and engagement).
+START, MIDDLE, END = "2026-01-05", "2026-01-06", "2026-01-07"
+DAYS = (START, MIDDLE, END)
 
 
 @pytest.fixture(scope="module")
 def raw_logs(tmp_path_factory) -> Path:
-    """Two days of tiny raw logs with a few injected faults (the generator's manifest
+    """Four days of tiny raw logs with a few injected faults (the generator's manifest
     says exactly which lines extract must quarantine)."""
     raw = tmp_path_factory.mktemp("generated") / "raw"
     result = subprocess.run(
         [f"{sys.prefix}/bin/ple", "generate", "--raw-dir", str(raw), "--users", "300", "--items", "120",
-         "--days", "2", "--impressions-per-day", "3000", "--start-date", START, "--fault-rate", "0.004",
+         "--days", "4", "--impressions-per-day", "3000", "--start-date", START, "--fault-rate", "0.004",
          "--files-per-day", "2"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -77,15 +80,22 @@ def read_rows(table: str, columns: list[str]) -> list[dict]:
     return rows
 
 
-def test_extract_on_the_cluster_writes_delta_to_object_storage(cluster, s3_spark, s3_prefix, raw_logs):
-    data = cluster.uri(s3_prefix, "data")
+@pytest.fixture(scope="module")
+def extracted(cluster, raw_logs) -> tuple[str, set]:
+    """The days extracted once by spark-submit on the standalone master into Delta on S3
+    (raw logs on a filesystem every executor sees, here this machine's disk, like an NFS
+    mount); (data URI, ids of the applications it ran)."""
+    data = cluster.uri(f"tests/{uuid.uuid4().hex[:12]}", "data")
     before = {a["id"] for a in _master_state(cluster)["completedapps"]}
-    # Raw logs on a filesystem every executor sees (here: this machine's disk, like an NFS
-    # mount); reading them from the object store needs the phase-2 fix (see the xfail below).
     result = spark_submit_extract(cluster, "--data-dir", data, "--raw-dir", str(raw_logs))
     assert result.returncode == 0, result.stderr[-5000:]
-    ran = [a["id"] for a in _master_state(cluster)["completedapps"] if a["id"] not in before]
+    return data, {a["id"] for a in _master_state(cluster)["completedapps"]} - before
+
+
+def test_extract_on_the_cluster_writes_delta_to_object_storage(cluster, s3_spark, extracted, raw_logs):
+    data, ran = extracted
     assert len(ran) == 1, f"the extract did not run as one application on the standalone master: {ran}"
+    ran = sorted(ran)
     for worker in (1, 2):
         assert (cluster.state / "work" / f"worker-{worker}" / ran[0]).is_dir(), \
             f"worker {worker} ran no executor of the extract"
@@ -110,7 +120,7 @@ def test_extract_on_the_cluster_writes_delta_to_object_storage(cluster, s3_spark
     assert dict(ours) == spark_counts and all(spark_counts[d] > 1000 for d in DAYS)
     assert delta_log.snapshot(f"{lake}/vocabulary").num_records > 0
     # Each day is one commit of examples, found by the commit scan evaluation pins dates with.
-    assert [set(c.partitions_changed) for c in delta_log.commits(f"{lake}/examples")] == [{START}, {END}]
+    assert [set(c.partitions_changed) for c in delta_log.commits(f"{lake}/examples")] == [{day} for day in DAYS]
 
 
 def test_extract_reads_raw_logs_from_object_storage(cluster, s3_prefix, raw_logs):
@@ -126,6 +136,67 @@ def test_extract_reads_raw_logs_from_object_storage(cluster, s3_prefix, raw_logs
     for day in DAYS:  # the same lines read and quarantined as from local disk
         assert figures[(day, "lines_read")] == manifest[day]["lines"]
         assert figures[(day, "quarantined")] == manifest[day]["quarantined"]
+
+
+def ple(cluster, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([f"{sys.prefix}/bin/ple", *args], env=cluster.env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT)
+
+
+def test_train_on_executors_evaluate_and_publish_to_the_registry_server(cluster, extracted, tmp_path):
+    """PLE trained by 2 workers on the standalone cluster's executors from the S3 snapshot, with
+    Horovod (horovod.spark.run) and with TorchDistributor; the Horovod model evaluated from S3, published to the MLflow server (artifacts on S3),
+    and the registered version loaded back by reference."""
+    data, _ = extracted
+    examples = f"{data}/lake/examples"
+    def train(launcher: str, out: Path) -> dict:
+        before = {a["id"] for a in _master_state(cluster)["completedapps"]}
+        trained = ple(cluster, "train", "--table", examples, "--train-start", START, "--train-end", MIDDLE,
+                      "--validation-date", END, "--spec", str(REPO_ROOT / "conf" / "video_spec.yaml"),
+                      "--model", "ple", "--epochs", "1", "--batch-size", "256", "--workers", "2",
+                      "--launcher", launcher, "--out", str(out), "--no-progress")
+        assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-5000:]
+        ran = sorted({a["id"] for a in _master_state(cluster)["completedapps"]} - before)
+        assert len(ran) == 1 and all((cluster.state / "work" / f"worker-{w}" / ran[0]).is_dir() for w in (1, 2)), \
+            f"{launcher} training did not run on both workers' executors: {ran}"
+        record = json.loads((out / "run_record.json").read_text())
+        assert record["status"] == "completed" and record["world_size"] == 2 and record["launcher"] == launcher
+        assert record["train_snapshot"]["table"].startswith("s3")
+        assert record["delta_version"] == delta_log.latest_version(examples)
+        return record
+
+    run = tmp_path / "ple"
+    horovod = train("spark", run)                                   # horovod.spark.run
+    ddp = train("torch-distributor", tmp_path / "ple_ddp")          # torch.distributed (gloo)
+    # The same plan (snapshot, steps) whichever backend runs it.
+    assert ddp["train_snapshot"]["file_list_hash"] == horovod["train_snapshot"]["file_list_hash"]
+
+    evaluated = ple(cluster, "evaluate", "--model", str(run), "--table", examples, "--date", END,
+                    "--out", str(tmp_path / "evaluation"), "--no-with-production")
+    assert evaluated.returncode == 0, evaluated.stderr[-5000:]
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert metrics["snapshot"]["rows"] > 1000 and 0.5 < metrics["model"]["tasks"]["play"]["auc"] <= 1.0
+
+    published = ple(cluster, "publish", "--model", str(run), "--table", examples, "--date", END,
+                    "--registered-model", "ple_cluster", "--out", str(tmp_path / "publish"))
+    assert published.returncode == 0, published.stderr[-5000:]
+    # Loaded back from the registry server by alias: the same model gives the same figures.
+    again = ple(cluster, "evaluate", "--model", "models:/ple_cluster@production", "--table", examples,
+                "--date", END, "--out", str(tmp_path / "again"), "--no-with-production")
+    assert again.returncode == 0, again.stderr[-5000:]
+    reloaded = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert reloaded["model"]["tasks"]["play"]["auc"] == pytest.approx(metrics["model"]["tasks"]["play"]["auc"],
+                                                                       abs=1e-9)
+    artifacts = {f.path for f in storage_listing(cluster.uri("mlflow"))}
+    assert any(p.endswith("model.pt") for p in artifacts), "the registry server kept no artifact on S3"
+
+
+def storage_listing(uri: str):
+    from pyarrow import fs as pafs
+
+    filesystem, path = storage.filesystem(uri)
+    return [i for i in filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+            if i.type == pafs.FileType.File]
 
 
 def _master_state(cluster) -> dict:
