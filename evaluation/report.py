@@ -261,13 +261,25 @@ def render_html(title: str, sections: list[dict[str, Any]]) -> str:
 
 
 def evaluation_report(record: dict[str, Any], points: list[dict[str, Any]]) -> str:
-    """The HTML report of one evaluation record (evaluation.evaluate)."""
+    """The HTML report of one evaluation record (evaluation.evaluate), one section builder per part."""
     spec = ModelSpec.model_validate(record["spec"])
-    snapshot = record["snapshot"]
-    candidate = record["model"]
-    production = record.get("production")
-    sections: list[dict[str, Any]] = []
+    snapshot, candidate = record["snapshot"], record["model"]
+    level = (record.get("uncertainty") or {}).get("level", 0.95)
+    sections = [*_evaluated_section(record), *_metrics_section(record, spec, level),
+                *_gain_section(record, level), *_ranking_section(record, level), *_calibration_change_section(record),
+                *_figure_sections(record, spec, points), *_gates_section(record), *_errors_section(record)]
+    title = f"Evaluation of {candidate['label']} on {snapshot['partition_column']}={snapshot['date']}"
+    return render_html(title, sections)
 
+
+def _shown_production(record: dict[str, Any]) -> dict[str, Any] | None:
+    production = record.get("production")
+    return production if production and not production["error"] else None
+
+
+def _evaluated_section(record: dict[str, Any]) -> list[dict[str, Any]]:
+    sections: list[dict[str, Any]] = []
+    snapshot, candidate, production = record["snapshot"], record["model"], record.get("production")
     sections.append({"title": "What was evaluated", "images": [], "table": {
         "header": ["item", "value"],
         "rows": [[_cell(k), _cell(v)] for k, v in [
@@ -278,11 +290,14 @@ def evaluation_report(record: dict[str, Any], points: list[dict[str, Any]]) -> s
             ("rows", snapshot.get("rows")),
             ("published model", production["label"] if production else (record.get("production_note") or "none")),
         ]]}})
+    return sections
 
-    level = (record.get("uncertainty") or {}).get("level", 0.95)
-    shown_production = production and not production["error"]
+
+def _metrics_section(record: dict[str, Any], spec: ModelSpec, level: float) -> list[dict[str, Any]]:
+    sections: list[dict[str, Any]] = []
+    candidate, production = record["model"], _shown_production(record)
     header = ["task", "metric", candidate["label"], f"{level:.0%} interval"]
-    header += [production["label"], "improvement", f"{level:.0%} interval"] if shown_production else []
+    header += [production["label"], "improvement", f"{level:.0%} interval"] if production else []
     rows = []
     for task in spec.tasks:
         metrics = candidate["tasks"].get(task.name, {})
@@ -292,7 +307,7 @@ def evaluation_report(record: dict[str, Any], points: list[dict[str, Any]]) -> s
         for key in keys:
             row = [_cell(task.name), _cell(key), _cell(metrics.get(key)),
                    _interval_cell((metrics.get("intervals") or {}).get(key))]
-            if shown_production:
+            if production:
                 row.append(_cell((production["tasks"].get(task.name) or {}).get(key)))
                 compared = (record.get("production_comparison") or {}).get(task.name, {}).get(key)
                 row += _improvement_cells(compared) if compared else [_cell(""), _cell("")]
@@ -304,7 +319,12 @@ def evaluation_report(record: dict[str, Any], points: list[dict[str, Any]]) -> s
                              "and MSE: lower is better); * = its interval excludes 0 (significant). GAUC: AUC "
                              "within each user, weighted by the user's impressions; users with one class are "
                              "skipped."})
+    return sections
 
+
+def _gain_section(record: dict[str, Any], level: float) -> list[dict[str, Any]]:
+    sections: list[dict[str, Any]] = []
+    candidate = record["model"]
     gain = record.get("mtl_gain")
     if gain:
         gain_rows = []
@@ -334,9 +354,14 @@ def evaluation_report(record: dict[str, Any], points: list[dict[str, Any]]) -> s
     else:
         sections.append({"title": "MTL gain (Eq. 11) against single-task models", "images": [], "table": None,
                          "note": "no single-task runs were given (--single-task-runs), so no gain is computed."})
+    return sections
 
+
+def _ranking_section(record: dict[str, Any], level: float) -> list[dict[str, Any]]:
+    sections: list[dict[str, Any]] = []
+    candidate, production = record["model"], _shown_production(record)
     ranking_rows = []
-    for entry in [candidate, production if shown_production else None, *(record.get("compare") or [])]:
+    for entry in [candidate, production, *(record.get("compare") or [])]:
         ranking = (entry or {}).get("ranking") or {}
         if ranking.get("ndcg") is not None:
             ranking_rows.append([_cell(entry["label"]), _cell(ranking["ndcg"]), _interval_cell(ranking.get("interval")),
@@ -351,7 +376,12 @@ def evaluation_report(record: dict[str, Any], points: list[dict[str, Any]]) -> s
                                  "ties in score ranked pessimistically."})
     elif settings.get("note"):
         sections.append({"title": "Ranking score", "images": [], "table": None, "note": settings["note"]})
+    return sections
 
+
+def _calibration_change_section(record: dict[str, Any]) -> list[dict[str, Any]]:
+    sections: list[dict[str, Any]] = []
+    candidate = record["model"]
     calibration_rows = []
     for entry in [candidate, *(record.get("single_task") or []), *(record.get("compare") or [])]:
         calibration = (entry or {}).get("calibration")
@@ -372,19 +402,29 @@ def evaluation_report(record: dict[str, Any], points: list[dict[str, Any]]) -> s
                                  + (f"fitted on {fitted_on.get('partition_column')}={fitted_on.get('date')} version "
                                     f"{fitted_on.get('version')}" if fitted_on else "carried by the model file")
                                  + ". ECE over equal-count bins of the prediction."})
+    return sections
 
+
+def _figure_sections(record: dict[str, Any], spec: ModelSpec, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    sections: list[dict[str, Any]] = []
+    candidate, production = record["model"], _shown_production(record)
     seesaw = seesaw_figure(spec, points)
     sections.append({"title": "Seesaw", "images": [figure_to_base64(seesaw)] if seesaw else [], "table": None,
                      "note": None if seesaw else "one task only: nothing to trade off."})
     sections.append({"title": "Per-task metric by model", "images": [figure_to_base64(metric_bars_figure(spec, points))],
                      "table": None})
     calibration_entries = [(candidate["label"], "candidate", candidate["tasks"])]
-    if production and not production["error"]:
+    if production:
         calibration_entries.append((production["label"], "production", production["tasks"]))
     sections.append({"title": "Calibration", "images": [figure_to_base64(calibration_figure(spec,
                                                                                         calibration_entries))],
                      "table": None, "note": "equal-count bins of the prediction; on the dashed line = calibrated."})
+    return sections
 
+
+def _gates_section(record: dict[str, Any]) -> list[dict[str, Any]]:
+    sections: list[dict[str, Any]] = []
+    candidate, production = record["model"], record.get("production")
     gated = [(e["label"], e["gates"]) for e in [candidate, production, *(record.get("compare") or [])]
              if e and e.get("gates")]
     if gated:
@@ -398,10 +438,15 @@ def evaluation_report(record: dict[str, Any], points: list[dict[str, Any]]) -> s
                                    "rows": entropy_rows},
                          "note": "PLE/CGC keep experts apart: a task gate leans on its own and the shared experts; "
                                  "normalized entropy 1 = uniform mixing, 0 = one expert."})
+    return sections
+
+
+def _errors_section(record: dict[str, Any]) -> list[dict[str, Any]]:
+    sections: list[dict[str, Any]] = []
+    production = record.get("production")
     errors = [(e["label"], e["error"]) for e in [production, *(record.get("single_task") or []),
                                                  *(record.get("compare") or [])] if e and e.get("error")]
     if errors:
         sections.append({"title": "Models that could not be scored", "images": [], "table": {
             "header": ["model", "error"], "rows": [[_cell(l), _cell(e)] for l, e in errors]}})
-    title = f"Evaluation of {candidate['label']} on {snapshot['partition_column']}={snapshot['date']}"
-    return render_html(title, sections)
+    return sections

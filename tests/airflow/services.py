@@ -117,24 +117,40 @@ class AirflowServices:
         return {(r["run_id"], r["task_id"]): r["state"] for r in rows}
 
     def stop(self) -> list[int]:
-        """Terminate every process group started here; returns pids still alive afterwards (none)."""
+        """Stop every process group started here: TERM, up to 30 s for a graceful exit, then KILL
+        for what is left (LocalExecutor's task processes may outlive the scheduler's own exit).
+        Returns the groups still alive 10 s after that (none), naming what lingered past TERM."""
         for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.time() + 60
+        deadline = time.time() + 30
         for process in self.processes.values():
             try:
                 process.wait(timeout=max(1, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
-        # children the services forked (executor workers, task processes) share their group
-        survivors = []
-        for process in self.processes.values():
-            try:
-                os.killpg(process.pid, 0)
-                os.killpg(process.pid, signal.SIGKILL)
-                survivors.append(process.pid)
-            except ProcessLookupError:
                 pass
+        lingering = [name for name, process in self.processes.items() if _group_alive(process.pid)]
+        if lingering:
+            print(f"after SIGTERM, still running in the groups of: {lingering}; sending SIGKILL", file=sys.stderr)
+        for process in self.processes.values():
+            if _group_alive(process.pid):
+                os.killpg(process.pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while (survivors := [p.pid for p in self.processes.values() if _group_alive(p.pid)]) and time.time() < deadline:
+            for process in self.processes.values():
+                process.poll()  # reap our own children, so a dead leader is not a zombie member
+            time.sleep(0.2)
         return survivors
+
+
+def _group_alive(group: int) -> bool:
+    """Whether any process of the group is still running (zombies count as gone)."""
+    import psutil
+
+    for process in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(process.info["pid"]) == group and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return False

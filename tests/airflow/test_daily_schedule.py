@@ -56,13 +56,29 @@ def _render(dagbag, scheduler_dag, info, task_ids: list[str]) -> dict[str, dict]
                                     session=session)
     rendered = {}
     sdk_dag = dagbag.get_dag("ple_daily")
-    for task_id in task_ids:
-        ti, _ = _get_ti(scheduler_dag.get_task(task_id), -1, logical_date_or_run_id=run_id)
-        task = sdk_dag.get_task(task_id)
-        context = _get_template_context(ti, task)
-        task.render_template_fields(context)
-        rendered[task_id] = {field: getattr(context["task"], field) for field in task.template_fields}
+    try:
+        for task_id in task_ids:
+            ti, _ = _get_ti(scheduler_dag.get_task(task_id), -1, logical_date_or_run_id=run_id)
+            # A copy, as a worker renders: rendering writes the values onto the task, and the
+            # session-wide dagbag's DAG would keep these dates for a later dag.test().
+            task = sdk_dag.get_task(task_id).prepare_for_execution()
+            context = _get_template_context(ti, task)
+            task.render_template_fields(context)
+            rendered[task_id] = {field: getattr(context["task"], field) for field in task.template_fields}
+    finally:
+        _delete_run(run_id)  # the metadata database is shared by the session's Airflow tests
     return rendered
+
+
+def _delete_run(run_id: str) -> None:
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    with create_session() as session:
+        session.execute(delete(TaskInstance).where(TaskInstance.dag_id == "ple_daily", TaskInstance.run_id == run_id))
+        session.execute(delete(DagRun).where(DagRun.dag_id == "ple_daily", DagRun.run_id == run_id))
 
 
 def _flag(command: str, flag: str) -> str:
