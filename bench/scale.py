@@ -1,0 +1,142 @@
+"""The scale curve: generate -> extract -> train (PLE, 1 epoch) -> evaluate at growing sizes.
+
+    .venv/bin/python bench/scale.py                                   # 0.2M, 1M and 5M impressions a day
+    .venv/bin/python bench/scale.py --impressions 200000 1000000 --keep /tmp/scale
+
+For each size: 4 days of raw logs (`ple generate`, 50,000 users, 5,000 items), the first 3
+extracted as one range (`ple extract --start --end`; day 4 is day 3's next partition), PLE
+trained on day 1 and validated on day 2 (`ple train`, 1 epoch, 1 worker), evaluated on day 3
+(`ple evaluate`, intervals included). Every stage runs as the user runs it, a `ple`
+subprocess; its wall time and the peak memory of its whole process tree (the Spark JVM
+included; proportional set size, so shared pages count once; sampled every 0.2 s) are measured from here. Prints, per stage and size:
+seconds, the stage's throughput (lines/s for generate and extract, samples/s for train,
+rows/s for evaluate), peak memory, and how each grows against the first size (the anchor,
+measured in the same run), with the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+PLE = str(Path(sys.executable).parent / "ple")
+DAYS = ("2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04")
+
+
+def _tree_memory(process: psutil.Process) -> int:
+    """Proportional set size (PSS) of the process and its descendants: pyspark's forked Python
+    workers share pages with their daemon, which a sum of RSS would count several times."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_full_info().pss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_stage(args: list[str], log: Path) -> tuple[float, int]:
+    """(seconds, peak memory (PSS) of the process tree in bytes) of one `ple` command; its output goes to `log`."""
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        child = subprocess.Popen([PLE, *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        watched, peak, done = psutil.Process(child.pid), 0, threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                try:
+                    peak = max(peak, _tree_memory(watched))
+                except psutil.NoSuchProcess:
+                    return
+                done.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        code = child.wait()
+        done.set()
+        sampler.join()
+    if code != 0:
+        sys.exit(f"`ple {' '.join(args[:1])}` failed (exit {code}); see {log}")
+    return time.perf_counter() - started, peak
+
+
+def one_size(impressions: int, root: Path) -> dict[str, dict[str, float]]:
+    data = root / f"impressions-{impressions}"
+    shutil.rmtree(data, ignore_errors=True)
+    logs = data / "logs"
+    logs.mkdir(parents=True)
+    stages: dict[str, dict[str, float]] = {}
+
+    seconds, peak = run_stage(["generate", "--data-dir", str(data), "--days", str(len(DAYS)), "--start-date", DAYS[0],
+                               "--users", "50000", "--items", "5000", "--impressions-per-day", str(impressions)],
+                              logs / "generate.log")
+    manifest = json.loads((data / "raw" / "_manifest.json").read_text())["partitions"]
+    lines = sum(manifest[d]["lines"] for d in DAYS)
+    stages["generate"] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": lines / seconds, "unit": "lines/s"}
+
+    seconds, peak = run_stage(["extract", "--data-dir", str(data), "--start", DAYS[0], "--end", DAYS[2]],
+                              logs / "extract.log")
+    lines = sum(manifest[d]["lines"] for d in DAYS[:3])
+    stages["extract"] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": lines / seconds, "unit": "lines/s"}
+
+    run = data / "runs" / "ple"
+    seconds, peak = run_stage(["train", "--table", str(data / "lake" / "examples"), "--train-start", DAYS[0],
+                               "--train-end", DAYS[0], "--validation-date", DAYS[1],
+                               "--spec", str(REPO / "conf" / "video_spec.yaml"), "--model", "ple", "--epochs", "1",
+                               "--out", str(run), "--no-progress"], logs / "train.log")
+    record = json.loads((run / "run_record.json").read_text())
+    rows = record["train_snapshot"]["num_records"]
+    stages["train"] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": rows / seconds, "unit": "samples/s"}
+
+    seconds, peak = run_stage(["evaluate", "--model", str(run), "--data-dir", str(data), "--date", DAYS[2],
+                               "--no-with-production", "--out", str(data / "evaluation")], logs / "evaluate.log")
+    rows = json.loads((data / "evaluation" / "metrics.json").read_text())["snapshot"]["rows"]
+    stages["evaluate"] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": rows / seconds, "unit": "rows/s"}
+    return stages
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--impressions", type=int, nargs="+", default=[200_000, 1_000_000, 5_000_000],
+                        help="impressions a day, one size each (the first is the anchor)")
+    parser.add_argument("--keep", type=Path, help="data folder to keep (default: a temporary one, deleted)")
+    args = parser.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="ple-scale-"))
+    cores, memory = os.cpu_count(), psutil.virtual_memory().total / 2**30
+    print(f"machine: {cores} cores, {memory:.0f} GiB; load average before: "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
+    results = {}
+    try:
+        for impressions in args.impressions:
+            results[impressions] = one_size(impressions, root)
+            for stage, figures in results[impressions].items():
+                print(f"{impressions:>10,} impressions/day  {stage:<9} {figures['seconds']:8.1f} s  "
+                      f"{figures['rate']:>10,.0f} {figures['unit']:<10} peak {figures['peak_gb']:5.2f} GB", flush=True)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    print("load average after: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    anchor = args.impressions[0]
+    print(f"\ngrowth against {anchor:,} impressions/day (size x{'/'.join(f'{n / anchor:g}' for n in args.impressions)}):")
+    for stage in results[anchor]:
+        cells = [f"time x{results[n][stage]['seconds'] / results[anchor][stage]['seconds']:.2f}, "
+                 f"memory x{results[n][stage]['peak_gb'] / results[anchor][stage]['peak_gb']:.2f}"
+                 for n in args.impressions]
+        print(f"  {stage:<9} " + " | ".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
