@@ -68,28 +68,37 @@ def run_stage(args: list[str], log: Path) -> tuple[float, int]:
         done.set()
         sampler.join()
     if code != 0:
-        sys.exit(f"`ple {' '.join(args[:1])}` failed (exit {code}); see {log}")
+        raise StageFailed(f"`ple {args[0]}` failed (exit {code}, peak {peak / 1e9:.2f} GB); see {log}")
     return time.perf_counter() - started, peak
 
 
-def one_size(impressions: int, root: Path) -> dict[str, dict[str, float]]:
+class StageFailed(RuntimeError):
+    """A stage exited non-zero (at large sizes: often out of memory); the curve stops at that size."""
+
+
+def one_size(impressions: int, root: Path, stages: dict[str, dict[str, float]]) -> None:
+    """Fills `stages` (stage -> figures) one stage at a time, printing each as it ends."""
     data = root / f"impressions-{impressions}"
     shutil.rmtree(data, ignore_errors=True)
     logs = data / "logs"
     logs.mkdir(parents=True)
-    stages: dict[str, dict[str, float]] = {}
+
+    def done(stage: str, seconds: float, peak: int, count: int, unit: str) -> None:
+        stages[stage] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": count / seconds, "unit": unit}
+        print(f"{impressions:>10,} impressions/day  {stage:<9} {seconds:8.1f} s  {count / seconds:>10,.0f} "
+              f"{unit:<10} peak {peak / 1e9:5.2f} GB", flush=True)
 
     seconds, peak = run_stage(["generate", "--data-dir", str(data), "--days", str(len(DAYS)), "--start-date", DAYS[0],
                                "--users", "50000", "--items", "5000", "--impressions-per-day", str(impressions)],
                               logs / "generate.log")
     manifest = json.loads((data / "raw" / "_manifest.json").read_text())["partitions"]
     lines = sum(manifest[d]["lines"] for d in DAYS)
-    stages["generate"] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": lines / seconds, "unit": "lines/s"}
+    done("generate", seconds, peak, lines, "lines/s")
 
     seconds, peak = run_stage(["extract", "--data-dir", str(data), "--start", DAYS[0], "--end", DAYS[2]],
                               logs / "extract.log")
     lines = sum(manifest[d]["lines"] for d in DAYS[:3])
-    stages["extract"] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": lines / seconds, "unit": "lines/s"}
+    done("extract", seconds, peak, lines, "lines/s")
 
     run = data / "runs" / "ple"
     seconds, peak = run_stage(["train", "--table", str(data / "lake" / "examples"), "--train-start", DAYS[0],
@@ -98,13 +107,12 @@ def one_size(impressions: int, root: Path) -> dict[str, dict[str, float]]:
                                "--out", str(run), "--no-progress"], logs / "train.log")
     record = json.loads((run / "run_record.json").read_text())
     rows = record["train_snapshot"]["num_records"]
-    stages["train"] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": rows / seconds, "unit": "samples/s"}
+    done("train", seconds, peak, rows, "samples/s")
 
     seconds, peak = run_stage(["evaluate", "--model", str(run), "--data-dir", str(data), "--date", DAYS[2],
                                "--no-with-production", "--out", str(data / "evaluation")], logs / "evaluate.log")
     rows = json.loads((data / "evaluation" / "metrics.json").read_text())["snapshot"]["rows"]
-    stages["evaluate"] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": rows / seconds, "unit": "rows/s"}
-    return stages
+    done("evaluate", seconds, peak, rows, "rows/s")
 
 
 def main() -> int:
@@ -117,13 +125,15 @@ def main() -> int:
     cores, memory = os.cpu_count(), psutil.virtual_memory().total / 2**30
     print(f"machine: {cores} cores, {memory:.0f} GiB; load average before: "
           + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
-    results = {}
+    results: dict[int, dict[str, dict[str, float]]] = {}
     try:
         for impressions in args.impressions:
-            results[impressions] = one_size(impressions, root)
-            for stage, figures in results[impressions].items():
-                print(f"{impressions:>10,} impressions/day  {stage:<9} {figures['seconds']:8.1f} s  "
-                      f"{figures['rate']:>10,.0f} {figures['unit']:<10} peak {figures['peak_gb']:5.2f} GB", flush=True)
+            results[impressions] = {}
+            try:
+                one_size(impressions, root, results[impressions])
+            except StageFailed as failure:
+                print(f"{impressions:>10,} impressions/day  {failure}", flush=True)
+                break
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -133,7 +143,7 @@ def main() -> int:
     for stage in results[anchor]:
         cells = [f"time x{results[n][stage]['seconds'] / results[anchor][stage]['seconds']:.2f}, "
                  f"memory x{results[n][stage]['peak_gb'] / results[anchor][stage]['peak_gb']:.2f}"
-                 for n in args.impressions]
+                 if stage in results.get(n, {}) else "not reached" for n in args.impressions]
         print(f"  {stage:<9} " + " | ".join(cells))
     return 0
 
