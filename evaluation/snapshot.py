@@ -206,23 +206,14 @@ def read_date_snapshot(snapshot: DateSnapshot, columns: Sequence[str], reader: s
 
 
 def _read_with_arrow(snapshot: DateSnapshot, columns: list[str]) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if snapshot.version is not None:
         # Refuses tables whose Parquet files are not the table's rows (deletion vectors, column mapping).
         read_delta_log(absolute_location(snapshot.table), snapshot.version)
-    tables = []
-    for file in snapshot.files:
-        filesystem, path = storage.filesystem(file)
-        available = set(pq.read_schema(path, filesystem=filesystem).names)
-        missing = [c for c in columns if c not in available]
-        if missing:
-            raise KeyError(f"{snapshot.table} ({snapshot.partition_column}={snapshot.date}, version "
-                           f"{snapshot.version}) lacks columns {missing}; it has {sorted(available)}")
-        tables.append(pq.read_table(path, columns=columns, filesystem=filesystem))
-    table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({c: [] for c in columns})
-    return table.to_pandas()
+    try:
+        return storage.read_parquet(snapshot.files, columns).to_pandas()
+    except KeyError as error:
+        raise KeyError(f"{snapshot.table} ({snapshot.partition_column}={snapshot.date}, version "
+                       f"{snapshot.version}): {error.args[0]}") from None
 
 
 def _read_with_spark(snapshot: DateSnapshot, columns: list[str], spark=None) -> pd.DataFrame:

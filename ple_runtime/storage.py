@@ -115,3 +115,20 @@ def delta_rs_storage_options(location: str) -> dict[str, str] | None:
     if region:
         options["AWS_REGION"] = region
     return options
+
+
+def read_parquet(locations, columns: list[str]):
+    """`columns` of the given Parquet files (paths or URIs) as one pyarrow Table. A file that
+    lacks a column raises KeyError naming the file, the missing and the present columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for location in locations:
+        source, path = filesystem(location)
+        present = pq.read_schema(path, filesystem=source).names
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise KeyError(f"{location} lacks columns {missing}; it has {sorted(present)}")
+        tables.append(pq.read_table(path, columns=columns, filesystem=source))
+    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({c: [] for c in columns})
