@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from feature_eng import schema as S
+from feature_eng.params import shift_day
 from feature_eng.validation import parse_timestamp
 
 # Global rates used as the prior when no history exists at all (the first day).
@@ -75,62 +76,100 @@ def context_features(df: DataFrame) -> DataFrame:
     )
 
 
+# the examples columns the history statistics read
+HISTORY_COLUMNS = ("user_idx", "item_idx", "play", "watch_ratio", "share", "comment", "dt")
+
+
 @dataclass(frozen=True)
 class HistorySummary:
     priors: dict[str, float]   # global rates of the window (DEFAULT_PRIORS when empty)
-    days: int                  # distinct days in the window
-    keys: dict[str, int]       # approximate distinct user_idx / item_idx (how big the per-key statistics are)
+    days: int                  # days in the window that hold examples
+    keys: dict[str, int]       # upper bound of distinct user_idx / item_idx (how big the per-key statistics are)
 
 
-def history_summary(history: DataFrame) -> HistorySummary:
-    """Priors, days and key counts of the history window in one small aggregate."""
-    row = history.agg(
+def history_windows(days: list[str], stats_window_days: int) -> list[tuple[str, str]]:
+    """(dt, day) pairs: history day dt is in the statistics window of `day` (the
+    `stats_window_days` days strictly before it: point-in-time by construction)."""
+    return [(shift_day(day, -offset), day) for day in days for offset in range(1, stats_window_days + 1)]
+
+
+def history_summaries(history: DataFrame, days: list[str], stats_window_days: int) -> dict[str, HistorySummary]:
+    """Priors, days and key counts of each day's history window, from ONE small aggregate (one
+    row per history day): a window's rates are its days' sums over its days' counts, exactly the
+    averages over its rows."""
+    rows = history.groupBy("dt").agg(
         F.count(F.lit(1)).alias("n"),
-        F.countDistinct("dt").alias("days"),
-        F.avg("play").alias("play_rate"),
-        F.avg("watch_ratio").alias("watch_ratio"),  # avg ignores nulls: over played rows only
-        F.avg("share").alias("share_rate"),
-        F.avg("comment").alias("comment_rate"),
+        F.sum(F.col("play").cast("double")).alias("plays"),
+        F.sum(F.col("watch_ratio").cast("double")).alias("watched"),
+        F.count("watch_ratio").alias("watched_n"),   # played rows: watch_ratio's sample space
+        F.sum(F.col("share").cast("double")).alias("shares"),
+        F.sum(F.col("comment").cast("double")).alias("comments"),
         F.approx_count_distinct("user_idx").alias("user_idx"),
         F.approx_count_distinct("item_idx").alias("item_idx"),
-    ).collect()[0]
-    priors = {name: float(row[name]) if row["n"] and row[name] is not None else default
-              for name, default in DEFAULT_PRIORS.items()}
-    return HistorySummary(priors, int(row["days"] or 0), {k: int(row[k] or 0) for k in ("user_idx", "item_idx")})
+    ).collect()  # one row per history day
+    by_day = {row["dt"]: row for row in rows}
+    summaries = {}
+    for day in days:
+        window = [by_day[dt] for dt, target in history_windows([day], stats_window_days) if dt in by_day]
+        total = {name: sum(row[name] or 0 for row in window)
+                 for name in ("n", "plays", "watched", "watched_n", "shares", "comments", "user_idx", "item_idx")}
+        rates = {"play_rate": (total["plays"], total["n"]), "watch_ratio": (total["watched"], total["watched_n"]),
+                 "share_rate": (total["shares"], total["n"]), "comment_rate": (total["comments"], total["n"])}
+        priors = {name: float(part) / float(whole) if whole else DEFAULT_PRIORS[name]
+                  for name, (part, whole) in rates.items()}
+        summaries[day] = HistorySummary(priors, sum(1 for row in window if row["n"]),
+                                        {key: int(total[key]) for key in ("user_idx", "item_idx")})
+    return summaries
 
 
-def history_stats(history: DataFrame, key: str, prefix: str, priors: dict[str, float],
+def _prior(name: str):
+    return F.col(f"_prior_{name}")
+
+
+def priors_frame(spark, summaries: dict[str, HistorySummary]) -> DataFrame:
+    """(day, _prior_<name>...) rows: each day's priors as columns, to join by day."""
+    names = list(DEFAULT_PRIORS)
+    rows = [(day, *(float(summary.priors[n]) for n in names)) for day, summary in summaries.items()]
+    return spark.createDataFrame(rows, f"{S.EXTRACT_DAY} string, " + ", ".join(f"_prior_{n} double" for n in names))
+
+
+def history_stats(history: DataFrame, key: str, prefix: str, windows: DataFrame, priors: DataFrame,
                   smoothing_weight: float) -> DataFrame:
-    """Per-key statistics of the history window, smoothed toward the global priors:
-    rate = (successes + w * prior) / (trials + w). Keys absent from the history get
-    their values from `fill_history_stats` (the prior itself)."""
-    w = float(smoothing_weight)
-    agg = history.groupBy(key).agg(
+    """Per (day, key) statistics of each day's history window, smoothed toward the day's priors:
+    rate = (successes + w * prior) / (trials + w). `windows`: the (dt, day) pairs of
+    `history_windows`; `priors`: `priors_frame`. Each history day is aggregated once per key,
+    then summed into the windows it belongs to. Keys absent from a window get their values from
+    `fill_history_stats` (the prior itself)."""
+    w = F.lit(float(smoothing_weight))
+    daily = history.groupBy("dt", key).agg(
         F.count(F.lit(1)).alias("_n"),
         F.sum("play").alias("_plays"),
         F.sum(F.coalesce(F.col("watch_ratio"), F.lit(0.0))).alias("_watched"),
         F.sum("share").alias("_shares"),
         F.sum("comment").alias("_comments"),
     )
-    return agg.select(
-        key,
+    agg = daily.join(F.broadcast(windows), "dt").groupBy(S.EXTRACT_DAY, key).agg(
+        *(F.sum(c).alias(c) for c in ("_n", "_plays", "_watched", "_shares", "_comments")))
+    return agg.join(F.broadcast(priors), S.EXTRACT_DAY).select(
+        S.EXTRACT_DAY, key,
         F.log1p("_n").cast("float").alias(f"{prefix}_hist_impressions_log"),
-        ((F.col("_plays") + w * priors["play_rate"]) / (F.col("_n") + w)).cast("float")
+        ((F.col("_plays") + w * _prior("play_rate")) / (F.col("_n") + w)).cast("float")
         .alias(f"{prefix}_hist_play_rate"),
-        ((F.col("_watched") + w * priors["watch_ratio"]) / (F.col("_plays") + w)).cast("float")
+        ((F.col("_watched") + w * _prior("watch_ratio")) / (F.col("_plays") + w)).cast("float")
         .alias(f"{prefix}_hist_watch_ratio"),
-        ((F.col("_shares") + w * priors["share_rate"]) / (F.col("_n") + w)).cast("float")
+        ((F.col("_shares") + w * _prior("share_rate")) / (F.col("_n") + w)).cast("float")
         .alias(f"{prefix}_hist_share_rate"),
-        ((F.col("_comments") + w * priors["comment_rate"]) / (F.col("_n") + w)).cast("float")
+        ((F.col("_comments") + w * _prior("comment_rate")) / (F.col("_n") + w)).cast("float")
         .alias(f"{prefix}_hist_comment_rate"),
     )
 
 
-def fill_history_stats(df: DataFrame, prefix: str, priors: dict[str, float]) -> DataFrame:
-    """Cold keys (no history): zero impressions, rates equal to the prior."""
-    fills = {f"{prefix}_hist_impressions_log": 0.0,
-             **{f"{prefix}_hist_{name}": value for name, value in priors.items()}}
+def fill_history_stats(df: DataFrame, prefix: str) -> DataFrame:
+    """Cold keys (no history): zero impressions, rates equal to the day's prior (`df` carries
+    the `priors_frame` columns)."""
+    fills = {f"{prefix}_hist_impressions_log": F.lit(0.0),
+             **{f"{prefix}_hist_{name}": _prior(name) for name in DEFAULT_PRIORS}}
     return df.select(*(
-        F.coalesce(F.col(c), F.lit(fills[c])).cast("float").alias(c) if c in fills else F.col(c)
+        F.coalesce(F.col(c), fills[c]).cast("float").alias(c) if c in fills else F.col(c)
         for c in df.columns
     ))

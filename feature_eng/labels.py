@@ -6,35 +6,39 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from feature_eng import schema as S
 
-def day_impressions(accepted: DataFrame, day: str) -> DataFrame:
-    """Accepted impressions whose event time falls on `day` (UTC), whichever partition
-    delivered them; one row per impression_id (the smallest event_id wins a tie)."""
-    first = Window.partitionBy("impression_id").orderBy("event_id")
+
+def day_impressions(accepted: DataFrame) -> DataFrame:
+    """Accepted impressions whose event time falls on the day they are read for (`day`, UTC),
+    whichever partition delivered them; one row per (day, impression_id) (the smallest event_id
+    wins a tie)."""
+    first = Window.partitionBy(S.EXTRACT_DAY, "impression_id").orderBy("event_id")
     return (
         accepted
-        .where((F.col("event_type") == "impression") & (F.to_date("ts") == F.lit(day).cast("date")))
+        .where((F.col("event_type") == "impression") & (F.to_date("ts") == F.col(S.EXTRACT_DAY).cast("date")))
         .withColumn("_n", F.row_number().over(first))
         .where(F.col("_n") == 1)
-        .select("impression_id", "event_id", F.col("ts").alias("impression_ts"), "user_id", "item_id",
-                "position", "device")
+        .select(S.EXTRACT_DAY, "impression_id", "event_id", F.col("ts").alias("impression_ts"), "user_id",
+                "item_id", "position", "device")
     )
 
 
 def attributed_engagement(impressions: DataFrame, accepted: DataFrame, window_hours: float) -> DataFrame:
-    """Engagement events joined to `impressions` by impression_id, with `in_window`: at or after
-    the impression and at most `window_hours` later. One row per event: `accepted` holds one
-    line per event_id (`classify_day` keeps the first copy), so nothing is counted twice."""
+    """Engagement events joined to `impressions` by (day, impression_id), with `in_window`: at or
+    after the impression and at most `window_hours` later. One row per event: `accepted` holds
+    one line per event_id and day (`classify` keeps the first copy), so nothing is counted twice."""
     engagement = (
         accepted.where(F.col("event_type").isin("play", "share", "comment"))
-        .select(F.col("impression_id").alias("_iid"), F.col("event_type").alias("engagement_type"),
-                F.col("ts").alias("engagement_ts"), "watch_ms", F.col("dt").alias("engagement_dt"))
+        .select(F.col(S.EXTRACT_DAY).alias("_day"), F.col("impression_id").alias("_iid"),
+                F.col("event_type").alias("engagement_type"), F.col("ts").alias("engagement_ts"), "watch_ms",
+                F.col("dt").alias("engagement_dt"))
     )
-    joined = impressions.select("impression_id", "impression_ts").join(
-        engagement, F.col("impression_id") == F.col("_iid"), "inner")
+    joined = impressions.select(S.EXTRACT_DAY, "impression_id", "impression_ts").join(
+        engagement, (F.col(S.EXTRACT_DAY) == F.col("_day")) & (F.col("impression_id") == F.col("_iid")), "inner")
     window_end = F.col("impression_ts") + F.expr(f"INTERVAL {int(round(window_hours * 3600))} SECONDS")
     in_window = (F.col("engagement_ts") >= F.col("impression_ts")) & (F.col("engagement_ts") <= window_end)
-    return joined.drop("_iid").withColumn("in_window", in_window)
+    return joined.drop("_day", "_iid").withColumn("in_window", in_window)
 
 
 # per impression: how its joined engagement was counted (summed into the data-quality figures)
@@ -51,13 +55,12 @@ def attach_labels(impressions: DataFrame, engagement: DataFrame) -> DataFrame:
     null: its sample space is `play` (the spec's mask). Also adds the per-impression
     engagement counts of ENGAGEMENT_COUNT_COLUMNS (0 when none), for the data-quality figures."""
     in_window = F.col("in_window")
-    day = F.to_date("impression_ts").cast("string")
     counts = {
         "_engagement_attributed": in_window,
         "_engagement_outside_window": ~in_window,
-        "_engagement_from_next_partition": in_window & (F.col("engagement_dt") > day),
+        "_engagement_from_next_partition": in_window & (F.col("engagement_dt") > F.col(S.EXTRACT_DAY)),
     }
-    per_impression = engagement.groupBy(F.col("impression_id").alias("_iid")).agg(
+    per_impression = engagement.groupBy(F.col(S.EXTRACT_DAY).alias("_day"), F.col("impression_id").alias("_iid")).agg(
         F.max((in_window & (F.col("engagement_type") == "play")).cast("int")).alias("play"),
         F.sum(F.when(in_window & (F.col("engagement_type") == "play"), F.col("watch_ms")).otherwise(0))
         .alias("watch_ms"),
@@ -65,7 +68,9 @@ def attach_labels(impressions: DataFrame, engagement: DataFrame) -> DataFrame:
         F.max((in_window & (F.col("engagement_type") == "comment")).cast("int")).alias("comment"),
         *(F.sum(condition.cast("int")).alias(name) for name, condition in counts.items()),
     )
-    labelled = impressions.join(per_impression, F.col("impression_id") == F.col("_iid"), "left").drop("_iid")
+    labelled = impressions.join(
+        per_impression, (F.col(S.EXTRACT_DAY) == F.col("_day")) & (F.col("impression_id") == F.col("_iid")), "left",
+    ).drop("_day", "_iid")
     play = F.coalesce(F.col("play"), F.lit(0))
     return (
         labelled

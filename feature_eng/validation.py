@@ -134,38 +134,43 @@ def parse_partition(lines: DataFrame, known_items: DataFrame, params: ExtractPar
 ORPHAN_KEYS, REPEATED_KEYS = "orphan_impression_id", "repeated_event_id"
 
 
-def classification_keys(lines: DataFrame, day: str) -> DataFrame:
-    """The two small sets `classify_day` needs, as (kind, key) rows, from one narrow aggregate:
+def classification_keys(lines: DataFrame) -> DataFrame:
+    """The two small sets `classify` needs, as (day, kind, key) rows, from one narrow aggregate:
 
     - `orphan_impression_id`: impression_ids named by a valid engagement line of `day` and by
-      no valid impression among `lines` (all partitions read);
-    - `repeated_event_id`: event_ids on more than one line (only those need ranking).
+      no valid impression among the lines read for `day`;
+    - `repeated_event_id`: event_ids on more than one line read for `day` (only those need ranking).
 
-    Only ids are shuffled, never whole lines: the lines themselves are then classified with
-    these sets joined in (broadcast when small)."""
+    `lines` carry `day` (S.EXTRACT_DAY): the day they are read for (a partition is read for
+    itself and its two neighbours), so several days are classified by the same jobs, each
+    exactly as if alone. Only ids are shuffled, never whole lines: the lines themselves are
+    then classified with these sets joined in (broadcast when small)."""
+    day = F.col(S.EXTRACT_DAY)
     valid = F.col("reason").isNull()
     is_impression = valid & (F.col("event_type") == "impression")
     is_candidate = valid & (F.col("dt") == day) & F.col("event_type").isin(*S.ENGAGEMENT_TYPES)
     by_impression = lines.where(F.col("impression_id").isNotNull() & (is_impression | is_candidate)).select(
-        F.lit(ORPHAN_KEYS).alias("kind"), F.col("impression_id").alias("key"),
+        day, F.lit(ORPHAN_KEYS).alias("kind"), F.col("impression_id").alias("key"),
         is_impression.alias("_impression"), is_candidate.alias("_candidate"), F.lit(1).alias("_n"))
     by_event = lines.where(F.col("event_id").isNotNull()).select(
-        F.lit(REPEATED_KEYS).alias("kind"), F.col("event_id").alias("key"),
+        day, F.lit(REPEATED_KEYS).alias("kind"), F.col("event_id").alias("key"),
         F.lit(False).alias("_impression"), F.lit(False).alias("_candidate"), F.lit(1).alias("_n"))
-    counted = by_impression.unionByName(by_event).groupBy("kind", "key").agg(
+    counted = by_impression.unionByName(by_event).groupBy(S.EXTRACT_DAY, "kind", "key").agg(
         F.max("_impression").alias("_impression"), F.max("_candidate").alias("_candidate"),
         F.sum("_n").alias("_n"))
     return counted.where(
         ((F.col("kind") == ORPHAN_KEYS) & F.col("_candidate") & ~F.col("_impression"))
         | ((F.col("kind") == REPEATED_KEYS) & (F.col("_n") > 1))
-    ).select("kind", "key")
+    ).select(S.EXTRACT_DAY, "kind", "key")
 
 
-def classify_day(lines: DataFrame, day: str, keys: DataFrame, broadcast_keys: bool = True) -> DataFrame:
-    """Give every line a status: accepted | quarantined | duplicate (`reason` says why).
+def classify(lines: DataFrame, keys: DataFrame, broadcast_keys: bool = True) -> DataFrame:
+    """Give every line a status for the day it is read for: accepted | quarantined | duplicate
+    (`reason` says why).
 
-    `lines`: `parse_partition` rows of `day` and its neighbour partitions (the day before and
-    after, when present); `keys`: `classification_keys(lines, day)`. Neighbour lines are context:
+    `lines`: `parse_partition` rows with `day`, the day they are read for: a day's own partition
+    and its neighbours (the day before and after, when present); `keys`:
+    `classification_keys(lines)`. Neighbour lines are context:
     - orphan engagement: an engagement line of `day` whose impression_id matches no
       valid impression in any partition read (late engagement of yesterday's
       impressions is therefore not an orphan);
@@ -173,19 +178,23 @@ def classify_day(lines: DataFrame, day: str, keys: DataFrame, broadcast_keys: bo
     - duplicates: among valid lines, the first occurrence of an event_id by
       (partition, source file, line hash) is kept; later ones, including a retry
       delivered today of an event received yesterday, are duplicates.
-    Neighbour lines get a status too (line-level reasons only); only `day`'s
-    rows are accounted for by the caller.
+    Neighbour lines get a status too (line-level reasons only); only `day`'s own
+    partition's rows (dt = day) are accounted for by the caller.
     """
     def key_set(kind: str, name: str) -> DataFrame:
-        rows = keys.where(F.col("kind") == kind).select(F.col("key").alias(name))
+        rows = keys.where(F.col("kind") == kind).select(F.col(S.EXTRACT_DAY).alias(f"{name}_day"),
+                                                        F.col("key").alias(name))
         return F.broadcast(rows) if broadcast_keys else rows
 
+    day = F.col(S.EXTRACT_DAY)
     in_day = F.col("dt") == day
     engagement = F.col("event_type").isin(*S.ENGAGEMENT_TYPES)
     checked = (
         lines
-        .join(key_set(ORPHAN_KEYS, "_orphan"), F.col("impression_id") == F.col("_orphan"), "left")
-        .join(key_set(REPEATED_KEYS, "_repeated"), F.col("event_id") == F.col("_repeated"), "left")
+        .join(key_set(ORPHAN_KEYS, "_orphan"),
+              (day == F.col("_orphan_day")) & (F.col("impression_id") == F.col("_orphan")), "left")
+        .join(key_set(REPEATED_KEYS, "_repeated"),
+              (day == F.col("_repeated_day")) & (F.col("event_id") == F.col("_repeated")), "left")
         .withColumn(
             "reason",
             F.when(F.col("reason").isNotNull(), F.col("reason"))
@@ -195,7 +204,8 @@ def classify_day(lines: DataFrame, day: str, keys: DataFrame, broadcast_keys: bo
     )
     # rank valid lines only (a quarantined copy must not push the valid one out), and only
     # lines whose event_id is on several lines: every other valid line is first by itself
-    first_seen = Window.partitionBy("event_id", F.col("reason").isNull()).orderBy("dt", "file_name", "line_hash")
+    first_seen = Window.partitionBy(S.EXTRACT_DAY, "event_id", F.col("reason").isNull()).orderBy(
+        "dt", "file_name", "line_hash")
     valid = F.col("reason").isNull()
     ranked = checked.where(F.col("_repeated").isNotNull()).withColumn(
         "_rank", F.when(valid, F.row_number().over(first_seen)))

@@ -1,7 +1,8 @@
 """Stable categorical ids: (vocabulary, value) -> id, kept in the vocabulary Delta table.
 
 An id, once given, never changes. New values of a day get new ids after the largest
-id of their vocabulary, in sorted order of the value (deterministic). Id 0 is
+id of their vocabulary, in sorted order of the value (deterministic); days extracted
+together number their values day by day, in order, as if extracted one at a time. Id 0 is
 reserved for out-of-vocabulary and null. A model trained with vocab sizes taken
 at training time keeps working when the vocabulary grows: ids it has never seen
 are mapped to 0 by the model (docs/ARCHITECTURE.md).
@@ -17,25 +18,29 @@ from feature_eng import schema as S
 
 
 def vocabulary_values(df: DataFrame) -> DataFrame:
-    """Distinct non-null (vocabulary, value) pairs of the source columns in `df` (one scan of
-    `df`: each row becomes one row per vocabulary, then a distinct)."""
+    """Distinct non-null (vocabulary, value) pairs of the source columns in `df`, with the first
+    day (`day`, S.EXTRACT_DAY) each is seen on as `first_seen_dt` (one scan of `df`: each row
+    becomes one row per vocabulary, then an aggregate)."""
     pairs = F.inline(F.array(*(
         F.struct(F.lit(name).alias("vocabulary"), F.col(source).cast("string").alias("value"))
         for name, (source, _) in S.VOCABULARIES.items())))
-    return df.select(pairs).where(F.col("value").isNotNull()).distinct()
+    return (df.select(F.col(S.EXTRACT_DAY), pairs).where(F.col("value").isNotNull())
+            .groupBy("vocabulary", "value").agg(F.min(S.EXTRACT_DAY).alias("first_seen_dt")))
 
 
-def new_vocabulary_entries(existing: DataFrame, values: DataFrame, dt: str) -> DataFrame:
-    """Rows to append: values not in `existing`, with ids continuing each vocabulary."""
+def new_vocabulary_entries(existing: DataFrame, values: DataFrame) -> DataFrame:
+    """Rows to append: `values` (vocabulary_values) not in `existing`, with ids continuing each
+    vocabulary in order of (first_seen_dt, value): exactly the ids that extracting the days one
+    at a time, in order, would give."""
     max_ids = existing.groupBy("vocabulary").agg(F.max("id").alias("_max_id"))
     unseen = values.join(existing.select("vocabulary", "value"), ["vocabulary", "value"], "left_anti")
-    order = Window.partitionBy("vocabulary").orderBy("value")
+    order = Window.partitionBy("vocabulary").orderBy("first_seen_dt", "value")
     return (
         unseen.join(max_ids, "vocabulary", "left")
         .select(
             "vocabulary", "value",
             (F.coalesce(F.col("_max_id"), F.lit(S.OOV_ID)) + F.row_number().over(order)).cast("int").alias("id"),
-            F.lit(dt).alias("first_seen_dt"),
+            "first_seen_dt",
         )
     )
 

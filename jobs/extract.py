@@ -7,8 +7,9 @@ an orphan and to catch a retry delivered after midnight), the item and user snap
 vocabulary table and the examples of the days before D (history statistics). Writes, for
 dt = D only and replacing what a previous run wrote: <lake>/examples, <lake>/quarantine,
 <lake>/data_quality; adds new values to <lake>/vocabulary. A range of days runs as one
-Spark application, days in order, each raw partition parsed once. Everything is checked
-before the first write; see docs/DATA.md.
+Spark application, each raw partition parsed once, and consecutive days go through the
+same Spark jobs (passes of up to `days_per_pass` days), each exactly as if extracted alone
+and in order. Everything is checked before the first write; see docs/DATA.md.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class ExtractConfig(JobConfig, ExtractParams):
                                                       "(logs written by hand or by a shipper that writes none)")
     allow_gap: bool = Field(False, description="extract D even when the lake holds earlier days but not D-1 "
                                                "(D's history features and new ids then differ from an in-order run)")
+    days_per_pass: int = Field(8, ge=1, le=31, description="days of a range extracted by the same Spark jobs "
+                                                           "(one pass; the per-job costs are paid once per pass)")
+    pass_max_raw_mb: int = Field(512, ge=1, description="a pass also ends before its days' raw files exceed this "
+                                                        "many MB (memory: a pass keeps its partitions' lines)")
 
     @model_validator(mode="after")
     def _one_way_to_name_days(self):
@@ -65,7 +70,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     from pyspark.sql import DataFrame
 
     from feature_eng.features import parse_items, parse_users
-    from feature_eng.pipeline import DayInputs, extract_day
+    from feature_eng.pipeline import PassInputs, extract_days
     from feature_eng.validation import parse_partition
     from ple_runtime.persistence import Checkpoints
     from ple_runtime.raw_logs import ParsedPartitions, RawLogs
@@ -88,21 +93,26 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
         parsed = ParsedPartitions(raw, plans, lambda lines, keep_raw: parse_partition(lines, items, config, keep_raw),
                                   run_scope.checkpoint, run_scope.release)
         try:
-            for day in days:
-                timer = _StepTimer(spark, day)
-                _warn_incomplete(plans[day], day)
-                lines, lines_read = parsed.lines_for(day)
+            for pass_days in passes(days, plans, config.days_per_pass, config.pass_max_raw_mb * 2**20):
+                timer = _StepTimer(spark, pass_days)
+                for day in pass_days:
+                    _warn_incomplete(plans[day], day)
+                lines, lines_read = parsed.lines_for(pass_days)
                 timer("parse raw partitions")
                 vocabulary, vocabulary_version = tables.pinned_vocabulary()
-                inputs = DayInputs(day, lines, lines_read, items, users, vocabulary, tables.history(day, config),
-                                   plans[day].figures())
-                with Checkpoints() as day_scope:
-                    outputs = extract_day(inputs, config, day_scope)
+                inputs = PassInputs(tuple(pass_days), lines, lines_read, items, users, vocabulary,
+                                    tables.history(pass_days[0], config),
+                                    {day: plans[day].figures() for day in pass_days})
+                with Checkpoints() as pass_scope:
+                    outputs = extract_days(inputs, config, pass_scope)
                     timer("classify, reconcile, label, featurise")
                     figures = tables.write_examples(outputs)
                     quarantines.append(run_scope.checkpoint(outputs.quarantine, eager=True))
                     timer("write vocabulary and examples")
-                results.append(_report(day, figures, timer, vocabulary_version))
+                for day in outputs.days:
+                    results.append(_report(day, figures[day], timer, vocabulary_version))
+                if outputs.error is not None:
+                    raise outputs.error
         finally:  # the days done, even when a later one failed: their data-quality record completes them
             if results:
                 started = time.perf_counter()
@@ -114,6 +124,22 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     return results
 
 
+def passes(days: list[str], plans, days_per_pass: int, max_raw_bytes: int) -> list[list[str]]:
+    """Consecutive days cut into passes of at most `days_per_pass` days whose own partitions'
+    files hold at most `max_raw_bytes` (a day larger than that is a pass of its own)."""
+    result: list[list[str]] = []
+    size = 0
+    for day in days:
+        day_bytes = sum(entry.size for entry in plans[day].day.files)
+        if result and len(result[-1]) < days_per_pass and size + day_bytes <= max_raw_bytes:
+            result[-1].append(day)
+            size += day_bytes
+        else:
+            result.append([day])
+            size = day_bytes
+    return result
+
+
 def _warn_incomplete(plan, day: str) -> None:
     from ple_runtime.raw_logs import MARKER
 
@@ -123,11 +149,13 @@ def _warn_incomplete(plan, day: str) -> None:
 
 
 class _StepTimer:
-    """Prints how long each step of a day took and how many Spark jobs it ran (stderr), for
+    """Prints how long each step of a pass took and how many Spark jobs it ran (stderr), for
     operators and the benchmark."""
 
-    def __init__(self, spark, day: str):
-        self.tracker, self.day = spark.sparkContext.statusTracker(), day
+    def __init__(self, spark, days: list[str]):
+        self.tracker = spark.sparkContext.statusTracker()
+        self.day = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
+        self.days = len(days)
         self.last, self.jobs, self.steps = time.perf_counter(), self._job_count(), {}
 
     def _job_count(self) -> int:
@@ -145,7 +173,8 @@ def _report(day: str, figures: dict[str, float], timer: _StepTimer, vocabulary_v
     """The day's summary table (stdout)."""
     from feature_eng.quality import format_summary
 
-    print(format_summary(day, {**figures, "seconds": round(sum(timer.steps.values()), 1)}))
+    print(format_summary(day, {**figures, "pass_seconds": round(sum(timer.steps.values()), 1),
+                               "pass_days": timer.days}))
     print(f"vocabulary read at v{vocabulary_version}", flush=True)
     return figures
 

@@ -146,8 +146,8 @@ def first_line(err: BaseException) -> str:
 
 class ParsedPartitions:
     """Each raw partition parsed ONCE per run and kept (a checkpoint) while a day still needs
-    it: day D reads D-1, D and D+1, so a run over D1..Dn parses each of D1-1..Dn+1 once and
-    drops D-1 after day D."""
+    it: day D reads D-1, D and D+1, so a run over D1..Dn parses each of D1-1..Dn+1 once, and a
+    partition no later day reads is dropped."""
 
     def __init__(self, raw: RawLogs, plans: dict[str, DayPartitions],
                  parse: Callable[[object, bool], object], checkpoint: Callable[[object], object],
@@ -156,17 +156,25 @@ class ParsedPartitions:
         self._parse, self._checkpoint, self._release = parse, checkpoint, release
         self._parsed: dict[str, tuple[object, int]] = {}   # day -> (parsed lines, lines read)
 
-    def lines_for(self, day: str):
-        """(parsed lines of the partitions day reads, lines in the day's own partition).
-        Partitions not parsed yet are parsed and counted in one Spark job."""
-        plan = self.plans[day]
-        todo = [p for p in plan.read() if p.day not in self._parsed]
+    def lines_for(self, days: list[str]):
+        """(parsed lines of the partitions `days` read, each row with `day` (S.EXTRACT_DAY): the
+        day it is read for, so a line is there once for each of those days that reads its
+        partition; {day: lines in the day's own partition}). Partitions not parsed yet are parsed
+        and counted in one Spark job."""
+        from pyspark.sql import functions as F
+
+        from feature_eng.schema import EXTRACT_DAY
+
+        reads = [(partition.day, day) for day in days for partition in self.plans[day].read()]
+        needed = sorted({partition for partition, _ in reads})
+        todo = [p for day in days for p in self.plans[day].read() if p.day not in self._parsed]
         if todo:
-            self._parse_all(todo)
-        for done in [d for d in self._parsed if d < plan.read()[0].day]:
+            self._parse_all(list({p.day: p for p in todo}.values()))
+        for done in [d for d in self._parsed if d < needed[0]]:
             self._release(self._parsed.pop(done)[0])  # no later day reads it
-        frames = [self._parsed[p.day][0] for p in plan.read()]
-        return reduce(lambda a, b: a.unionByName(b), frames), self._parsed[day][1]
+        lines = reduce(lambda a, b: a.unionByName(b), (self._parsed[p][0] for p in needed))
+        read_for = self.raw.spark.createDataFrame(reads, f"dt string, {EXTRACT_DAY} string")
+        return lines.join(F.broadcast(read_for), "dt"), {day: self._parsed[day][1] for day in days}
 
     def _parse_all(self, partitions: list[RawPartition]) -> None:
         frames = {p.day: self._checkpoint(self._parse(self.raw.read_lines(p), p.day in self.plans))

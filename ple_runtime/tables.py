@@ -1,21 +1,21 @@
 """The lake's Delta tables as extract reads and writes them: schema checks, table versions,
-the pinned vocabulary, the history window, and the day's writes (docs/DATA.md).
+the pinned vocabulary, the history window, and the writes of a pass of days (docs/DATA.md).
 
-Writes, for one day, in this order (each its own Delta commit; Delta has no multi-table
-transaction, so the order is what keeps a failure harmless): the vocabulary MERGE
-(examples reference its ids), then `replaceWhere dt = D` of examples, quarantine and,
-last, data_quality (a day with a data-quality record is complete).
+Writes, in this order (each its own Delta commit; Delta has no multi-table transaction, so
+the order is what keeps a failure harmless): per pass of days, the vocabulary MERGE (examples
+reference its ids), then `replaceWhere dt in [first, last]` of examples; per run, quarantine
+and, last, data_quality (a day with a data-quality record is complete).
 """
 
 from __future__ import annotations
 
 from feature_eng import schema as S
 from feature_eng.params import ExtractParams, shift_day
-from feature_eng.pipeline import DayOutputs
+from feature_eng.features import HISTORY_COLUMNS
+from feature_eng.pipeline import PassOutputs
 from ple_runtime.filesystem import HadoopFileSystem
 from ple_runtime.lake import InputError, Lake
 
-HISTORY_COLUMNS = ("user_idx", "item_idx", "play", "watch_ratio", "share", "comment", "dt")
 ROWS_PER_FILE = 1_000_000
 ONE_TASK_ROWS = 250_000  # below this a day's partition is written by one task (one file)
 
@@ -83,38 +83,41 @@ class LakeTables:
             return self.spark.createDataFrame([], S.VOCABULARY_SCHEMA), None
         return self.spark.read.format("delta").option("versionAsOf", version).load(self.lake.vocabulary), version
 
-    def history(self, day: str, params: ExtractParams):
-        """Examples rows of the days in `day`'s statistics window (a partition filter: only those
-        days' files are read), only the columns the history statistics use."""
+    def history(self, first_day: str, params: ExtractParams):
+        """Examples rows of the days before `first_day` that its statistics window holds (a
+        partition filter: only those days' files are read; later days of a pass take their
+        history from the pass itself), only the columns the history statistics use."""
         from pyspark.sql import functions as F
 
         if not self.exists(self.lake.examples):
             return self.spark.createDataFrame([], S.EXAMPLES_SCHEMA).select(*HISTORY_COLUMNS)
         return (self.spark.read.format("delta").load(self.lake.examples)
-                .where(F.col("dt").between(*params.history_range(day))).select(*HISTORY_COLUMNS))
+                .where(F.col("dt").between(*params.history_range(first_day))).select(*HISTORY_COLUMNS))
 
     # --- writing ----------------------------------------------------------------------------
 
-    def write_examples(self, outputs: DayOutputs) -> dict[str, float]:
-        """The vocabulary first (examples reference its ids), then the day's examples; returns the
-        day's figures completed with the label figures observed while writing."""
+    def write_examples(self, outputs: PassOutputs) -> dict[str, dict[str, float]]:
+        """The vocabulary first (examples reference its ids), then the days' examples (one commit);
+        returns each day's figures completed with the label figures observed while writing."""
         from pyspark.sql import Observation
 
         from feature_eng.pipeline import final_figures, label_aggregates
 
+        days = list(outputs.days)
         if outputs.new_vocabulary_values:
             self.add_vocabulary(outputs.new_vocabulary)
-        labels = Observation(f"labels {outputs.day}")
-        examples = outputs.examples.observe(labels, *label_aggregates())
-        rows = int(outputs.figures["labelled_impressions"])
-        replace_partition(examples, self.lake.examples, outputs.day,
-                          files=files_for(rows, self.spark.sparkContext.defaultParallelism))
+        labels = Observation(f"labels {days[0]}..{days[-1]}")
+        examples = outputs.examples.observe(labels, *label_aggregates(days))
+        # every write task holds rows of every day: as many tasks as the largest day wants files
+        rows = max(int(figures["labelled_impressions"]) for figures in outputs.figures.values())
+        replace_where(examples, self.lake.examples, _days_between(days[0], days[-1]),
+                      files=files_for(rows, self.spark.sparkContext.defaultParallelism))
         return final_figures(outputs, labels.get)
 
     def write_quality(self, days: list[str], quarantine, figures: list[dict[str, float]]) -> None:
         """The quarantine rows and data-quality figures of `days` (consecutive), one Delta commit
         each, data_quality last: a day with a data-quality record is complete."""
-        where = f"dt >= '{days[0]}' AND dt <= '{days[-1]}'"
+        where = _days_between(days[0], days[-1])
         quarantined = int(sum(f["quarantined"] for f in figures))
         replace_where(quarantine, self.lake.quarantine, where, files=files_for(quarantined))
         rows = [(day, metric, float(value)) for day, day_figures in zip(days, figures)
@@ -157,9 +160,8 @@ def check_schema(path: str, actual, expected) -> None:
                          "Migrate it or point --data-dir elsewhere; nothing was written.")
 
 
-def replace_partition(df, path: str, day: str, files: int | None = None) -> None:
-    """One Delta commit replacing partition dt = `day`; `files`: at most this many data files."""
-    replace_where(df, path, f"dt = '{day}'", files)
+def _days_between(first: str, last: str) -> str:
+    return f"dt >= '{first}' AND dt <= '{last}'"
 
 
 def replace_where(df, path: str, where: str, files: int | None = None) -> None:

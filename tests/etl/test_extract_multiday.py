@@ -40,16 +40,23 @@ def _table_rows(spark, data, name, day=None):
 
 @pytest.fixture(scope="module")
 def lakes(spark, raw, tmp_path_factory):
-    ranged = _lake_with(raw, tmp_path_factory, "ranged")
-    figures = extract.run(extract.ExtractConfig(data_dir=str(ranged), start=DAYS[0], end=DAYS[-1]))
+    """The same days extracted three ways: one pass of 3 days, passes of 2 + 1 days (the third
+    day's history then comes from the lake), and one day at a time."""
+    ranged = {}
+    for days_per_pass in (8, 2):
+        ranged[days_per_pass] = _lake_with(raw, tmp_path_factory, f"ranged{days_per_pass}")
+        figures = extract.run(extract.ExtractConfig(data_dir=str(ranged[days_per_pass]), start=DAYS[0], end=DAYS[-1],
+                                                    days_per_pass=days_per_pass))
     daily = _lake_with(raw, tmp_path_factory, "daily")
     for day in DAYS:
         assert extract.main(["--data-dir", str(daily), "--date", day]) == 0
     return ranged, daily, figures
 
 
-def test_a_range_writes_exactly_what_day_by_day_runs_write(spark, lakes):
+@pytest.mark.parametrize("days_per_pass", [8, 2])
+def test_a_range_writes_exactly_what_day_by_day_runs_write(spark, lakes, days_per_pass):
     ranged, daily, figures = lakes
+    ranged = ranged[days_per_pass]
     assert [(f["lines_read"], f["examples"]) for f in figures] == [
         (dq[(day, "lines_read")], dq[(day, "examples")])
         for dq in [{(r[0], r[1]): r[2] for r in _table_rows(spark, ranged, "data_quality")}] for day in DAYS]
@@ -57,9 +64,53 @@ def test_a_range_writes_exactly_what_day_by_day_runs_write(spark, lakes):
         ranged_rows, daily_rows = _table_rows(spark, ranged, name), _table_rows(spark, daily, name)
         assert len(ranged_rows) > 0, name
         assert ranged_rows == daily_rows, name
-    # the later days did use earlier days' history (the comparison is not vacuous)
+    # the later days did use earlier days' history, and new ids (the comparison is not vacuous)
     history_days = {r[0]: r[2] for r in _table_rows(spark, ranged, "data_quality") if r[1] == "history_days_available"}
     assert history_days == {DAYS[0]: 0, DAYS[1]: 1, DAYS[2]: 2}
+    first_seen = {r[3] for r in _table_rows(spark, ranged, "vocabulary")}
+    assert len(first_seen) > 1, first_seen
+
+
+def test_passes_cut_a_range_by_days_and_raw_size(raw, spark):
+    from ple_runtime.raw_logs import RawLogs
+
+    plans = RawLogs(spark, str(raw)).plan(DAYS, require_next_day=False, allow_incomplete=False)
+    day_bytes = [sum(e.size for e in plans[day].day.files) for day in DAYS]
+    assert extract.passes(DAYS, plans, 8, 2**40) == [DAYS]
+    assert extract.passes(DAYS, plans, 2, 2**40) == [DAYS[:2], DAYS[2:]]
+    assert extract.passes(DAYS, plans, 8, day_bytes[0] + day_bytes[1]) == [DAYS[:2], DAYS[2:]]
+    assert extract.passes(DAYS, plans, 8, 1) == [[day] for day in DAYS]  # a day larger than the cap: alone
+
+
+def test_a_day_that_does_not_add_up_ends_the_pass_before_it(spark, raw):
+    """Reconciliation is per day: a pass stops before the first day whose lines do not add up,
+    and its outputs hold only the days before (the job writes them, then fails)."""
+    from feature_eng.features import HISTORY_COLUMNS, parse_items, parse_users
+    from feature_eng.pipeline import PassInputs, extract_days
+    from feature_eng.quality import ReconciliationError
+    from feature_eng.schema import EXAMPLES_SCHEMA, VOCABULARY_SCHEMA
+    from feature_eng.validation import parse_partition
+    from ple_runtime.persistence import Checkpoints
+    from ple_runtime.raw_logs import ParsedPartitions, RawLogs
+
+    logs = RawLogs(spark, str(raw))
+    plans = logs.plan(DAYS, require_next_day=False, allow_incomplete=False)
+    config = extract.ExtractConfig(data_dir=str(raw.parent), start=DAYS[0], end=DAYS[-1])
+    with Checkpoints() as scope:
+        items, users = parse_items(logs.read_snapshot("items")), parse_users(logs.read_snapshot("users"))
+        parsed = ParsedPartitions(logs, plans, lambda lines, keep: parse_partition(lines, items, config, keep),
+                                  scope.checkpoint, scope.release)
+        lines, lines_read = parsed.lines_for(DAYS)
+        lines_read = {**lines_read, DAYS[1]: lines_read[DAYS[1]] + 1}  # one line more than the day accounts for
+        inputs = PassInputs(tuple(DAYS), lines, lines_read, items, users,
+                            spark.createDataFrame([], VOCABULARY_SCHEMA),
+                            spark.createDataFrame([], EXAMPLES_SCHEMA).select(*HISTORY_COLUMNS))
+        outputs = extract_days(inputs, config, scope)
+        assert outputs.days == (DAYS[0],) and list(outputs.figures) == [DAYS[0]]
+        assert isinstance(outputs.error, ReconciliationError) and DAYS[1] in str(outputs.error)
+        assert {r["dt"] for r in outputs.examples.select("dt").distinct().collect()} == {DAYS[0]}
+        assert {r["first_seen_dt"] for r in outputs.new_vocabulary.collect()} == {DAYS[0]}
+        assert {r["dt"] for r in outputs.quarantine.select("dt").distinct().collect()} <= {DAYS[0]}
 
 
 def test_reextracting_a_day_leaves_later_days_unchanged(spark, lakes):
@@ -97,12 +148,20 @@ def test_each_partition_is_parsed_once_and_dropped_when_no_day_needs_it(spark, r
         partitions = ParsedPartitions(logs, plans, parse, scope.checkpoint,
                                       lambda df: released.append(df.select("dt").first()["dt"]))
         for day in DAYS[1:]:
-            lines, lines_read = partitions.lines_for(day)
-            assert lines_read == lines.where(F.col("dt") == day).count() > 0
+            lines, lines_read = partitions.lines_for([day])
+            assert lines_read[day] == lines.where(F.col("dt") == day).count() > 0
             assert sorted({r["dt"] for r in lines.select("dt").distinct().collect()}) == [
                 d for d in DAYS if abs(DAYS.index(d) - DAYS.index(day)) <= 1]
+            assert {r["day"] for r in lines.select("day").distinct().collect()} == {day}
     assert sorted(parsed_days) == DAYS  # D1-1 .. D2+1 (D2 + 1 is not there), each once
     assert released == [DAYS[0]]        # D-1 of the first day, once the second day no longer reads it
+
+    # several days at once: a partition's lines are there once for each day that reads it
+    with Checkpoints() as scope:
+        lines, lines_read = ParsedPartitions(logs, plans, parse, scope.checkpoint, lambda df: None).lines_for(DAYS[1:])
+        per_day = {(r["dt"], r["day"]): r["count"] for r in lines.groupBy("dt", "day").count().collect()}
+    assert per_day[(DAYS[2], DAYS[1])] == per_day[(DAYS[2], DAYS[2])] == lines_read[DAYS[2]] > 0
+    assert (DAYS[0], DAYS[1]) in per_day and (DAYS[0], DAYS[2]) not in per_day
 
 
 def test_days_run_in_order_unless_a_gap_is_allowed(spark, raw, tmp_path_factory, capsys):

@@ -8,10 +8,10 @@ import datetime as dt
 import math
 
 import pytest
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from feature_eng import schema as S
-from feature_eng.features import history_summary
 from feature_eng.params import ExtractParams
 from feature_eng.pipeline import examples_from, labelled_impressions
 
@@ -41,6 +41,11 @@ def ts(text: str) -> dt.datetime:
 def line(partition, event_id, event_type, at, impression_id, user="u1", item="v1", watch_ms=None, status="accepted"):
     position, device = (0, "ios") if event_type == "impression" else (None, None)
     return (partition, event_id, event_type, ts(at), user, item, impression_id, position, device, watch_ms, status)
+
+
+def _read_for(lines, day):
+    """Lines as the extract holds them: each with the day it is read for."""
+    return lines.withColumn(S.EXTRACT_DAY, F.lit(day))
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +87,8 @@ LABEL_LINES = [
 @pytest.fixture(scope="module")
 def labelled(spark, dims):
     items, users = dims
-    classified = spark.createDataFrame(LABEL_LINES, CLASSIFIED_SCHEMA)
-    rows = labelled_impressions(classified, items, users, DAY, ExtractParams(attribution_window_hours=6)).collect()
+    classified = _read_for(spark.createDataFrame(LABEL_LINES, CLASSIFIED_SCHEMA), DAY)
+    rows = labelled_impressions(classified, items, users, ExtractParams(attribution_window_hours=6)).collect()
     return {r["impression_id"]: r.asDict() for r in rows}
 
 
@@ -139,19 +144,18 @@ U2 = {"impressions_log": math.log1p(2), "play_rate": (1 + W * 0.5) / (2 + W),
 @pytest.fixture(scope="module")
 def examples(spark, dims):
     items, users = dims
-    classified = spark.createDataFrame([
+    classified = _read_for(spark.createDataFrame([
         line(DAY, "d1", "impression", "2026-03-10T08:00:00", "j1", user="u1", item="v2"),
         line(DAY, "d2", "impression", "2026-03-10T09:00:00", "j2", user="u3", item="v3"),  # cold user and item
-    ], CLASSIFIED_SCHEMA)
+    ], CLASSIFIED_SCHEMA), DAY)
     params = ExtractParams(stats_window_days=3, smoothing_weight=W)
-    day_rows = labelled_impressions(classified, items, users, DAY, params)
+    day_rows = labelled_impressions(classified, items, users, params)
     vocabulary = spark.createDataFrame(
         [("user_id", "u1", 1, "x"), ("user_id", "u2", 2, "x"), ("item_id", "v1", 1, "x"), ("item_id", "v2", 2, "x")],
         S.VOCABULARY_SCHEMA)
     history = spark.createDataFrame(HISTORY, HISTORY_SCHEMA)
-    window = history.where(history.dt.between(*params.history_range(DAY)))
-    rows = examples_from(day_rows, vocabulary, history, DAY, params).collect()
-    return {r["impression_id"]: r.asDict() for r in rows}, history_summary(window)
+    examples, summaries = examples_from(day_rows, vocabulary, history, [DAY], params)
+    return {r["impression_id"]: r.asDict() for r in examples.collect()}, summaries[DAY]
 
 
 def _stats(row, who):
