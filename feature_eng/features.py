@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from feature_eng import schema as S
+from feature_eng.literal import literal_frame
 from feature_eng.params import shift_day
 from feature_eng.validation import parse_timestamp
 
@@ -130,7 +132,9 @@ def priors_frame(spark, summaries: dict[str, HistorySummary]) -> DataFrame:
     """(day, _prior_<name>...) rows: each day's priors as columns, to join by day."""
     names = list(DEFAULT_PRIORS)
     rows = [(day, *(float(summary.priors[n]) for n in names)) for day, summary in summaries.items()]
-    return spark.createDataFrame(rows, f"{S.EXTRACT_DAY} string, " + ", ".join(f"_prior_{n} double" for n in names))
+    schema = T.StructType([T.StructField(S.EXTRACT_DAY, T.StringType()),
+                           *(T.StructField(f"_prior_{n}", T.DoubleType()) for n in names)])
+    return literal_frame(spark, rows, schema)
 
 
 def history_stats(history: DataFrame, key: str, prefix: str, windows: DataFrame, priors: DataFrame,

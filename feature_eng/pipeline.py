@@ -33,6 +33,7 @@ from feature_eng import schema as S
 from feature_eng.features import (HISTORY_COLUMNS, HistorySummary, context_features, fill_history_stats,
                                   history_stats, history_summaries, history_windows, priors_frame)
 from feature_eng.labels import ENGAGEMENT_COUNT_COLUMNS, attach_labels, attributed_engagement, day_impressions
+from feature_eng.literal import string_pairs
 from feature_eng.params import ExtractParams
 from feature_eng.quality import ReconciliationError, reconcile, status_figures
 from feature_eng.validation import classification_keys, classify
@@ -95,10 +96,12 @@ def quarantine_rows(classified: DataFrame) -> DataFrame:
     )
 
 
-def labelled_impressions(classified: DataFrame, items: DataFrame, users: DataFrame, params: ExtractParams) -> DataFrame:
+def labelled_impressions(classified: DataFrame, items: DataFrame, users: DataFrame, params: ExtractParams,
+                         materialize: Materialize = Recompute()) -> DataFrame:
     """Each day's impressions with dims, labels, context features and engagement counts (no ids yet)."""
     accepted = classified.where(F.col("status") == "accepted")
-    impressions = (
+    # read twice (engagement join, labels join): kept, so its sort and window run once
+    impressions = materialize.checkpoint(
         day_impressions(accepted)
         .join(F.broadcast(items), "item_id", "inner")  # unknown items were quarantined
         .join(F.broadcast(users), "user_id", "left")   # unknown users keep OOV dims
@@ -128,7 +131,7 @@ def examples_from(labelled: DataFrame, vocabulary: DataFrame, history: DataFrame
     own = with_ids.select(*(F.col(S.EXTRACT_DAY if c == "dt" else c).alias(c) for c in HISTORY_COLUMNS))
     history = history.where(F.col("dt") < days[0]).select(*HISTORY_COLUMNS).unionByName(own)
     summaries = history_summaries(history, days, params.stats_window_days)
-    windows = spark.createDataFrame(history_windows(days, params.stats_window_days), f"dt string, {S.EXTRACT_DAY} string")
+    windows = string_pairs(spark, history_windows(days, params.stats_window_days), "dt", S.EXTRACT_DAY)
     priors = priors_frame(spark, summaries)
     examples = with_ids.join(F.broadcast(priors), S.EXTRACT_DAY)
     for key, prefix in (("user_idx", "user"), ("item_idx", "item")):
@@ -199,7 +202,7 @@ def extract_days(inputs: PassInputs, params: ExtractParams, materialize: Materia
     days = list(inputs.days)
     keys = materialize.checkpoint(classification_keys(inputs.lines))
     classified = classify(inputs.lines, keys, broadcast_keys=keys.count() <= BROADCAST_KEYS_MAX)
-    labelled = materialize.checkpoint(labelled_impressions(classified, inputs.items, inputs.users, params))
+    labelled = materialize.checkpoint(labelled_impressions(classified, inputs.items, inputs.users, params, materialize))
     new_entries = materialize.checkpoint(new_vocabulary(labelled, inputs.vocabulary))
     sizes = _day_sizes(classified, labelled, new_entries)
     empty = {"statuses": status_figures([]), "labelled": 0, "new_values": 0,

@@ -109,19 +109,21 @@ def validate_lines(lines: DataFrame, params: ExtractParams = ExtractParams()) ->
     )
 
 
-def parse_partition(lines: DataFrame, known_items: DataFrame, params: ExtractParams, keep_raw: bool) -> DataFrame:
-    """The stored form of one partition's validated lines (what the extract keeps in memory):
+def parse_partition(lines: DataFrame, known_items: DataFrame, params: ExtractParams,
+                    keep_raw: Column | bool) -> DataFrame:
+    """The stored form of partitions' validated lines (what the extract keeps in memory):
     `validate_lines` plus `item_known` (the item is in the snapshot) and `file_name`, without
     the fields nothing downstream reads. The raw text and path (`value`, `source_file`) are kept
-    only where `keep_raw` (the partition is a day being extracted) and the line may end up in
-    the quarantine table: a line-level reason, an engagement line (may be an orphan) or an
-    impression of an unknown item."""
+    only where `keep_raw` (a condition: the line's partition is a day being extracted) and the
+    line may end up in the quarantine table: a line-level reason, an engagement line (may be an
+    orphan) or an impression of an unknown item."""
     events = validate_lines(lines, params)
     items = known_items.select(F.col("item_id").alias("_item_known")).distinct()
     checked = (events.join(F.broadcast(items), events["item_id"] == items["_item_known"], "left")
                .withColumn("item_known", F.col("_item_known").isNotNull()))
-    may_be_quarantined = (F.col("reason").isNotNull() | (F.col("event_type") != "impression")
-                          | ~F.col("item_known")) if keep_raw else F.lit(False)
+    keep_raw = keep_raw if isinstance(keep_raw, Column) else F.lit(keep_raw)
+    may_be_quarantined = keep_raw & (F.col("reason").isNotNull() | (F.col("event_type") != "impression")
+                                     | ~F.col("item_known"))
     return checked.select(
         "dt", F.substring_index("source_file", "/", -1).alias("file_name"),
         F.when(may_be_quarantined, F.col("source_file")).alias("source_file"),

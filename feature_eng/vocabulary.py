@@ -24,8 +24,10 @@ def vocabulary_values(df: DataFrame) -> DataFrame:
     pairs = F.inline(F.array(*(
         F.struct(F.lit(name).alias("vocabulary"), F.col(source).cast("string").alias("value"))
         for name, (source, _) in S.VOCABULARIES.items())))
-    return (df.select(F.col(S.EXTRACT_DAY), pairs).where(F.col("value").isNotNull())
-            .groupBy("vocabulary", "value").agg(F.min(S.EXTRACT_DAY).alias("first_seen_dt")))
+    # the day as a date: min() of a string would make Spark sort every pair (SortAggregate)
+    # instead of hashing them (86 s instead of a few on a 5M-event day)
+    return (df.select(F.col(S.EXTRACT_DAY).cast("date").alias("_day"), pairs).where(F.col("value").isNotNull())
+            .groupBy("vocabulary", "value").agg(F.min("_day").cast("string").alias("first_seen_dt")))
 
 
 def new_vocabulary_entries(existing: DataFrame, values: DataFrame) -> DataFrame:

@@ -114,12 +114,15 @@ class RawLogs:
             if entry.name.endswith(".gz") and head != GZIP_MAGIC:
                 raise InputError(f"cannot read {entry.path}: named .gz but is not gzip data")
 
-    def read_lines(self, partition: RawPartition):
-        """(dt, source_file, value): every line of exactly the files that were checked."""
+    def read_lines(self, partitions: list[RawPartition]):
+        """(dt, source_file, value): every line of exactly the files that were checked, of several
+        partitions at once (one scan; `dt` is the partition folder's day)."""
         from pyspark.sql import functions as F
 
-        return self.spark.read.text([e.path for e in partition.files]).select(
-            F.lit(partition.day).alias("dt"), F.input_file_name().alias("source_file"), F.col("value"))
+        source = F.input_file_name()
+        return self.spark.read.text([e.path for p in partitions for e in p.files]).select(
+            F.regexp_extract(source, r"/dt=([0-9]{4}-[0-9]{2}-[0-9]{2})/[^/]+$", 1).alias("dt"),
+            source.alias("source_file"), F.col("value"))
 
     def read_snapshot(self, what: str):
         """The `items` or `users` snapshot as text lines."""
@@ -146,15 +149,16 @@ def first_line(err: BaseException) -> str:
 
 class ParsedPartitions:
     """Each raw partition parsed ONCE per run and kept (a checkpoint) while a day still needs
-    it: day D reads D-1, D and D+1, so a run over D1..Dn parses each of D1-1..Dn+1 once, and a
-    partition no later day reads is dropped."""
+    it: day D reads D-1, D and D+1, so a run over D1..Dn parses each of D1-1..Dn+1 once, and
+    what no later day reads is dropped. The partitions a pass needs are parsed together (one
+    scan, one plan: the validation expression is large, and planning it costs about a second)."""
 
     def __init__(self, raw: RawLogs, plans: dict[str, DayPartitions],
-                 parse: Callable[[object, bool], object], checkpoint: Callable[[object], object],
+                 parse: Callable[[object, object], object], checkpoint: Callable[[object], object],
                  release: Callable[[object], None]):
         self.raw, self.plans = raw, plans
         self._parse, self._checkpoint, self._release = parse, checkpoint, release
-        self._parsed: dict[str, tuple[object, int]] = {}   # day -> (parsed lines, lines read)
+        self._parsed: dict[str, tuple[object, int]] = {}   # day -> (parsed lines holding it, lines read)
 
     def lines_for(self, days: list[str]):
         """(parsed lines of the partitions `days` read, each row with `day` (S.EXTRACT_DAY): the
@@ -163,29 +167,51 @@ class ParsedPartitions:
         and counted in one Spark job."""
         from pyspark.sql import functions as F
 
+        from feature_eng.literal import string_pairs
         from feature_eng.schema import EXTRACT_DAY
 
         reads = [(partition.day, day) for day in days for partition in self.plans[day].read()]
         needed = sorted({partition for partition, _ in reads})
-        todo = [p for day in days for p in self.plans[day].read() if p.day not in self._parsed]
+        todo = {p.day: p for day in days for p in self.plans[day].read() if p.day not in self._parsed}
         if todo:
-            self._parse_all(list({p.day: p for p in todo}.values()))
-        for done in [d for d in self._parsed if d < needed[0]]:
-            self._release(self._parsed.pop(done)[0])  # no later day reads it
-        lines = reduce(lambda a, b: a.unionByName(b), (self._parsed[p][0] for p in needed))
-        read_for = self.raw.spark.createDataFrame(reads, f"dt string, {EXTRACT_DAY} string")
+            self._parse_all(list(todo.values()))
+        self._drop_before(needed[0])
+        frames = list({id(self._parsed[p][0]): self._parsed[p][0] for p in needed}.values())
+        lines = reduce(lambda a, b: a.unionByName(b), frames)
+        read_for = string_pairs(self.raw.spark, reads, "dt", EXTRACT_DAY)
         return lines.join(F.broadcast(read_for), "dt"), {day: self._parsed[day][1] for day in days}
 
+    def _drop_before(self, first_needed: str) -> None:
+        """Release what no later day reads: a parsed frame whose partitions are all before
+        `first_needed` is dropped; one that still holds needed partitions is cut down to them
+        (a copy of those only), so a run never keeps more than its pass needs."""
+        from pyspark.sql import functions as F
+
+        stale = [day for day in self._parsed if day < first_needed]
+        for frame in list({id(self._parsed[day][0]): self._parsed[day][0] for day in stale}.values()):
+            keep = [day for day, (kept, _) in self._parsed.items() if kept is frame and day >= first_needed]
+            if keep:
+                carved = self._checkpoint(frame.where(F.col("dt").isin(keep)))
+                carved.count()  # computed before the frame it is cut from goes
+                self._parsed.update({day: (carved, self._parsed[day][1]) for day in keep})
+            self._release(frame)
+        for day in stale:
+            del self._parsed[day]
+
     def _parse_all(self, partitions: list[RawPartition]) -> None:
-        frames = {p.day: self._checkpoint(self._parse(self.raw.read_lines(p), p.day in self.plans))
-                  for p in partitions}
-        union = reduce(lambda a, b: a.unionByName(b), (frame.groupBy("dt").count() for frame in frames.values()))
+        from pyspark.sql import functions as F
+
+        extracted = sorted(p.day for p in partitions if p.day in self.plans)  # raw text kept for their quarantine
+        frame = self._checkpoint(self._parse(self.raw.read_lines(partitions), F.col("dt").isin(extracted)))
         try:
-            counts = {r["dt"]: r["count"] for r in union.collect()}  # materialises every checkpoint
+            counts = {r["dt"]: r["count"] for r in frame.groupBy("dt").count().collect()}  # materialises it
         except Exception as err:  # noqa: BLE001 - Spark raises Py4J/Java errors of many kinds
             file = failed_file(err)
             where = f"file {file}" if file else f"partitions {[p.folder for p in partitions]}"
             raise InputError(f"cannot read the raw logs under {self.raw.root}: {where} "
                              f"({first_line(err)})") from err
-        for day, frame in frames.items():
-            self._parsed[day] = (frame, int(counts.get(day, 0)))
+        if unplaced := set(counts) - {p.day for p in partitions}:  # a file path read_lines could not place
+            raise InputError(f"lines of {sorted(unplaced)} read from {[p.folder for p in partitions]}: "
+                             "a raw file's path does not end in /dt=YYYY-MM-DD/<file>")
+        for partition in partitions:
+            self._parsed[partition.day] = (frame, int(counts.get(partition.day, 0)))

@@ -108,10 +108,13 @@ class LakeTables:
             self.add_vocabulary(outputs.new_vocabulary)
         labels = Observation(f"labels {days[0]}..{days[-1]}")
         examples = outputs.examples.observe(labels, *label_aggregates(days))
-        # every write task holds rows of every day: as many tasks as the largest day wants files
         rows = max(int(figures["labelled_impressions"]) for figures in outputs.figures.values())
-        replace_where(examples, self.lake.examples, _days_between(days[0], days[-1]),
-                      files=files_for(rows, self.spark.sparkContext.defaultParallelism))
+        files = files_for(rows, self.spark.sparkContext.defaultParallelism)
+        if files == 1 and len(days) > 1:
+            # small days: one file each, written (and computed) in parallel instead of by one task
+            examples, files = examples.repartition(len(days), "dt"), None
+        # else every write task holds rows of every day: as many tasks as the largest day wants files
+        replace_where(examples, self.lake.examples, _days_between(days[0], days[-1]), files=files)
         return final_figures(outputs, labels.get)
 
     def write_quality(self, days: list[str], quarantine, figures: list[dict[str, float]]) -> None:
