@@ -45,7 +45,7 @@ class ExtractConfig(JobConfig, ExtractParams):
                                                "(D's history features and new ids then differ from an in-order run)")
     days_per_pass: int = Field(8, ge=1, le=31, description="days of a range extracted by the same Spark jobs "
                                                            "(one pass; the per-job costs are paid once per pass)")
-    pass_max_raw_mb: int = Field(512, ge=1, description="a pass also ends before its days' raw files exceed this "
+    pass_max_raw_mb: int = Field(256, ge=1, description="a pass also ends before its days' raw files exceed this "
                                                         "many MB (memory: a pass keeps its partitions' lines)")
 
     @model_validator(mode="after")
