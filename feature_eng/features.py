@@ -112,7 +112,7 @@ def history_summaries(history: DataFrame, days: list[str], stats_window_days: in
     by_day = {row["dt"]: row for row in rows}
     summaries = {}
     for day in days:
-        window = [by_day[dt] for dt, target in history_windows([day], stats_window_days) if dt in by_day]
+        window = [by_day[dt] for dt, _ in history_windows([day], stats_window_days) if dt in by_day]
         total = {name: sum(row[name] or 0 for row in window)
                  for name in ("n", "plays", "watched", "watched_n", "shares", "comments", "user_idx", "item_idx")}
         rates = {"play_rate": (total["plays"], total["n"]), "watch_ratio": (total["watched"], total["watched_n"]),

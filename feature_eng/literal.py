@@ -20,8 +20,7 @@ def literal_frame(spark: SparkSession, rows: Sequence[Sequence], schema: T.Struc
         return spark.createDataFrame([], schema)
     structs = [F.struct(*(F.lit(value).cast(field.dataType).alias(field.name) for value, field in zip(row, schema)))
                for row in rows]
-    frame = spark.range(1).select(F.inline(F.array(*structs)))
-    return frame.select(*(F.col(f.name).cast(f.dataType) for f in schema))
+    return spark.range(1).select(F.inline(F.array(*structs)))  # the structs' fields, typed by the casts
 
 
 def string_pairs(spark: SparkSession, rows: Sequence[tuple[str, str]], first: str, second: str) -> DataFrame:
