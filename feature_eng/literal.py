@@ -7,7 +7,7 @@ extract). A literal array of structs, exploded, is a plan Spark runs without Pyt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -27,3 +27,21 @@ def string_pairs(spark: SparkSession, rows: Sequence[tuple[str, str]], first: st
     """(first, second) string pairs, e.g. (dt, day)."""
     return literal_frame(spark, rows, T.StructType([T.StructField(first, T.StringType()),
                                                     T.StructField(second, T.StringType())]))
+
+
+def explode_mapped(df: DataFrame, column: str, mapping: Mapping[str, Sequence[str]], alias: str) -> DataFrame:
+    """`df`'s rows once for each value `mapping` gives their `column` (dropped when none), as
+    `alias`: what an inner join with the (key, value) pairs gives, by a CASE of literal arrays per
+    row instead of a hash lookup (the lines of a pass are expanded like this by every job that
+    reads them: millions of rows)."""
+    if not mapping:
+        raise ValueError(f"no value of {column!r} is mapped")
+    (first_key, first_values), *others = mapping.items()
+
+    def values_of(mapped: Sequence[str]):
+        return F.array(*(F.lit(value) for value in mapped))
+
+    values = F.when(F.col(column) == first_key, values_of(first_values))
+    for key, mapped in others:
+        values = values.when(F.col(column) == key, values_of(mapped))
+    return df.select("*", F.explode(values).alias(alias))

@@ -96,13 +96,15 @@ def quarantine_rows(classified: DataFrame) -> DataFrame:
     )
 
 
-def labelled_impressions(classified: DataFrame, items: DataFrame, users: DataFrame, params: ExtractParams,
-                         materialize: Materialize = Recompute()) -> DataFrame:
-    """Each day's impressions with dims, labels, context features and engagement counts (no ids yet)."""
+def labelled_impressions(classified: DataFrame, keys: DataFrame, items: DataFrame, users: DataFrame,
+                         params: ExtractParams, materialize: Materialize = Recompute(),
+                         broadcast_keys: bool = True) -> DataFrame:
+    """Each day's impressions with dims, labels, context features and engagement counts (no ids
+    yet). `keys`: `classification_keys` of the lines `classified` comes from."""
     accepted = classified.where(F.col("status") == "accepted")
-    # read twice (engagement join, labels join): kept, so its sort and window run once
+    # read twice (engagement join, labels join): kept, so its joins run once
     impressions = materialize.checkpoint(
-        day_impressions(accepted)
+        day_impressions(accepted, keys, broadcast_keys)
         .join(F.broadcast(items), "item_id", "inner")  # unknown items were quarantined
         .join(F.broadcast(users), "user_id", "left")   # unknown users keep OOV dims
     )
@@ -201,8 +203,10 @@ def extract_days(inputs: PassInputs, params: ExtractParams, materialize: Materia
     that day or later is to be written)."""
     days = list(inputs.days)
     keys = materialize.checkpoint(classification_keys(inputs.lines))
-    classified = classify(inputs.lines, keys, broadcast_keys=keys.count() <= BROADCAST_KEYS_MAX)
-    labelled = materialize.checkpoint(labelled_impressions(classified, inputs.items, inputs.users, params, materialize))
+    broadcast_keys = keys.count() <= BROADCAST_KEYS_MAX
+    classified = classify(inputs.lines, keys, broadcast_keys)
+    labelled = materialize.checkpoint(labelled_impressions(classified, keys, inputs.items, inputs.users, params,
+                                                           materialize, broadcast_keys))
     new_entries = materialize.checkpoint(new_vocabulary(labelled, inputs.vocabulary))
     sizes = _day_sizes(classified, labelled, new_entries)
     empty = {"statuses": status_figures([]), "labelled": 0, "new_values": 0,

@@ -19,6 +19,7 @@ from feature_eng.params import ExtractParams
 
 _INTEGER_PATTERN = r"^-?[0-9]{1,18}$"   # 18 digits: always fits a long
 _ISO_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+_ISO_UTC_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?Z$"
 
 
 def _blank_to_null(column: Column) -> Column:
@@ -26,9 +27,14 @@ def _blank_to_null(column: Column) -> Column:
 
 
 def parse_timestamp(text: Column) -> Column:
-    """ISO-8601 (UTC or with an offset) or epoch milliseconds -> timestamp; null when neither."""
+    """ISO-8601 (UTC or with an offset) or epoch milliseconds -> timestamp; null when neither.
+
+    The session time zone is UTC (jobs check it: days and hours are UTC days and hours), so a
+    plain `...Z` time is parsed without its `Z`: the same instant, without the zone lookup Spark
+    does for every zoned value (two regular expressions compiled per value: a tenth of parsing)."""
     return (
         F.when(text.rlike(_INTEGER_PATTERN), F.timestamp_millis(text.cast("long")))
+        .when(text.rlike(_ISO_UTC_PATTERN), F.try_to_timestamp(text.substr(F.lit(1), F.length(text) - 1)))
         .when(text.rlike(_ISO_PATTERN), F.try_to_timestamp(text))
     )
 
@@ -134,14 +140,18 @@ def parse_partition(lines: DataFrame, known_items: DataFrame, params: ExtractPar
 
 
 ORPHAN_KEYS, REPEATED_KEYS = "orphan_impression_id", "repeated_event_id"
+REPEATED_IMPRESSION_KEYS = "repeated_impression_id"
 
 
 def classification_keys(lines: DataFrame) -> DataFrame:
-    """The two small sets `classify` needs, as (day, kind, key) rows, from one narrow aggregate:
+    """The small sets `classify` and `labels.day_impressions` need, as (day, kind, key) rows, from
+    one narrow aggregate:
 
     - `orphan_impression_id`: impression_ids named by a valid engagement line of `day` and by
       no valid impression among the lines read for `day`;
-    - `repeated_event_id`: event_ids on more than one line read for `day` (only those need ranking).
+    - `repeated_event_id`: event_ids on more than one line read for `day` (only those need ranking);
+    - `repeated_impression_id`: impression_ids of more than one valid impression line read for
+      `day` (only those can need a tie broken between impressions).
 
     `lines` carry `day` (S.EXTRACT_DAY): the day they are read for (a partition is read for
     itself and its two neighbours), so several days are classified by the same jobs, each
@@ -153,17 +163,29 @@ def classification_keys(lines: DataFrame) -> DataFrame:
     is_candidate = valid & (F.col("dt") == day) & F.col("event_type").isin(*S.ENGAGEMENT_TYPES)
     by_impression = lines.where(F.col("impression_id").isNotNull() & (is_impression | is_candidate)).select(
         day, F.lit(ORPHAN_KEYS).alias("kind"), F.col("impression_id").alias("key"),
-        is_impression.alias("_impression"), is_candidate.alias("_candidate"), F.lit(1).alias("_n"))
+        is_impression.cast("int").alias("_impressions"), is_candidate.alias("_candidate"), F.lit(1).alias("_n"))
     by_event = lines.where(F.col("event_id").isNotNull()).select(
         day, F.lit(REPEATED_KEYS).alias("kind"), F.col("event_id").alias("key"),
-        F.lit(False).alias("_impression"), F.lit(False).alias("_candidate"), F.lit(1).alias("_n"))
+        F.lit(0).alias("_impressions"), F.lit(False).alias("_candidate"), F.lit(1).alias("_n"))
     counted = by_impression.unionByName(by_event).groupBy(S.EXTRACT_DAY, "kind", "key").agg(
-        F.max("_impression").alias("_impression"), F.max("_candidate").alias("_candidate"),
+        F.sum("_impressions").alias("_impressions"), F.max("_candidate").alias("_candidate"),
         F.sum("_n").alias("_n"))
+    by_impression_id = F.col("kind") == ORPHAN_KEYS
     return counted.where(
-        ((F.col("kind") == ORPHAN_KEYS) & F.col("_candidate") & ~F.col("_impression"))
+        (by_impression_id & F.col("_candidate") & (F.col("_impressions") == 0))
+        | (by_impression_id & (F.col("_impressions") > 1))
         | ((F.col("kind") == REPEATED_KEYS) & (F.col("_n") > 1))
-    ).select(S.EXTRACT_DAY, "kind", "key")
+    ).select(S.EXTRACT_DAY,
+             F.when(by_impression_id & (F.col("_impressions") > 1), F.lit(REPEATED_IMPRESSION_KEYS))
+             .otherwise(F.col("kind")).alias("kind"),
+             "key")
+
+
+def key_set(keys: DataFrame, kind: str, prefix: str, broadcast: bool) -> DataFrame:
+    """The `kind` rows of `classification_keys` as (`<prefix>_day`, `<prefix>`) columns to join by."""
+    rows = keys.where(F.col("kind") == kind).select(F.col(S.EXTRACT_DAY).alias(f"{prefix}_day"),
+                                                    F.col("key").alias(prefix))
+    return F.broadcast(rows) if broadcast else rows
 
 
 def classify(lines: DataFrame, keys: DataFrame, broadcast_keys: bool = True) -> DataFrame:
@@ -183,19 +205,14 @@ def classify(lines: DataFrame, keys: DataFrame, broadcast_keys: bool = True) -> 
     Neighbour lines get a status too (line-level reasons only); only `day`'s own
     partition's rows (dt = day) are accounted for by the caller.
     """
-    def key_set(kind: str, name: str) -> DataFrame:
-        rows = keys.where(F.col("kind") == kind).select(F.col(S.EXTRACT_DAY).alias(f"{name}_day"),
-                                                        F.col("key").alias(name))
-        return F.broadcast(rows) if broadcast_keys else rows
-
     day = F.col(S.EXTRACT_DAY)
     in_day = F.col("dt") == day
     engagement = F.col("event_type").isin(*S.ENGAGEMENT_TYPES)
     checked = (
         lines
-        .join(key_set(ORPHAN_KEYS, "_orphan"),
+        .join(key_set(keys, ORPHAN_KEYS, "_orphan", broadcast_keys),
               (day == F.col("_orphan_day")) & (F.col("impression_id") == F.col("_orphan")), "left")
-        .join(key_set(REPEATED_KEYS, "_repeated"),
+        .join(key_set(keys, REPEATED_KEYS, "_repeated", broadcast_keys),
               (day == F.col("_repeated_day")) & (F.col("event_id") == F.col("_repeated")), "left")
         .withColumn(
             "reason",

@@ -20,14 +20,16 @@ from feature_eng import schema as S
 def vocabulary_values(df: DataFrame) -> DataFrame:
     """Distinct non-null (vocabulary, value) pairs of the source columns in `df`, with the first
     day (`day`, S.EXTRACT_DAY) each is seen on as `first_seen_dt` (one scan of `df`: each row
-    becomes one row per vocabulary, then an aggregate)."""
+    becomes one row per vocabulary, then aggregates)."""
     pairs = F.inline(F.array(*(
         F.struct(F.lit(name).alias("vocabulary"), F.col(source).cast("string").alias("value"))
         for name, (source, _) in S.VOCABULARIES.items())))
-    # the day as a date: min() of a string would make Spark sort every pair (SortAggregate)
-    # instead of hashing them (86 s instead of a few on a 5M-event day)
-    return (df.select(F.col(S.EXTRACT_DAY).cast("date").alias("_day"), pairs).where(F.col("value").isNotNull())
-            .groupBy("vocabulary", "value").agg(F.min("_day").cast("string").alias("first_seen_dt")))
+    # distinct (vocabulary, value, day) first, by hashing; then the first day of each pair, as a
+    # date (min() of a string makes Spark sort: 86 s of CPU on a 5M-event day), on those few rows
+    # only (a cast per pair of every row parsed 29M dates there: a fifth of the aggregate's time)
+    return (df.select(S.EXTRACT_DAY, pairs).where(F.col("value").isNotNull()).distinct()
+            .groupBy("vocabulary", "value").agg(F.min(F.col(S.EXTRACT_DAY).cast("date")).cast("string")
+                                                .alias("first_seen_dt")))
 
 
 def new_vocabulary_entries(existing: DataFrame, values: DataFrame) -> DataFrame:

@@ -78,6 +78,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     from ple_runtime.tables import LakeTables
 
     spark = spark or get_spark("ple-extract")
+    _require_utc(spark)
     lake = Lake(config.data_dir)
     tables, raw = LakeTables(spark, lake), RawLogs(spark, config.raw_dir or lake.raw)
     days = config.days()
@@ -122,6 +123,18 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
                       + ", ".join(f"{name} v{version}" for name, version in tables.versions().items()),
                       file=sys.stderr, flush=True)
     return results
+
+
+UTC_ZONES = ("UTC", "Etc/UTC", "GMT", "Z", "+00:00")
+
+
+def _require_utc(spark) -> None:
+    """Days, hours and ISO times are computed in the session time zone, which must be UTC
+    (the project's default; a spark-submit --conf can change it)."""
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    if zone not in UTC_ZONES:
+        raise ExtractError(f"spark.sql.session.timeZone is {zone!r}: ple extract computes UTC days and hours; "
+                           "set it to UTC (--conf spark.sql.session.timeZone=UTC) or leave it unset")
 
 
 def passes(days: list[str], plans, days_per_pass: int, max_raw_bytes: int) -> list[list[str]]:

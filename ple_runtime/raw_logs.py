@@ -165,9 +165,7 @@ class ParsedPartitions:
         day it is read for, so a line is there once for each of those days that reads its
         partition; {day: lines in the day's own partition}). Partitions not parsed yet are parsed
         and counted in one Spark job."""
-        from pyspark.sql import functions as F
-
-        from feature_eng.literal import string_pairs
+        from feature_eng.literal import explode_mapped
         from feature_eng.schema import EXTRACT_DAY
 
         reads = [(partition.day, day) for day in days for partition in self.plans[day].read()]
@@ -178,8 +176,8 @@ class ParsedPartitions:
         self._drop_before(needed[0])
         frames = list({id(self._parsed[p][0]): self._parsed[p][0] for p in needed}.values())
         lines = reduce(lambda a, b: a.unionByName(b), frames)
-        read_for = string_pairs(self.raw.spark, reads, "dt", EXTRACT_DAY)
-        return lines.join(F.broadcast(read_for), "dt"), {day: self._parsed[day][1] for day in days}
+        read_for = {partition: [day for p, day in reads if p == partition] for partition in needed}
+        return explode_mapped(lines, "dt", read_for, EXTRACT_DAY), {day: self._parsed[day][1] for day in days}
 
     def _drop_before(self, first_needed: str) -> None:
         """Release what no later day reads: a parsed frame whose partitions are all before

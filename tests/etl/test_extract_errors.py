@@ -81,3 +81,14 @@ def test_incomplete_neighbour_is_read_flagged_and_warned_about(spark, data, caps
     assert dq["next_partition_read"] == 1 and dq["next_partition_complete"] == 0
     assert dq["previous_partition_read"] == 1 and dq["previous_partition_complete"] == 1
     assert dq["engagement_attributed_from_next_partition"] == 1  # its lines were read
+
+
+def test_a_session_time_zone_other_than_utc_is_refused(spark, data):
+    """Days, hours and `...Z` times are UTC: a session in another zone would shift them silently."""
+    spark.conf.set("spark.sql.session.timeZone", "Europe/Paris")
+    try:
+        with pytest.raises(extract.ExtractError, match="spark.sql.session.timeZone is 'Europe/Paris'"):
+            extract.run(extract.ExtractConfig(data_dir=str(data), date=sc.DAY), spark)
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+    assert not (data / "lake").exists()

@@ -14,6 +14,7 @@ from pyspark.sql import types as T
 from feature_eng import schema as S
 from feature_eng.params import ExtractParams
 from feature_eng.pipeline import examples_from, labelled_impressions
+from feature_eng.validation import classification_keys
 
 DAY = "2026-03-10"
 UTC = dt.timezone.utc
@@ -46,6 +47,13 @@ def line(partition, event_id, event_type, at, impression_id, user="u1", item="v1
 def _read_for(lines, day):
     """Lines as the extract holds them: each with the day it is read for."""
     return lines.withColumn(S.EXTRACT_DAY, F.lit(day))
+
+
+def _labelled(classified, items, users, params):
+    """labelled_impressions with the classification keys of the lines (a quarantined line has a reason)."""
+    keys = classification_keys(classified.withColumn(
+        "reason", F.when(F.col("status") == "quarantined", F.lit("quarantined in this test"))))
+    return labelled_impressions(classified, keys, items, users, params)
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +96,23 @@ LABEL_LINES = [
 def labelled(spark, dims):
     items, users = dims
     classified = _read_for(spark.createDataFrame(LABEL_LINES, CLASSIFIED_SCHEMA), DAY)
-    rows = labelled_impressions(classified, items, users, ExtractParams(attribution_window_hours=6)).collect()
+    rows = _labelled(classified, items, users, ExtractParams(attribution_window_hours=6)).collect()
     return {r["impression_id"]: r.asDict() for r in rows}
 
 
 def test_only_impressions_of_the_day_become_examples(labelled):
     assert set(labelled) == {"i1", "i2", "i4"}
+
+
+def test_an_impression_delivered_twice_is_one_example_the_smallest_event_id_wins(spark, dims):
+    items, users = dims
+    classified = _read_for(spark.createDataFrame([
+        line(DAY, "e31", "impression", "2026-03-10T10:00:00", "i9", item="v2"),
+        line(DAY, "e30", "impression", "2026-03-10T10:00:01", "i9", item="v2"),
+        line(DAY, "e32", "impression", "2026-03-10T10:00:00", "i10"),
+    ], CLASSIFIED_SCHEMA), DAY)
+    rows = _labelled(classified, items, users, ExtractParams()).collect()
+    assert sorted((r["impression_id"], r["event_id"]) for r in rows) == [("i10", "e32"), ("i9", "e30")]
 
 
 def test_attribution_window_boundaries(labelled):
@@ -149,7 +168,7 @@ def examples(spark, dims):
         line(DAY, "d2", "impression", "2026-03-10T09:00:00", "j2", user="u3", item="v3"),  # cold user and item
     ], CLASSIFIED_SCHEMA), DAY)
     params = ExtractParams(stats_window_days=3, smoothing_weight=W)
-    day_rows = labelled_impressions(classified, items, users, params)
+    day_rows = _labelled(classified, items, users, params)
     vocabulary = spark.createDataFrame(
         [("user_id", "u1", 1, "x"), ("user_id", "u2", 2, "x"), ("item_id", "v1", 1, "x"), ("item_id", "v2", 2, "x")],
         S.VOCABULARY_SCHEMA)
@@ -194,3 +213,23 @@ def test_cold_user_and_item_get_exactly_the_priors(examples):
         assert j2[f"{who}_hist_impressions_log"] == 0.0
         for rate, prior in PRIORS.items():
             assert j2[f"{who}_hist_{rate}"] == pytest.approx(prior, rel=1e-6), (who, rate)
+
+
+def test_timestamps_in_every_accepted_form_are_the_same_instant(spark):
+    from feature_eng.validation import parse_timestamp
+
+    noon = ts("2026-03-10T12:00:00")
+    texts = {
+        "2026-03-10T12:00:00Z": noon,                       # UTC (the fast path)
+        "2026-03-10 12:00Z": noon,
+        "2026-03-10T12:00:00.058Z": noon + dt.timedelta(milliseconds=58),
+        "2026-03-10T14:00:00+02:00": noon,                  # an offset
+        "2026-03-10T12:00:00": noon,                        # no zone: the session's, UTC
+        str(int(noon.timestamp() * 1000)): noon,            # epoch milliseconds
+        "2026-03-10T12:00:00+01:00Z": None,                 # not a time
+        "noon": None,
+    }
+    rows = spark.createDataFrame([(t,) for t in texts], "text string").select(
+        "text", F.unix_micros(parse_timestamp(F.col("text"))).alias("micros")).collect()
+    expected = {t: round(at.timestamp() * 1e6) if at else None for t, at in texts.items()}
+    assert {r["text"]: r["micros"] for r in rows} == expected
