@@ -8,6 +8,7 @@ extract). A literal array of structs, exploded, is a plan Spark runs without Pyt
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -34,14 +35,8 @@ def explode_mapped(df: DataFrame, column: str, mapping: Mapping[str, Sequence[st
     `alias`: what an inner join with the (key, value) pairs gives, by a CASE of literal arrays per
     row instead of a hash lookup (the lines of a pass are expanded like this by every job that
     reads them: millions of rows)."""
-    if not mapping:
+    cases = [(F.col(column) == key, F.array(*(F.lit(value) for value in mapped))) for key, mapped in mapping.items()]
+    if not cases:
         raise ValueError(f"no value of {column!r} is mapped")
-    (first_key, first_values), *others = mapping.items()
-
-    def values_of(mapped: Sequence[str]):
-        return F.array(*(F.lit(value) for value in mapped))
-
-    values = F.when(F.col(column) == first_key, values_of(first_values))
-    for key, mapped in others:
-        values = values.when(F.col(column) == key, values_of(mapped))
+    values = reduce(lambda chain, case: chain.when(*case), cases[1:], F.when(*cases[0]))
     return df.select("*", F.explode(values).alias(alias))

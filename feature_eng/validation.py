@@ -29,7 +29,7 @@ def _blank_to_null(column: Column) -> Column:
 def parse_timestamp(text: Column) -> Column:
     """ISO-8601 (UTC or with an offset) or epoch milliseconds -> timestamp; null when neither.
 
-    The session time zone is UTC (jobs check it: days and hours are UTC days and hours), so a
+    The session time zone is UTC (`ple extract` checks it: days and hours are UTC days and hours), so a
     plain `...Z` time is parsed without its `Z`: the same instant, without the zone lookup Spark
     does for every zoned value (two regular expressions compiled per value: a tenth of parsing)."""
     return (
