@@ -37,7 +37,9 @@ class AirflowServices:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "2",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+            # the scheduler, DAG processor, API server and CLI all write this one SQLite file: wait up to
+            # 60 s for its lock (pysqlite's default is 5 s) rather than fail with "database is locked"
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=60",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             # one secret for every process: the scheduler signs task tokens, the API server checks them
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
