@@ -12,7 +12,7 @@ event log, then prints:
 - the task threads' samples by Spark stage (a sample is given to the stage whose tasks alone
   were running at its time; `several` when tasks of two stages overlapped), each with the
   methods the samples were in;
-- the task threads' samples by kind of work (the first matching frame of the stack).
+- the task threads' samples by kind of work (from their whole stacks: `KIND_TIERS`).
 Spark's stage and job numbers match the event log (`--keep-logs DIR` keeps it and the recording).
 The wall time includes JFR's own cost (a few %): bench/etl_throughput.py gives the figure.
 """
@@ -35,31 +35,47 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# (kind of work, a frame that marks it): the first frame from the top of the stack that
-# matches one wins (and, for a frame matching two, the first of them here)
-KINDS = [
-    ("JSON parser set-up per value (a Reader per line)", "CreateJacksonParser"),
-    ("JSON parsing (from_json)", "JacksonParser"),
-    ("time zone lookup per value", "getZoneId"),
-    ("timestamp parsing", "stringToTimestamp"),
-    ("date parsing", "stringToDate"),
-    ("regular expressions", "java.util.regex"),
-    ("sorting (string comparisons)", "UnsafeInMemorySorter"),
-    ("sorting (string comparisons)", "UnsafeExternalSorter"),
-    ("hash aggregation", "hashAgg_"),
-    ("hash aggregation", "UnsafeFixedWidthAggregationMap"),
-    ("hash join lookups", "UnsafeHashedRelation"),
-    ("hash join lookups", "HashedRelation"),
-    ("Delta statistics of written files", "DeltaTaskStatisticsTracker"),
-    ("Parquet encoding", "org.apache.parquet"),
-    ("shuffle write", "ShuffleWriter"),
-    ("shuffle read", "ShuffleBlockFetcherIterator"),
-    ("keeping rows (checkpoints)", "MemoryStore"),
-    ("gzip", "Inflater"),
-    ("reading lines", "LineRecordReader"),
-    ("code generation (Janino)", "org.codehaus"),
-    ("class loading", "ClassLoader"),
+# (kind of work, a frame that marks it) in tiers: a sample goes to the first tier with a frame
+# that matches; in it, to the first frame from the top of the stack that matches (and, for a
+# frame matching two, the first of them here). Tiers, because the work of an operator runs in
+# Spark's generated code, and both run inside frames that only carry rows (the shuffle
+# writer, the cache): those name a sample only when nothing more specific is in its stack.
+KIND_TIERS = [
+    [
+        ("JSON parser set-up per value (a Reader per line)", "CreateJacksonParser"),
+        ("JSON parsing (from_json)", "JacksonParser"),
+        ("time zone lookup per value", "getZoneId"),
+        ("timestamp parsing", "stringToTimestamp"),
+        ("date parsing", "stringToDate"),
+        ("regular expressions", "java.util.regex"),
+        ("sorting (string comparisons)", "UnsafeInMemorySorter"),
+        ("sorting (string comparisons)", "UnsafeExternalSorter"),
+        ("hash aggregation", "hashAgg_"),
+        ("hash aggregation", "UnsafeFixedWidthAggregationMap"),
+        ("hash join lookups", "HashedRelation"),
+        ("Delta statistics of written files", "DeltaTaskStatisticsTracker"),
+        ("Parquet encoding", "org.apache.parquet"),
+        ("gzip", "Inflater"),
+        ("reading lines", "LineRecordReader"),
+        ("code generation (Janino)", "org.codehaus"),
+        ("class loading", "ClassLoader"),
+    ],
+    [("Spark's generated code (filters, projections, key hashing)", "GeneratedClass")],
+    [
+        ("shuffle write", "ShuffleWriter"),
+        ("shuffle read", "ShuffleBlockFetcherIterator"),
+        ("keeping rows (checkpoints)", "MemoryStore"),
+    ],
 ]
+
+
+def kind_of(frames: list[str]) -> str:
+    for tier in KIND_TIERS:
+        for frame in frames:
+            for kind, mark in tier:
+                if mark in frame:
+                    return kind
+    return "other"
 
 
 def _seconds(duration: str) -> float:
@@ -75,7 +91,8 @@ def _frame(frame: dict) -> str:
 
 
 def _events(recording: Path, event: str) -> list[dict]:
-    out = subprocess.run(["jfr", "print", "--json", "--events", event, str(recording)],
+    # whole stacks: `jfr print` keeps 5 frames unless told, too few to see the operator
+    out = subprocess.run(["jfr", "print", "--json", "--stack-depth", "64", "--events", event, str(recording)],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)["recording"]["events"]
 
@@ -139,7 +156,7 @@ def report(recording: Path, event_log: Path, wall: float, cpu: float, top: int) 
         stage = f"stage {stages.pop()}" if len(stages) == 1 else ("several" if stages else "between tasks")
         leaf = frames[0].rsplit(".", 2)
         by_stage[stage][".".join(leaf[-2:])] += 1
-        by_kind[next((kind for frame in frames for kind, mark in KINDS if mark in frame), "other")] += 1
+        by_kind[kind_of(frames)] += 1
     print(f"\ntask threads' samples: {total}, by stage (share of all; the methods they were in)")
     for stage, methods in sorted(by_stage.items(), key=lambda kv: -sum(kv[1].values()))[:top]:
         n = sum(methods.values())

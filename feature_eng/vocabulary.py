@@ -24,10 +24,11 @@ def vocabulary_values(df: DataFrame) -> DataFrame:
     pairs = F.inline(F.array(*(
         F.struct(F.lit(name).alias("vocabulary"), F.col(source).cast("string").alias("value"))
         for name, (source, _) in S.VOCABULARIES.items())))
-    # distinct (vocabulary, value, day) first, by hashing; then the first day of each pair, as a
-    # date (min() of a string makes Spark sort: 86 s of CPU on a 5M-event day), on those few rows
-    # only (a cast per pair of every row parsed 29M dates there: a fifth of the aggregate's time)
-    return (df.select(S.EXTRACT_DAY, pairs).where(F.col("value").isNotNull()).distinct()
+    # min() of a date, not of the day string: a string buffer makes Spark sort (86 s of CPU on a
+    # 5M-event day). The cast runs for every pair: a distinct (vocabulary, value, day) first would
+    # be dropped by Catalyst (RemoveRedundantAggregates, as min() ignores repeats), and an integer
+    # day (translate, cast) or a distinct kept alive by a count were both slower (docs/DATA.md)
+    return (df.select(S.EXTRACT_DAY, pairs).where(F.col("value").isNotNull())
             .groupBy("vocabulary", "value").agg(F.min(F.col(S.EXTRACT_DAY).cast("date")).cast("string")
                                                 .alias("first_seen_dt")))
 
