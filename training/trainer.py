@@ -163,7 +163,7 @@ class Trainer:
         global_counts = self.world.allreduce_sum(local_counts, name="sample_space_counts")
         task_losses = {t: sums[t] * self.world.size / global_counts[i].clamp_min(1.0) for i, t in enumerate(task_names)}
         zero_grad(self.optim.optimizers)
-        self.weighting.backward(task_losses, epoch=self.epoch, shared_parameters=None)
+        self.weighting.backward(task_losses, epoch=self.epoch, shared_parameters=self.optim.parameters)
         return sums, local_counts
 
     def step(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -260,6 +260,7 @@ class Trainer:
 
     def end_epoch(self, figures: dict[str, Any], validation: dict | None, seconds: float) -> None:
         record, stop = None, False
+        self.weighting.end_epoch(self.epoch, figures["train_loss"])  # global means: the same on every rank
         if self.world.is_root:
             record = {"epoch": self.epoch, "global_step": self.global_step, **plain(figures),
                       "validation": validation, "validation_seconds": seconds,

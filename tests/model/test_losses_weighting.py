@@ -87,8 +87,9 @@ def test_uncertainty_weights_are_learnable_and_checkpointable(spec):
 
 
 def test_registry_and_custom_strategies(spec):
-    with pytest.raises(ValueError, match="unknown weighting 'gradnorm'; valid: \\['decay', 'static', 'uncertainty'\\]"):
-        build_weighting("gradnorm", spec)
+    with pytest.raises(ValueError, match="unknown weighting 'gradnrom'; valid: \\['decay', 'dwa', 'gradnorm', "
+                                         "'pcgrad', 'static', 'uncertainty'\\]"):
+        build_weighting("gradnrom", spec)
     with pytest.raises(ValueError, match="bad arguments"):
         build_weighting("static", spec, alpha=1)
 

@@ -16,15 +16,21 @@ for checkpoints.
   binary: exp(-s_k) * L_k + 0.5 * s_k (their classification form). The spec
   weights are not used (the learned variances replace them).
 
-Adding a strategy that manipulates gradients (GradNorm, PCGrad) needs no model
-change: subclass TaskWeighting, register it with @register_weighting("pcgrad"),
-and override `backward(task_losses, epoch, shared_parameters)`; the default
-`backward` is `combine(...).backward()`, so a training loop that always calls
-`weighting.backward(task_losses, epoch, list(model.parameters()))` works for
-every strategy. PCGrad there takes torch.autograd.grad of each task loss
-w.r.t. shared_parameters, projects conflicting gradients, and writes .grad;
-GradNorm learns its weights as parameters (like uncertainty) and adds its
-gradient-norm balancing loss for those weights inside backward.
+One file each in this package (as LibMTL keeps them):
+- dwa.py: Dynamic Weight Average (Liu, Johns & Davison 2019), weights from the
+  ratio of each task's training loss over the last two epochs.
+- gradnorm.py: GradNorm (Chen et al. 2018), learned weights balancing the
+  tasks' gradient norms on the shared parameters.
+- pcgrad.py: PCGrad (Yu et al. 2020), gradient surgery on conflicting tasks.
+- task_gradients.py: per-task gradients (what GradNorm and PCGrad need).
+
+Adding a strategy that manipulates gradients needs no model change: subclass
+TaskWeighting, register it with @register_weighting("name"), and override
+`backward(task_losses, epoch, shared_parameters)`; the default `backward` is
+`combine(...).backward()`, so a training loop that always calls
+`weighting.backward(task_losses, epoch, trained_parameters)` works for every
+strategy. The loop also calls `weighting.end_epoch(epoch, train_losses)` on
+every rank with the epoch's GLOBAL mean training loss per task (DWA reads it).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import Callable, Dict, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .spec import ModelSpec
+from ..spec import ModelSpec
 
 WEIGHTINGS: Dict[str, type] = {}
 
@@ -82,6 +88,10 @@ class TaskWeighting(nn.Module):
         total = self.combine(task_losses, epoch)
         total.backward()
         return total.detach()
+
+    def end_epoch(self, epoch: int, train_losses: Mapping[str, float]) -> None:
+        """Called on every rank after each epoch with the global mean training loss per task."""
+        return None
 
 
 @register_weighting("static")
@@ -135,3 +145,7 @@ def build_weighting(name: str, spec: ModelSpec, **kwargs) -> TaskWeighting:
         return WEIGHTINGS[name](spec, **kwargs)
     except TypeError as error:
         raise ValueError(f"weighting {name!r}: bad arguments {sorted(kwargs)} ({error})") from error
+
+
+# The strategies in their own files register themselves on import (after the base classes above exist).
+from . import dwa, gradnorm, pcgrad  # noqa: E402,F401
