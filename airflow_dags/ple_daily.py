@@ -43,8 +43,8 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk import DAG, CronDataIntervalTimetable
-from ple_settings import (MACROS, code_path, data_path, job_env, ple_command, setting, spark_env, spark_jars,
-                          var)
+from ple_settings import (MACROS, code_path, data_path, job_env, model_settings, ple_command, setting, spark_env,
+                          spark_jars, var)
 
 GATE_REFUSED_EXIT_CODE = 3  # `ple publish --check-only`: the gate said no (other non-zero exits are errors)
 
@@ -106,9 +106,7 @@ with DAG(
             "--train-end", day_offset("-2"),
             "--validation-date", day_offset("-1"),
             "--spec", "{{ " + var("spec") + " or (" + var("code_dir") + " ~ '/conf/video_spec.yaml') }}",
-            "--model", setting("model"),
-            "--epochs", setting("epochs"),
-            "--batch-size", setting("batch_size"),
+            model_settings(),
             "--workers", "{{ " + workers + " }}",
             "--hosts", "{{ " + var("horovod_hosts") + " or ('localhost:' ~ " + workers + ") }}",
             "--launcher", "horovodrun",

@@ -31,6 +31,8 @@ DEFAULTS: dict[str, str] = {
     "batch_size": "1024",
     "train_days": "7",
     "spec": "",                                      # empty: <code_dir>/conf/video_spec.yaml
+    "train_config": "",                              # a `ple train --config` file (e.g. `ple tune`'s
+                                                     # best_train.yaml): its model, epochs, batch size win
 }
 
 
@@ -54,6 +56,15 @@ def code_path(*parts: str) -> str:
 
 def data_path(*parts: str) -> str:
     return "/".join([setting("data_dir"), *parts])
+
+
+def model_settings() -> str:
+    """`--config FILE` when the train_config setting names one (its model, epochs and batch size then
+    apply), else the model, epochs and batch_size settings as flags."""
+    config = var("train_config")
+    return ("{{ ('--config ' ~ ple_quote(" + config + ")) if " + config + " else ('--model ' ~ ple_quote("
+            + var("model") + ") ~ ' --epochs ' ~ ple_quote(" + var("epochs") + ") ~ ' --batch-size ' ~ ple_quote("
+            + var("batch_size") + ")) }}")
 
 
 def ple_command(*args: str) -> str:

@@ -54,6 +54,7 @@ class PipelineConfig(JobConfig):
     # Uncertainty weighting keeps the rare tasks (comment: ~1.4% positives) from
     # being drowned by play's larger loss in the shared parameters.
     weighting: str = Field("uncertainty", description="loss weighting for every model")
+    weighting_params: dict[str, Any] = Field(default_factory=dict, description="its parameters (e.g. dwa temperature)")
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(1024, ge=32)
     lr: float = Field(2e-3, gt=0)
@@ -132,7 +133,8 @@ def stage_configs(config: PipelineConfig) -> StageConfigs:
     train = {model: validate_config(TrainConfig, {
         "table": lake.examples, "train_start": first, "train_end": last, "validation_date": config.validation_day,
         "spec": config.spec, "model": model, "model_params": config.model_params.get(model, {}),
-        "weighting": config.weighting, "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
+        "weighting": config.weighting, "weighting_params": config.weighting_params,
+        "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
         "workers": config.workers, "seed": config.seed, "out": str(runs / model)})
         for model in config.models}
     candidate = str(runs / config.publish_model)

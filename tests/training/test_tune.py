@@ -112,3 +112,4 @@ def test_tune_resumes_an_interrupted_study_and_never_reads_the_test_day(lake, tm
     assert train.model_params["expert_hidden"] == [8]        # the base's unsearched setting is kept
     pipeline = parse_job_config(PipelineConfig, ["--config", str(out / "best_pipeline.yaml")], prog="ple pipeline")
     assert pipeline.lr == best.params["lr"] and pipeline.model_params["ple"] == train.model_params
+    assert (pipeline.weighting, pipeline.weighting_params) == (train.weighting, train.weighting_params)
