@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ple_runtime.config import ConfigError, JobConfig, Location, load_config_file, validate_config
 
@@ -105,6 +105,17 @@ class TuneConfig(JobConfig):
     tracking_uri: str | None = Field(None, description="MLflow URI (default $MLFLOW_TRACKING_URI, else "
                                                        "sqlite:///<out>/mlflow.db)")
     mlflow_experiment: str = "ple-tune"
+
+    @field_validator("train", "search", mode="before")
+    @classmethod
+    def _mapping_from_text(cls, value: Any) -> Any:
+        # `--search '{lr: {type: float, low: 0.001, high: 0.01}}'` arrives as text: read it as YAML/JSON.
+        if isinstance(value, str):
+            import yaml
+
+            parsed = yaml.safe_load(value)
+            return {} if parsed is None else parsed
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "TuneConfig":
@@ -183,7 +194,7 @@ def _set_dotted(target: dict, key: str, value: Any) -> None:
     target[last] = value
 
 
-def sample_settings(trial, search: dict[str, Distribution]) -> dict[str, Any]:
+def sample_settings(trial, search: dict[str, Distribution], base_weighting: str) -> dict[str, Any]:
     """The trial's TrainConfig settings (nested, only the searched ones)."""
     settings: dict[str, Any] = {}
     for key, distribution in search.items():
@@ -191,12 +202,12 @@ def sample_settings(trial, search: dict[str, Distribution]) -> dict[str, Any]:
             _set_dotted(settings, key, suggest(trial, key, distribution))
     if "weighting" in settings:
         settings["weighting_params"] = {}  # the base's parameters belong to the base's weighting
-    weighting = settings.get("weighting")
+    weighting = settings.get("weighting", base_weighting)
     for key, distribution in search.items():
         if key.startswith("weighting_params."):
             _, name, param = key.split(".")
             if name == weighting:
-                settings["weighting_params"][param] = suggest(trial, key, distribution)
+                settings.setdefault("weighting_params", {})[param] = suggest(trial, key, distribution)
     return settings
 
 
@@ -370,7 +381,8 @@ def trial_function(config: TuneConfig, base: dict[str, Any], objective: Objectiv
     import optuna
 
     def run_trial(trial) -> float:
-        settings = sample_settings(trial, config.search)
+        settings = sample_settings(trial, config.search,
+                                   base.get("weighting", TrainConfig.model_fields["weighting"].default))
         trial.set_user_attr("settings", settings)
         folder = Path(config.out) / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_folder", str(folder))
