@@ -60,11 +60,13 @@ class GradNormWeighting(TaskWeighting):
         losses = [task_losses[n] for n in self.task_names]
         grads = TaskGradients.of(losses, shared_parameters or [])
         current = torch.stack([loss.detach() for loss in losses]).to(self.initial_losses)
-        unset = torch.isnan(self.initial_losses)
+        # A task without rows in the first batch (loss 0) takes its L(0) from the first batch that has some.
+        unset = torch.isnan(self.initial_losses) & (current > 0)
         self.initial_losses[unset] = current[unset]
         weights = self.weight_vector()
         norms = weights * torch.linalg.vector_norm(grads.dense[:, grads.shared], dim=1).to(weights)
-        ratios = current / self.initial_losses.clamp_min(1e-12)
+        known = ~torch.isnan(self.initial_losses)
+        ratios = torch.where(known, current / self.initial_losses.clamp_min(1e-12), torch.ones_like(current))
         relative = ratios / ratios.mean().clamp_min(1e-12)
         target = (norms.mean() * relative ** self.alpha).detach()
         balance_loss = (norms - target).abs().sum()
