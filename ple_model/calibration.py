@@ -19,9 +19,10 @@ PREDICTIONS (probabilities for binary tasks, values for regression tasks):
   map is exactly as calibrated as PAV's on the rows it was fitted on.
   (Interpolating between the blocks' centres instead, "centred isotonic
   regression", moves rates across a jump: +14% in the test's step case.)
-  Linear between blocks, clipped outside the fitted range. Where a block
-  cannot tilt (one block only; an end block at rate 0 or 1) a ramp of
-  weight `_TIE_BREAK` of the score breaks the ties. The module evaluates
+  Linear between blocks, clipped outside the fitted range. A block that
+  cannot tilt both ways breaks its ties by a tilt of `_TIE_BREAK`: inwards
+  for an end block at rate 0 or 1 (its mean moves by under 1e-4), about
+  its centre for a lone regression block. The module evaluates
   the piecewise-linear map with elementwise ops only (relu, min, sum), so
   TorchScript and ONNX export it without a searchsorted/gather. More than
   `max_knots` knots are thinned to knots at equal-count quantiles of the
@@ -50,7 +51,7 @@ CALIBRATION_FORMAT = "ple-calibration/1"
 METHODS = ("isotonic", "platt")
 _EPS = 1e-6
 _SPREAD = 0.45     # how far towards a neighbouring block's rate a block's ramp may reach (isotonic)
-_TIE_BREAK = 1e-4   # weight of the score ramp that breaks ties where the map would be flat (isotonic)
+_TIE_BREAK = 1e-4   # the tilt (of the gap to the next rate) of a block that cannot tilt both ways
 
 
 class TaskCalibrator(nn.Module):
@@ -158,21 +159,23 @@ def _ramped_blocks(value: np.ndarray, fitted: np.ndarray, low: float, high: floa
     with np.errstate(divide="ignore", invalid="ignore"):
         down = np.where(centre > first, _SPREAD * below / (centre - first), np.inf)
         up = np.where(last > centre, _SPREAD * above / (last - centre), np.inf)
-    slope = np.minimum(down, up)
-    slope = np.where(np.isfinite(slope), slope, 0.0)
+        slope = np.minimum(down, up)
+        slope = np.where(np.isfinite(slope), slope, 0.0)
+        y_first, y_last = levels - slope * (centre - first), levels + slope * (last - centre)
+        # A block that cannot tilt both ways: one at rate 0 / 1 tilts inwards by `_TIE_BREAK` of its gap; a
+        # lone regression block (no neighbours) turns about its centre (its mean stays its level).
+        flat = (slope == 0) & (last > first)
+        at_low, at_high = flat & (below == 0), flat & (above == 0)
+        y_last = np.where(at_low, levels + _TIE_BREAK * np.minimum(above, 1.0), y_last)
+        y_first = np.where(at_high, levels - _TIE_BREAK * np.minimum(below, 1.0), y_first)
+        alone = flat & ~at_low & ~at_high
+        turn = _TIE_BREAK * np.maximum(np.abs(levels), 1.0) / (last - first)
+        y_first = np.where(alone, levels - turn * (centre - first), y_first)
+        y_last = np.where(alone, levels + turn * (last - centre), y_last)
     x = np.column_stack([first, last]).reshape(-1)
-    y = np.column_stack([levels - slope * (centre - first), levels + slope * (last - centre)]).reshape(-1)
+    y = np.column_stack([y_first, y_last]).reshape(-1)
     distinct = np.r_[True, np.diff(x) > 0]                   # a one-score block is one knot
-    x, y = x[distinct], y[distinct]
-    if x.size > 1 and not np.all(np.diff(y) > 0):
-        # Flat pieces left (one block, or an end block at rate 0 / 1): a small ramp of the score breaks the
-        # ties, a convex blend for probabilities (stays inside [0, 1]), a centred one for values.
-        ramp = (x - x[0]) / (x[-1] - x[0])
-        if np.isfinite(low) and np.isfinite(high):
-            y = (1 - _TIE_BREAK) * y + _TIE_BREAK * (low + (high - low) * ramp)
-        else:
-            y = y + _TIE_BREAK * max(y[-1] - y[0], 1.0) * (ramp - 0.5)
-    return x, y
+    return x[distinct], y[distinct]
 
 
 def _strictly_increasing(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
