@@ -109,6 +109,7 @@ with DAG(
             "--model", setting("model"),
             "--epochs", setting("epochs"),
             "--batch-size", setting("batch_size"),
+            "--precision", setting("precision"),
             "--workers", "{{ " + workers + " }}",
             "--hosts", "{{ " + var("horovod_hosts") + " or ('localhost:' ~ " + workers + ") }}",
             "--launcher", "horovodrun",

@@ -307,3 +307,13 @@ def test_auto_precision_resolves_by_the_hardware(tmp_path):
     assert here.resolved == ("bf16" if "amx_bf16" in cpu_flags() else "fp32")
     with pytest.raises(ConfigError, match="precision"):
         config({"root": tmp_path}, tmp_path / "out", "--precision", "fp16")
+
+
+def test_the_pipeline_passes_its_precision_to_every_training_run(tmp_path):
+    from jobs.pipeline import PipelineConfig, stage_configs
+
+    configs = stage_configs(PipelineConfig(data_dir=str(tmp_path), precision="auto"))
+    assert {model: train.precision for model, train in configs.train.items()} == {
+        "ple": "auto", "mmoe": "auto", "single_task": "auto"}
+    with pytest.raises(ConfigError, match="precision"):
+        parse_job_config(PipelineConfig, ["--precision", "fp8"], prog="ple pipeline")
