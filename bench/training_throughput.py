@@ -348,7 +348,8 @@ def precision_auc(spec_path: Path, validation: Path, fp32_out: Path, bf16_out: P
 def _op_category(name: str) -> str:
     """What a profiled aten op belongs to (by its name)."""
     name = name.replace("aten::", "")
-    if "embedding" in name or name in ("index_select", "index_add_", "_coalesce", "_sparse_coo_tensor_with_dims_and_tensors"):
+    if "embedding" in name or name in ("index_select", "index_add_", "_coalesce",
+                                       "_sparse_coo_tensor_with_dims_and_tensors"):
         return "embedding gathers (+ backward)"
     if name in ("mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation"):
         return "GEMMs"

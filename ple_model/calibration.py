@@ -142,7 +142,8 @@ def _thin(x: np.ndarray, y: np.ndarray, fitted_on: np.ndarray, max_knots: int) -
     (whole: they carry the end blocks' rates, which a chord from the ends would miss)."""
     if x.size <= max_knots:
         return x, y
-    points = np.unique(np.concatenate([[x[0], x[1], x[-2], x[-1]], np.quantile(fitted_on, np.linspace(0, 1, max_knots))]))
+    ends = [x[0], x[1], x[-2], x[-1]]
+    points = np.unique(np.concatenate([ends, np.quantile(fitted_on, np.linspace(0, 1, max_knots))]))
     points = points[(points >= x[0]) & (points <= x[-1])]
     return points, np.interp(points, x, y)
 
