@@ -107,6 +107,7 @@ with DAG(
             "--validation-date", day_offset("-1"),
             "--spec", "{{ " + var("spec") + " or (" + var("code_dir") + " ~ '/conf/video_spec.yaml') }}",
             model_settings(),
+            "--precision", setting("precision"),
             "--workers", "{{ " + workers + " }}",
             "--hosts", "{{ " + var("horovod_hosts") + " or ('localhost:' ~ " + workers + ") }}",
             "--launcher", "horovodrun",

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, str] = {
     "model": "ple",
     "epochs": "2",
     "batch_size": "1024",
+    "precision": "fp32",                             # fp32 | bf16 | auto (bf16 where the CPU has AMX)
     "train_days": "7",
     "spec": "",                                      # empty: <code_dir>/conf/video_spec.yaml
     "train_config": "",                              # a `ple train --config` file (e.g. `ple tune`'s

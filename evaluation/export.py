@@ -17,7 +17,7 @@ the same way on a batch of another size (so a batch size baked into the trace
 is caught). With a calibration, the tolerance applies to the model's own
 outputs: an export's calibrated value must lie between PyTorch's calibrated
 values of (raw - tolerance) and (raw + tolerance). Isotonic maps have steep
-steps, where float rounding of the raw output (1e-7) moves the calibrated one
+pieces (between blocks), where float rounding of the raw output (1e-7) moves the calibrated one
 by far more than 1e-5; the mapping is monotone, so this band is exact.
 """
 

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -59,6 +59,8 @@ class PipelineConfig(JobConfig):
     batch_size: int = Field(1024, ge=32)
     lr: float = Field(2e-3, gt=0)
     workers: int = Field(2, ge=1, description="Horovod processes per training run")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="training's forward-pass arithmetic (TrainConfig.precision; auto = bf16 with AMX)")
     seed: int = 7
     force: bool = Field(False, description="redo every stage even when its output exists")
 
@@ -135,7 +137,7 @@ def stage_configs(config: PipelineConfig) -> StageConfigs:
         "spec": config.spec, "model": model, "model_params": config.model_params.get(model, {}),
         "weighting": config.weighting, "weighting_params": config.weighting_params,
         "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
-        "workers": config.workers, "seed": config.seed, "out": str(runs / model)})
+        "workers": config.workers, "seed": config.seed, "out": str(runs / model), "precision": config.precision})
         for model in config.models}
     candidate = str(runs / config.publish_model)
     others = [str(runs / m) for m in config.models if m not in (config.publish_model, "single_task")]

@@ -8,13 +8,26 @@
 Fitted on a validation day, inside each task's sample space, on the model's
 PREDICTIONS (probabilities for binary tasks, values for regression tasks):
 
-- `isotonic`: scikit-learn's IsotonicRegression (pool adjacent violators,
-  clipped outside the fitted range). Its prediction is the piecewise-linear
-  interpolation between its thresholds, which the module reproduces exactly
-  with elementwise ops only (relu, min, sum), so TorchScript and ONNX export
-  it without a searchsorted/gather. More than `max_knots` thresholds are
-  thinned to knots at equal-count quantiles of the fitted predictions (the
-  function stays monotone; serving cost is batch x knots).
+- `isotonic`: scikit-learn's IsotonicRegression (pool adjacent violators)
+  gives the blocks and their observed rates; the map is then made STRICTLY
+  increasing, so it keeps the model's order (AUC unchanged). PAV's own map
+  is flat inside each block: scores the model ordered became ties (AUC
+  .0002-.0004 lower on a public benchmark). Each block becomes a line
+  through (its rows' mean score, its rate), steep enough to rank and at
+  most `_SPREAD` (45%) of the way to the neighbouring blocks' rates at its
+  ends: a block's rows keep their mean (the block's observed rate), so the
+  map is exactly as calibrated as PAV's on the rows it was fitted on.
+  (Interpolating between the blocks' centres instead, "centred isotonic
+  regression", moves rates across a jump: +14% in the test's step case.)
+  Linear between blocks, clipped outside the fitted range. A block that
+  cannot tilt both ways breaks its ties by a tilt of `_TIE_BREAK`: inwards
+  for an end block at rate 0 or 1 (its mean moves by under 1e-4), about
+  its centre for a lone regression block. The module evaluates
+  the piecewise-linear map with elementwise ops only (relu, min, sum), so
+  TorchScript and ONNX export it without a searchsorted/gather. More than
+  `max_knots` knots are thinned to knots at equal-count quantiles of the
+  fitted predictions (still strictly increasing; serving cost is batch x
+  knots).
 - `platt`: binary tasks `sigmoid(a * logit(p) + b)`, fitted by scikit-learn's
   LogisticRegression (unregularised) on logit(p); regression tasks get the
   linear map `a * value + b` (least squares). Monotone, so AUC is unchanged.
@@ -37,6 +50,8 @@ from .spec import ModelSpec
 CALIBRATION_FORMAT = "ple-calibration/1"
 METHODS = ("isotonic", "platt")
 _EPS = 1e-6
+_SPREAD = 0.45     # how far towards a neighbouring block's rate a block's ramp may reach (isotonic)
+_TIE_BREAK = 1e-4   # the tilt (of the gap to the next rate) of a block that cannot tilt both ways
 
 
 class TaskCalibrator(nn.Module):
@@ -123,28 +138,69 @@ class Calibration(nn.Module):
 
 
 def _thin(x: np.ndarray, y: np.ndarray, fitted_on: np.ndarray, max_knots: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most max_knots knots, at equal-count quantiles of the fitted predictions (plus both ends)."""
+    """At most max_knots knots, at equal-count quantiles of the fitted predictions, plus both end segments
+    (whole: they carry the end blocks' rates, which a chord from the ends would miss)."""
     if x.size <= max_knots:
         return x, y
-    points = np.unique(np.concatenate([[x[0], x[-1]], np.quantile(fitted_on, np.linspace(0, 1, max_knots))]))
+    ends = [x[0], x[1], x[-2], x[-1]]
+    points = np.unique(np.concatenate([ends, np.quantile(fitted_on, np.linspace(0, 1, max_knots))]))
     points = points[(points >= x[0]) & (points <= x[-1])]
     return points, np.interp(points, x, y)
+
+
+def _ramped_blocks(value: np.ndarray, fitted: np.ndarray, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """Strictly increasing knots from PAV's blocks (module doc): each block a line through (its rows' mean score,
+    its rate), at most `_SPREAD` of the way to a neighbour's rate (or to 0 / 1) at its ends."""
+    levels, block = np.unique(fitted, return_inverse=True)     # blocks are contiguous in the score
+    centre = np.bincount(block, weights=value) / np.bincount(block)
+    first, last = np.full(levels.size, np.inf), np.full(levels.size, -np.inf)
+    np.minimum.at(first, block, value)
+    np.maximum.at(last, block, value)
+    below, above = np.diff(np.r_[low, levels]), np.diff(np.r_[levels, high])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        down = np.where(centre > first, _SPREAD * below / (centre - first), np.inf)
+        up = np.where(last > centre, _SPREAD * above / (last - centre), np.inf)
+        slope = np.minimum(down, up)
+        slope = np.where(np.isfinite(slope), slope, 0.0)
+        y_first, y_last = levels - slope * (centre - first), levels + slope * (last - centre)
+        # A block that cannot tilt both ways: one at rate 0 / 1 tilts inwards by `_TIE_BREAK` of its gap; a
+        # lone regression block (no neighbours) turns about its centre (its mean stays its level).
+        flat = (slope == 0) & (last > first)
+        at_low, at_high = flat & (below == 0), flat & (above == 0)
+        y_last = np.where(at_low, levels + _TIE_BREAK * np.minimum(above, 1.0), y_last)
+        y_first = np.where(at_high, levels - _TIE_BREAK * np.minimum(below, 1.0), y_first)
+        alone = flat & ~at_low & ~at_high
+        turn = _TIE_BREAK * np.maximum(np.abs(levels), 1.0) / (last - first)
+        y_first = np.where(alone, levels - turn * (centre - first), y_first)
+        y_last = np.where(alone, levels + turn * (last - centre), y_last)
+    x = np.column_stack([first, last]).reshape(-1)
+    y = np.column_stack([y_first, y_last]).reshape(-1)
+    distinct = np.r_[True, np.diff(x) > 0]                   # a one-score block is one knot
+    return x[distinct], y[distinct]
+
+
+def _strictly_increasing(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 knots the module stores, dropping any that rounding left equal to the previous in x or y."""
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    keep = [0]
+    for i in range(1, x.size):
+        if x[i] > x[keep[-1]] and y[i] > y[keep[-1]]:
+            keep.append(i)
+    return x[keep], y[keep]
 
 
 def _fit_isotonic(value: np.ndarray, label: np.ndarray, binary: bool, max_knots: int) -> TaskCalibrator:
     from sklearn.isotonic import IsotonicRegression
 
-    bounds = {"y_min": 0.0, "y_max": 1.0} if binary else {}
-    # Fitted on float32 values, as the module stores and serves them: two float64 scores that round
-    # to one float32 would otherwise become two knots at the same x.
+    low, high = (0.0, 1.0) if binary else (-np.inf, np.inf)
+    # Fitted on float32 values, as the module stores and serves them: two float64 scores that round to one
+    # float32 would otherwise become two knots at the same x.
     value = np.asarray(value, dtype=np.float32).astype(np.float64)
-    regression = IsotonicRegression(out_of_bounds="clip", increasing=True, **bounds).fit(value, label)
-    x = np.asarray(regression.X_thresholds_, dtype=np.float64)
-    y = np.asarray(regression.y_thresholds_, dtype=np.float64)
-    x, y = _thin(x, y, value, max_knots)
-    x = x.astype(np.float32)
-    distinct = np.concatenate([[True], np.diff(x) > 0])    # thinning's quantiles may round together
-    return TaskCalibrator("isotonic", torch.from_numpy(x[distinct]), torch.from_numpy(y[distinct]))
+    bounds = {"y_min": low, "y_max": high} if binary else {}
+    fitted = IsotonicRegression(increasing=True, **bounds).fit_transform(value, label)
+    x, y = _ramped_blocks(value, fitted, low, high)
+    x, y = _strictly_increasing(*_thin(x, y, value, max_knots))
+    return TaskCalibrator("isotonic", torch.from_numpy(x), torch.from_numpy(y))
 
 
 def _fit_platt(value: np.ndarray, label: np.ndarray, binary: bool) -> TaskCalibrator:

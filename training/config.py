@@ -78,6 +78,10 @@ class TrainConfig(JobConfig):
                             "CPU, nccl on GPU) on Spark executors")
     hosts: str | None = Field(None, description="horovodrun -H value (default localhost:<workers>)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="forward-pass arithmetic: bf16 = autocast with fp32 weights, losses and optimizer; "
+                            "auto = bf16 where the CPU has AMX (amx_bf16) or the GPU supports bf16, else fp32 "
+                            "(training/precision.py; the run record says which ran and why)")
     threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker (default: the "
                                                         "host's cores / its workers; a Spark task's cores)")
     resume: bool = Field(False, description="continue from the last checkpoint in <out>/checkpoints")

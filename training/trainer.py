@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ple_model import build_model, read_model_file, save_model
+from ple_model import autocast, build_model, read_model_file, save_model
 from ple_model.losses import masked_task_loss_sums
 from ple_model.metrics import evaluate_tasks, predictions_from_outputs
 from ple_model.weighting import build_weighting
@@ -50,6 +50,7 @@ from .data import Batch, DeterministicBatches, auto_shuffle_buffer, epoch_seed, 
 from .meter import TrainingMeter
 from .optim import build_optimizers, zero_grad
 from .plan import TrainingPlan
+from .precision import agreed, resolve_precision
 from .selection import build_selection, task_metrics
 from .world import SingleProcessWorld, init_world, set_rng_state
 
@@ -103,6 +104,7 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.out = Path(self.config.out)
         self.device = pick_device(self.config.device, world.local_rank)
+        self.precision = agreed(resolve_precision(self.config.precision, self.device), world)
         self._build_model()
         self.train_layout = shard_layout(plan.train_snapshot.urls, world.size)
         self.validation_layout = shard_layout(plan.validation_snapshot.urls, world.size)
@@ -157,7 +159,8 @@ class Trainer:
     def backward(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Forward, Eq. 9 over the global batch, backward. Returns this rank's in-space loss sums and counts."""
         task_names = self.spec.task_names
-        outputs = self.model(batch.features)
+        with autocast(self.precision.resolved, self.device.type):   # the forward only: losses stay fp32
+            outputs = self.model(batch.features)
         sums, counts = masked_task_loss_sums(self.spec, outputs, batch.labels, batch.masks)
         local_counts = torch.stack([counts[t].to(torch.float32) for t in task_names])
         global_counts = self.world.allreduce_sum(local_counts, name="sample_space_counts")
@@ -328,6 +331,7 @@ class Trainer:
             "status": status, "config": config_as_dict(config), "context": self.context,
             "code_version": self.context["code"], "world_size": self.world.size, "world": self.world.name,
             "launcher": self.launcher, "device": str(self.device), "lr_effective": self.lr,
+            "precision": self.precision.record(),
             "model": {"name": config.model, "parameters": sum(p.numel() for p in self.model.parameters()),
                       "hyperparameters": plain(dict(getattr(self.model, "hyperparameters", {})))},
             "embeddings": {"optimizer": config.embedding_optimizer, "rows": self.optim.embedding_rows,

@@ -86,7 +86,8 @@ def _flag(command: str, flag: str) -> str:
     return words[words.index(flag) + 1]
 
 
-def test_the_run_created_after_a_day_ends_processes_that_day(dagbag, scheduler_dag):
+def test_the_run_created_after_a_day_ends_processes_that_day(dagbag, scheduler_dag, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_PLE_PRECISION", "auto")   # the Variable ple_precision reaches `ple train`
     # The scheduler last ran the interval of 2026-11-03; at 2026-11-05 00:00 it creates the next run.
     previous = DataInterval(pendulum.datetime(2026, 11, 3, tz=UTC), pendulum.datetime(2026, 11, 4, tz=UTC))
     info = _scheduled_run(scheduler_dag, previous)
@@ -106,6 +107,7 @@ def test_the_run_created_after_a_day_ends_processes_that_day(dagbag, scheduler_d
     assert _flag(train, "--train-end") == "2026-11-02"
     assert _flag(train, "--validation-date") == "2026-11-03"
     assert _flag(train, "--out") == f"{PLE_DATA_DIR}/runs/daily/{day}"
+    assert _flag(train, "--precision") == "auto"
     assert _flag(rendered["evaluate"]["bash_command"], "--date") == day, "tested on D, never trained on"
     assert _flag(rendered["quality_gate"]["bash_command"], "--metrics") == \
         f"{PLE_DATA_DIR}/reports/daily/{day}/metrics.json"

@@ -253,3 +253,67 @@ def test_calibration_none_leaves_the_model_file_without_one(tables, tmp_path):
 
     record = train(tables, tmp_path / "raw", "--epochs", "1", "--calibration", "none")
     assert read_calibration(str(tmp_path / "raw" / "model.pt")) is None and "calibration" not in record
+
+
+def test_bf16_training_keeps_fp32_weights_and_says_which_path_ran(tables, tmp_path):
+    """precision=bf16 (with the sparse embedding path): the run completes, its record says bf16 and why, and the
+    weights it keeps (model.pt, the checkpoint's optimizer state) are fp32; the bf16 forward did run (its outputs
+    differ from fp32's)."""
+    from ple_model import autocast, load_model, model_inputs
+
+    record = train(tables, tmp_path / "bf16", "--epochs", "1", "--precision", "bf16",
+                   "--embedding-optimizer", "sparse_adam", "--calibration", "none")
+    assert record["status"] == "completed" and record["precision"]["resolved"] == "bf16"
+    assert record["precision"]["setting"] == "bf16" and record["precision"]["reason"].startswith("set to bf16")
+    loaded = load_model(tmp_path / "bf16" / "model.pt")
+    assert {t.dtype for t in loaded.model.state_dict().values() if t.is_floating_point()} == {torch.float32}
+    checkpoint = torch.load(sorted((tmp_path / "bf16" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    floats = [t for t in _tensors([checkpoint["model"], checkpoint["optimizer"]])
+              if t.is_floating_point() and t.dim() > 0]   # 0-dim: the optimizers' step counters
+    assert floats and {t.dtype for t in floats} == {torch.float32}
+    features = model_inputs(tables["validation"].head(50), loaded.spec).to_tensors()[0]
+    with torch.no_grad(), autocast("bf16"):
+        low = loaded.model(features)
+    full = loaded.model(features)
+    task = loaded.spec.task_names[0]
+    assert low[task].dtype == torch.float32 and 0 < float((low[task] - full[task]).abs().max()) < 0.1
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def test_auto_precision_resolves_by_the_hardware(tmp_path):
+    """auto = bf16 where the CPU has amx_bf16 (read from /proc/cpuinfo), fp32 elsewhere; fp32/bf16 as set."""
+    from training.precision import cpu_flags, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu, {"amx_bf16", "amx_tile", "avx512f"}).resolved == "bf16"
+    without = resolve_precision("auto", cpu, {"avx512f", "avx512_bf16"})
+    assert without.resolved == "fp32" and "lacks amx_bf16" in without.reason and "avx512_bf16" in without.hardware
+    assert resolve_precision("fp32", cpu, {"amx_bf16"}).resolved == "fp32"
+    assert "emulated" in resolve_precision("bf16", cpu, set()).reason
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 amx_bf16 amx_tile\n\nprocessor\t: 1\n")
+    assert {"amx_bf16", "sse2"} <= cpu_flags(str(cpuinfo)) and cpu_flags(str(tmp_path / "missing")) == set()
+    here = resolve_precision("auto", cpu)   # this machine, as `ple train --precision auto` resolves it
+    assert here.resolved == ("bf16" if "amx_bf16" in cpu_flags() else "fp32")
+    with pytest.raises(ConfigError, match="precision"):
+        config({"root": tmp_path}, tmp_path / "out", "--precision", "fp16")
+
+
+def test_the_pipeline_passes_its_precision_to_every_training_run(tmp_path):
+    from jobs.pipeline import PipelineConfig, stage_configs
+
+    configs = stage_configs(PipelineConfig(data_dir=str(tmp_path), precision="auto"))
+    assert {model: train.precision for model, train in configs.train.items()} == {
+        "ple": "auto", "mmoe": "auto", "single_task": "auto"}
+    with pytest.raises(ConfigError, match="precision"):
+        parse_job_config(PipelineConfig, ["--precision", "fp8"], prog="ple pipeline")
