@@ -42,6 +42,19 @@ class TrainConfig(JobConfig):
     vocabulary_table: Location | None = Field(
         None, description="vocabulary Delta table (default: <table's parent>/vocabulary when it exists)")
 
+    # --- vocabulary pinning and warm start (training/vocabulary.py, training/warm_start.py) --------
+    vocabulary_version: int | None = Field(
+        None, ge=0, description="pin this version of the vocabulary table (default: the version the examples of "
+                                "the plan's days were written against; plan.json records it)")
+    vocab_sizes_from_data: bool = Field(False, description="size `vocab_size: null` features by the training "
+                                                           "data's largest id + 1 (tables without a vocabulary)")
+    init_from: str | None = Field(None, description="warm start from a model: a run folder, a model.pt or a "
+                                                    "registry reference (models:/ple_video@production)")
+    init_partial: bool = Field(False, description="warm start: load the parts that match and list the rest, "
+                                                  "instead of refusing a model of another architecture/spec")
+    init_tracking_uri: str | None = Field(None, description="MLflow tracking URI for a registry --init-from "
+                                                            "(default: the lake's <data>/mlruns registry)")
+
     # --- optimisation -----------------------------------------------------------
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(1024, ge=1, description="rows per step PER WORKER")

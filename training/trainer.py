@@ -293,7 +293,7 @@ class Trainer:
                    metadata={"epoch": selection["chosen_epoch"], "validation": selection["selected_metrics"],
                              "selection": selection, "snapshot": self.plan.train_snapshot.summary(),
                              "validation_snapshot": self.plan.validation_snapshot.summary(),
-                             "code": self.context["code"]},
+                             "vocabulary": self.plan.vocab.vocabulary_table, "code": self.context["code"]},
                    state_dict=state)
 
     def checkpoint(self, *, end_of_epoch: bool) -> None:
