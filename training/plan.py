@@ -26,6 +26,7 @@ from ple_runtime.config import ConfigError, config_as_dict
 from ple_runtime.lineage import write_json
 
 from .config import TrainConfig
+from .warm_start import WarmStartRecord, prepare_warm_start
 from .snapshot import (Snapshot, SnapshotError, date_range_filter, days_between, is_delta_table,
                        last_commit_writing, latest_delta_version, resolve_snapshot)
 from .storage import open_parquet
@@ -64,6 +65,7 @@ class TrainingPlan(BaseModel):
     model_parameters: int
     # mean_normalized selection against a baseline run: that run's selected validation metrics.
     selection_reference: dict[str, dict[str, Any]] | None = None
+    warm_start: WarmStartRecord | None = None   # --init-from: what the first weights were taken from
 
     @field_validator("config", mode="before")
     @classmethod
@@ -283,8 +285,10 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
     if layout.num_row_groups < config.workers:
         raise ConfigError(f"training data has {layout.num_row_groups} row groups but {config.workers} workers: "
                           "every worker needs at least one (write the table with more files or use fewer workers)")
+    warm_start = (prepare_warm_start(config, spec, vocab.vocabulary_table, vocab.sources)
+                  if config.init_from else None)
     plan = TrainingPlan(config=config, spec=spec, vocab=vocab, train_snapshot=train, validation_snapshot=validation,
-                        model_parameters=parameters, selection_reference=reference)
+                        model_parameters=parameters, selection_reference=reference, warm_start=warm_start)
     plan.write(plan_path)
     return plan
 

@@ -16,26 +16,11 @@ DAYS = ["2026-02-01", "2026-02-02", "2026-02-03", "2026-02-04"]
 
 
 def write_vocabulary(path: str, first: int, last: int) -> None:
-    """Users u<first>..u<last> with ids first..last, one commit, as `ple extract`'s MERGE adds them.
-    (delta-rs, not Spark: real Delta commits in milliseconds; the plan reads them with the same log reader.)"""
-    import pyarrow as pa
-    from deltalake import write_deltalake
-
-    ids = list(range(first, last + 1))
-    write_deltalake(path, pa.table({"vocabulary": ["user"] * len(ids), "value": [f"u{i}" for i in ids],
-                                    "id": pa.array(ids, pa.int32()), "first_seen_dt": [DAYS[0]] * len(ids)}),
-                    mode="append")
+    synth.write_vocabulary_rs(path, first, last, DAYS[0])
 
 
 def write_day(table: str, day: str, index: int, users: int) -> None:
-    """One day of examples (users 1..users), one commit, partitioned by dt like the examples table."""
-    import pyarrow as pa
-    from deltalake import write_deltalake
-
-    frame = synth.make_rows(120, seed=index, start_id=index * 10**6, dt=day).drop(columns=["_play_p"])
-    frame["user_idx"] = (frame["user_idx"] % users) + 1
-    frame["watch_ratio"] = frame["watch_ratio"].astype("float64")
-    write_deltalake(table, pa.Table.from_pandas(frame, preserve_index=False), mode="append", partition_by=["dt"])
+    synth.write_day_rs(table, day, index, users)
 
 
 def plan_for(root, out: str, train: tuple[str, str], validation: str, *extra: str):

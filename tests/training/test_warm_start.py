@@ -1,0 +1,112 @@
+"""`ple train --init-from`: a model of day 1 warm-starts day 2's, whose vocabulary grew (training/warm_start.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import training_tables as synth
+from ple_runtime.config import ConfigError, parse_job_config
+from training.config import TrainConfig
+from training.launch import run_training
+from training.plan import prepare_plan
+
+DAYS = ["2026-03-01", "2026-03-02", "2026-03-03"]
+SMALL = ["--set", "model_params.expert_hidden=[8]", "--set", "model_params.tower_hidden=[8]"]
+
+
+def config(root: Path, out: str, train_day: str, validation_day: str, *extra: str) -> TrainConfig:
+    return parse_job_config(TrainConfig, [
+        "--table", str(root / "lake" / "examples"), "--train-start", train_day, "--train-end", train_day,
+        "--validation-date", validation_day, "--spec", str(root / "spec.yaml"), "--out", str(root / out),
+        "--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "32", "--calibration", "none",
+        "--no-progress", "--seed", "3", *SMALL, *extra], prog="ple train")
+
+
+def user_rows(model: torch.nn.Module) -> torch.Tensor:
+    """user_idx's rows of the table it shares with the other features of its embedding size."""
+    from ple_model.input_layer import CategoricalGroup
+
+    group = next(m for m in model.modules() if isinstance(m, CategoricalGroup) and "user_idx" in m.names)
+    index = group.names.index("user_idx")
+    offset, size = int(group.offsets[index]), int(group.vocab_sizes[index])
+    return group.table.detach()[offset:offset + size].clone()
+
+
+@pytest.fixture(scope="module")
+def grown_lake(tmp_path_factory):
+    """Day 1: users u1..u30 and a model trained on it; then day 2's extract adds users u31..u50."""
+    root = tmp_path_factory.mktemp("warm_start")
+    (root / "spec.yaml").write_text(json.dumps(synth.SPEC))
+    examples, vocabulary = str(root / "lake" / "examples"), str(root / "lake" / "vocabulary")
+    synth.write_vocabulary_rs(vocabulary, 1, 30, DAYS[0])
+    synth.write_day_rs(examples, DAYS[0], 0, users=30)
+    synth.write_day_rs(examples, DAYS[1], 1, users=30)
+    assert run_training(config(root, "day1", DAYS[0], DAYS[1])) == 0
+    synth.write_vocabulary_rs(vocabulary, 31, 50, DAYS[2])
+    synth.write_day_rs(examples, DAYS[2], 2, users=50)
+    return root
+
+
+def test_warm_start_keeps_shared_users_rows_by_raw_value_and_counts_them(grown_lake):
+    from ple_model.model_file import load_model
+    from ple_runtime.lineage import file_sha256
+    from training.warm_start import fresh_model
+
+    root = grown_lake
+    day2 = config(root, "day2", DAYS[1], DAYS[2], "--init-from", str(root / "day1"))
+    assert run_training(day2) == 0
+    record = json.loads((root / "day2" / "run_record.json").read_text())
+    warm = record["warm_start"]
+    assert warm["model_sha256"] == file_sha256(root / "day1" / "model.pt") and not warm["partial"]
+    assert warm["rows"]["user_idx"] == {"carried": 30, "new": 20, "dropped": 0, "by": "raw value"}
+    assert warm["rows"]["tag_idx"]["by"] == "index" and warm["source_vocabulary"]["version"] == 0
+    assert record["vocab"]["vocabulary_table"]["version"] == 1 and record["vocab"]["sizes"]["user_idx"] == 51
+
+    old = load_model(root / "day1" / "model.pt").model
+    plan = prepare_plan(day2.model_copy(update={"out": str(root / "day2_plan")}))
+    start = fresh_model(day2, plan.spec)
+    start.load_state_dict(torch.load(plan.warm_start.init_state))
+    fresh = user_rows(fresh_model(day2, plan.spec))
+    assert torch.equal(user_rows(start)[:31], user_rows(old))         # u1..u30 (and OOV): day 1's rows exactly
+    assert torch.equal(user_rows(start)[31:], fresh[31:])            # u31..u50: the seeded fresh rows
+    assert not torch.equal(user_rows(start)[:31], fresh[:31])
+    same_shape = [k for k, v in old.state_dict().items()
+                  if start.state_dict()[k].shape == v.shape and not k.endswith(("offsets", "vocab_sizes"))]
+    assert "towers.layers.0.weight" in same_shape and "levels.0.experts.layers.0.weight" in same_shape
+    for key in same_shape:                                           # dense weights, unchanged tables: copied
+        assert torch.equal(start.state_dict()[key], old.state_dict()[key]), key
+    assert set(warm["loaded"]) >= set(same_shape) and not warm["not_loaded"]
+
+
+def test_rows_follow_the_raw_value_when_the_ids_are_renumbered(grown_lake):
+    from ple_model.model_file import load_model
+    from training.warm_start import fresh_model
+
+    root = grown_lake
+    renumbered = str(root / "renumbered_vocabulary")                 # u_i gets id 51 - i
+    synth.write_vocabulary_rs(renumbered, 1, 50, DAYS[0], ids=[51 - i for i in range(1, 51)])
+    day2 = config(root, "renumbered", DAYS[1], DAYS[2], "--init-from", str(root / "day1" / "model.pt"),
+                  "--vocabulary-table", renumbered, "--vocabulary-version", "0")
+    plan = prepare_plan(day2)
+    start = fresh_model(day2, plan.spec)
+    start.load_state_dict(torch.load(plan.warm_start.init_state))
+    old_rows, new_rows = user_rows(load_model(root / "day1" / "model.pt").model), user_rows(start)
+    for i in range(1, 31):
+        assert torch.equal(new_rows[51 - i], old_rows[i]), i
+    assert plan.warm_start.rows["user_idx"]["carried"] == 30
+
+
+def test_another_architecture_is_refused_with_the_differences_or_loaded_in_part(grown_lake):
+    root = grown_lake
+    wider = ["--set", "model_params.expert_hidden=[12]", "--init-from", str(root / "day1")]
+    with pytest.raises(ConfigError) as error:
+        prepare_plan(config(root, "wider", DAYS[1], DAYS[2], *wider))
+    assert "expert_hidden" in str(error.value) and "--init-partial" in str(error.value)
+    plan = prepare_plan(config(root, "wider_partial", DAYS[1], DAYS[2], *wider, "--init-partial"))
+    warm = plan.warm_start
+    assert warm.partial and any("expert_hidden" in d for d in warm.differences)
+    assert warm.not_loaded and warm.rows["user_idx"]["carried"] == 30        # embeddings still carried
