@@ -53,7 +53,13 @@ class TrainConfig(JobConfig):
     init_partial: bool = Field(False, description="warm start: load the parts that match and list the rest, "
                                                   "instead of refusing a model of another architecture/spec")
     init_tracking_uri: str | None = Field(None, description="MLflow tracking URI for a registry --init-from "
-                                                            "(default: the lake's <data>/mlruns registry)")
+                                                            "(default: the lake's <data>/registry)")
+    training_mode: Literal["full", "incremental"] = Field(
+        "full", description="full: train the window from scratch; incremental: warm start from --init-from "
+                            "(default the production model) on the days after the ones it trained on, with a full "
+                            "retrain when none fits or one is due (training/incremental.py)")
+    full_retrain_every_days: int = Field(7, ge=1, description="incremental: retrain the whole window when the "
+                                                              "chain's last full retrain ended this many days ago")
 
     # --- optimisation -----------------------------------------------------------
     epochs: int = Field(2, ge=1)

@@ -26,6 +26,7 @@ from ple_runtime.config import ConfigError, config_as_dict
 from ple_runtime.lineage import write_json
 
 from .config import TrainConfig
+from .incremental import TrainingDecision, decide
 from .warm_start import WarmStartRecord, prepare_warm_start
 from .snapshot import (Snapshot, SnapshotError, date_range_filter, days_between, is_delta_table,
                        last_commit_writing, latest_delta_version, resolve_snapshot)
@@ -66,6 +67,7 @@ class TrainingPlan(BaseModel):
     # mean_normalized selection against a baseline run: that run's selected validation metrics.
     selection_reference: dict[str, dict[str, Any]] | None = None
     warm_start: WarmStartRecord | None = None   # --init-from: what the first weights were taken from
+    training: TrainingDecision | None = None     # --training-mode incremental: full retrain or warm start, and why
 
     @field_validator("config", mode="before")
     @classmethod
@@ -84,6 +86,24 @@ class TrainingPlan(BaseModel):
         if data.get("format") != PLAN_FORMAT:
             raise ValueError(f"{path} is not a training plan ({data.get('format')!r})")
         return cls.model_validate(data)
+
+    def trained_days(self) -> dict[str, Any] | None:
+        """The days this run trains and validates on, and its chain's last full retrain (model files
+        carry it: incremental runs and backfills read it to choose what to warm-start from)."""
+        config, decision = self.config, self.training
+        if config.table is None:
+            return None
+        start = decision.train_start if decision else config.train_start
+        if decision is not None:
+            last_full = decision.last_full_retrain_end.isoformat()
+        elif self.warm_start is not None:      # a manual --init-from continues the chain of the model it starts from
+            previous = self.warm_start.trained_on or {}
+            last_full = previous.get("last_full_retrain_end") or previous.get("train_end")
+        else:
+            last_full = config.train_end.isoformat()
+        return {"train_start": start.isoformat(), "train_end": config.train_end.isoformat(),
+                "validation_date": config.validation_date.isoformat(),
+                "mode": "warm_start" if self.warm_start else "full", "last_full_retrain_end": last_full}
 
     def with_config(self, config: TrainConfig) -> "TrainingPlan":
         return self.model_copy(update={"config": config})
@@ -272,10 +292,12 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
         raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue that run or pick a new --out")
 
     spec = _load_spec(config)
-    train, validation = resolve_snapshots(config)
+    # incremental: the days and --init-from this run uses; the plan keeps the config as asked (--resume compares it)
+    effective, decision = decide(config)
+    train, validation = resolve_snapshots(effective)
     check_columns(spec, train, extra_columns, "training")
     check_columns(spec, validation, extra_columns, "validation")
-    spec, vocab = fill_vocab_sizes(config, spec, train)
+    spec, vocab = fill_vocab_sizes(effective, spec, train)
     parameters = _check_model(config, spec)
     reference = _selection_reference(config, spec)
 
@@ -285,10 +307,11 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
     if layout.num_row_groups < config.workers:
         raise ConfigError(f"training data has {layout.num_row_groups} row groups but {config.workers} workers: "
                           "every worker needs at least one (write the table with more files or use fewer workers)")
-    warm_start = (prepare_warm_start(config, spec, vocab.vocabulary_table, vocab.sources)
-                  if config.init_from else None)
+    warm_start = (prepare_warm_start(effective, spec, vocab.vocabulary_table, vocab.sources)
+                  if effective.init_from else None)
     plan = TrainingPlan(config=config, spec=spec, vocab=vocab, train_snapshot=train, validation_snapshot=validation,
-                        model_parameters=parameters, selection_reference=reference, warm_start=warm_start)
+                        model_parameters=parameters, selection_reference=reference, warm_start=warm_start,
+                        training=decision)
     plan.write(plan_path)
     return plan
 

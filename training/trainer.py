@@ -296,7 +296,8 @@ class Trainer:
                    metadata={"epoch": selection["chosen_epoch"], "validation": selection["selected_metrics"],
                              "selection": selection, "snapshot": self.plan.train_snapshot.summary(),
                              "validation_snapshot": self.plan.validation_snapshot.summary(),
-                             "vocabulary": self.plan.vocab.vocabulary_table, "code": self.context["code"]},
+                             "vocabulary": self.plan.vocab.vocabulary_table, "training": self.plan.trained_days(),
+                             "code": self.context["code"]},
                    state_dict=state)
 
     def checkpoint(self, *, end_of_epoch: bool) -> None:
@@ -336,6 +337,8 @@ class Trainer:
                            "sparse_gradients": self.optim.sparse_embeddings},
             "spec": plan.spec.model_dump(mode="json"), "vocab": plan.vocab.model_dump(mode="json"),
             "warm_start": plan.warm_start.model_dump(mode="json") if plan.warm_start else None,
+            "training": {"days": plan.trained_days(),
+                         "decision": plan.training.model_dump(mode="json") if plan.training else None},
             "delta_version": plan.train_snapshot.version, "train_snapshot": plan.train_snapshot.summary(),
             "validation_snapshot": plan.validation_snapshot.summary(), "steps_per_epoch": self.steps,
             "rows_per_shard": list(self.train_layout.rows_per_shard), "shuffle_buffer_rank0": self.shuffle_buffer,

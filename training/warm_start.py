@@ -146,6 +146,9 @@ def _download_registry_model(config: TrainConfig, ref) -> dict[str, Any]:
 def trained_on(source: dict[str, Any]) -> dict[str, Any] | None:
     """The days the old model trained and validated on (its run record's config; its model file's
     training snapshot otherwise): what backfills check so that no day warm-starts from a later model."""
+    recorded = (source["payload"].get("metadata") or {}).get("training")
+    if recorded and recorded.get("train_end"):
+        return dict(recorded)
     config = (source.get("run_record") or {}).get("config") or {}
     if config.get("train_end"):
         return {k: config.get(k) for k in ("train_start", "train_end", "validation_date")}

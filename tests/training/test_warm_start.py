@@ -110,3 +110,39 @@ def test_another_architecture_is_refused_with_the_differences_or_loaded_in_part(
     warm = plan.warm_start
     assert warm.partial and any("expert_hidden" in d for d in warm.differences)
     assert warm.not_loaded and warm.rows["user_idx"]["carried"] == 30        # embeddings still carried
+
+
+# --- --training-mode incremental (training/incremental.py) ----------------------------------------
+
+def test_incremental_warm_starts_on_the_days_after_the_candidate_and_retrains_when_due(grown_lake):
+    root = grown_lake
+    incremental = ["--training-mode", "incremental", "--init-from", str(root / "day1")]
+    plan = prepare_plan(config(root, "inc", DAYS[0], DAYS[2], *incremental).model_copy(
+        update={"train_end": synth_date(DAYS[1])}))
+    assert plan.training.mode == "warm_start" and plan.warm_start is not None
+    assert str(plan.training.train_start) == DAYS[1]                   # day 1's model already saw DAYS[0]
+    assert {f.partition_values["dt"] for f in plan.train_snapshot.files} == {DAYS[1]}
+    assert plan.trained_days()["last_full_retrain_end"] == DAYS[0]     # the chain started with day 1's full run
+
+    due = prepare_plan(config(root, "due", DAYS[0], DAYS[2], *incremental, "--full-retrain-every-days", "1")
+                       .model_copy(update={"train_end": synth_date(DAYS[1])}))
+    assert due.training.mode == "full" and due.warm_start is None and "full-retrain-every-days" in due.training.reason
+    assert {f.partition_values["dt"] for f in due.train_snapshot.files} == {DAYS[0], DAYS[1]}
+
+
+def test_a_backfill_never_warm_starts_from_a_model_of_later_data(grown_lake):
+    root = grown_lake
+    # Re-training day 1 itself (a backfill) with day 1's model published: it trained on DAYS[0], not before it.
+    plan = prepare_plan(config(root, "backfill", DAYS[0], DAYS[1], "--training-mode", "incremental",
+                               "--init-from", str(root / "day1")))
+    assert plan.training.mode == "full" and plan.warm_start is None
+    assert "not strictly before" in plan.training.reason and plan.training.candidate_trained_on["train_end"] == DAYS[0]
+    # No production model at all (no registry yet): a full retrain, and the reason says so.
+    first = prepare_plan(config(root, "first", DAYS[0], DAYS[1], "--training-mode", "incremental"))
+    assert first.training.mode == "full" and "no model to warm-start from" in first.training.reason
+
+
+def synth_date(text: str):
+    import datetime as dt
+
+    return dt.date.fromisoformat(text)
