@@ -30,6 +30,8 @@ DEFAULTS: dict[str, str] = {
     "epochs": "2",
     "batch_size": "1024",
     "train_days": "7",
+    "training_mode": "full",                         # full | incremental (warm start from production)
+    "full_retrain_every_days": "7",                  # incremental: retrain the whole window this often
     "spec": "",                                      # empty: <code_dir>/conf/video_spec.yaml
 }
 

@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -60,6 +60,11 @@ class PipelineConfig(JobConfig):
     workers: int = Field(2, ge=1, description="Horovod processes per training run")
     seed: int = 7
     force: bool = Field(False, description="redo every stage even when its output exists")
+    training_mode: Literal["full", "incremental"] = Field(
+        "full", description="publish_model's training: full retrain on the window, or incremental (warm start "
+                            "from the production model on the days after its own; training/incremental.py)")
+    full_retrain_every_days: int = Field(7, ge=1, description="incremental: full retrain when the production "
+                                                              "model's last full retrain is this many days old")
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineConfig":
@@ -133,7 +138,9 @@ def stage_configs(config: PipelineConfig) -> StageConfigs:
         "table": lake.examples, "train_start": first, "train_end": last, "validation_date": config.validation_day,
         "spec": config.spec, "model": model, "model_params": config.model_params.get(model, {}),
         "weighting": config.weighting, "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
-        "workers": config.workers, "seed": config.seed, "out": str(runs / model)})
+        "workers": config.workers, "seed": config.seed, "out": str(runs / model),
+        **({"training_mode": config.training_mode, "full_retrain_every_days": config.full_retrain_every_days}
+           if model == config.publish_model else {})})
         for model in config.models}
     candidate = str(runs / config.publish_model)
     others = [str(runs / m) for m in config.models if m not in (config.publish_model, "single_task")]

@@ -63,24 +63,34 @@ def decide(config: TrainConfig) -> tuple[TrainConfig, TrainingDecision | None]:
     except ConfigError as error:
         return full(f"no model to warm-start from ({error})")
     trained = trained_on(source)
-    if not trained or not trained.get("train_end"):
-        return full(f"{ref} records no training days", trained)
-    seen_end = dt.date.fromisoformat(str(trained["train_end"]))
-    seen_validation = trained.get("validation_date")
-    if seen_end >= config.train_end or (seen_validation and dt.date.fromisoformat(str(seen_validation))
-                                        >= config.validation_date):
-        return full(f"{ref} trained on data up to {seen_end} (validated on {seen_validation}), not strictly "
-                    f"before this run's {config.train_end} (validation {config.validation_date}): a model of "
-                    "later data is never warm-started from (backfills)", trained)
-    start = seen_end + dt.timedelta(days=1)
-    if start < config.train_start:
-        return full(f"{ref} trained up to {seen_end}, before the window {config.train_start}..", trained)
+    why_not = _why_not_warm_start(ref, trained, config)
+    if why_not:
+        return full(why_not, trained)
+    start = dt.date.fromisoformat(str(trained["train_end"])) + dt.timedelta(days=1)
+    seen_end = trained["train_end"]
     last_full = dt.date.fromisoformat(str(trained.get("last_full_retrain_end") or seen_end))
-    if (config.train_end - last_full).days >= config.full_retrain_every_days:
-        return full(f"the last full retrain of {ref}'s chain ended {last_full}, {config.full_retrain_every_days} or "
-                    f"more days before {config.train_end} (--full-retrain-every-days)", trained)
     reason = f"warm start from {ref} (trained up to {seen_end}) on {start}..{config.train_end}"
     print(f"ple train: {reason}", flush=True)
     return config.model_copy(update={"init_from": ref, "train_start": start}), TrainingDecision(
         mode="warm_start", reason=reason, train_start=start, train_end=config.train_end, candidate=ref,
         candidate_trained_on=trained, last_full_retrain_end=last_full)
+
+
+def _why_not_warm_start(ref: str, trained: dict[str, Any] | None, config: TrainConfig) -> str | None:
+    """Why the candidate cannot be warm-started from for this run (None: it can)."""
+    if not trained or not trained.get("train_end"):
+        return f"{ref} records no training days"
+    seen_end = dt.date.fromisoformat(str(trained["train_end"]))
+    seen_validation = trained.get("validation_date")
+    if seen_end >= config.train_end or (seen_validation and dt.date.fromisoformat(str(seen_validation))
+                                        >= config.validation_date):
+        return (f"{ref} trained on data up to {seen_end} (validated on {seen_validation}), not strictly before "
+                f"this run's {config.train_end} (validation {config.validation_date}): a model of later data is "
+                "never warm-started from (backfills)")
+    if seen_end + dt.timedelta(days=1) < config.train_start:
+        return f"{ref} trained up to {seen_end}, before the window {config.train_start}..{config.train_end}"
+    last_full = dt.date.fromisoformat(str(trained.get("last_full_retrain_end") or seen_end))
+    if (config.train_end - last_full).days >= config.full_retrain_every_days:
+        return (f"the last full retrain of {ref}'s chain ended {last_full}, {config.full_retrain_every_days} or "
+                f"more days before {config.train_end} (--full-retrain-every-days)")
+    return None

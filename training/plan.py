@@ -292,8 +292,7 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
         raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue that run or pick a new --out")
 
     spec = _load_spec(config)
-    # incremental: the days and --init-from this run uses; the plan keeps the config as asked (--resume compares it)
-    effective, decision = decide(config)
+    effective, decision = decide(config)  # incremental: its days and --init-from; the plan keeps the config as asked
     train, validation = resolve_snapshots(effective)
     check_columns(spec, train, extra_columns, "training")
     check_columns(spec, validation, extra_columns, "validation")
@@ -307,10 +306,9 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
     if layout.num_row_groups < config.workers:
         raise ConfigError(f"training data has {layout.num_row_groups} row groups but {config.workers} workers: "
                           "every worker needs at least one (write the table with more files or use fewer workers)")
-    warm_start = (prepare_warm_start(effective, spec, vocab.vocabulary_table, vocab.sources)
-                  if effective.init_from else None)
+    warm_start = effective.init_from and prepare_warm_start(effective, spec, vocab.vocabulary_table, vocab.sources)
     plan = TrainingPlan(config=config, spec=spec, vocab=vocab, train_snapshot=train, validation_snapshot=validation,
-                        model_parameters=parameters, selection_reference=reference, warm_start=warm_start,
+                        model_parameters=parameters, selection_reference=reference, warm_start=warm_start or None,
                         training=decision)
     plan.write(plan_path)
     return plan
