@@ -146,3 +146,33 @@ def synth_date(text: str):
     import datetime as dt
 
     return dt.date.fromisoformat(text)
+
+
+def test_incremental_from_the_production_alias_of_a_real_registry(grown_lake, tmp_path):
+    """Day 1's model published (real MLflow registry, SQLite): day 2 warm-starts from @production and reads
+    the old vocabulary from the bundle; a backfill of day 1 does not."""
+    from evaluation.bundle import export_vocabulary, write_manifest
+    from evaluation.registry import move_alias, register_bundle, registry_settings
+    from ple_runtime.lineage import file_sha256
+
+    root = grown_lake
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.pt").write_bytes((root / "day1" / "model.pt").read_bytes())
+    export_vocabulary(str(root / "lake" / "vocabulary"), bundle / "vocabulary.parquet", version=0)
+    write_manifest(bundle)
+    uri = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
+    settings = registry_settings(str(root), uri)
+    version = register_bundle(settings, bundle, tags={}, params={}, metrics={})
+    move_alias(settings, version.version)
+
+    registry = ["--training-mode", "incremental", "--init-tracking-uri", uri]
+    plan = prepare_plan(config(root, "from_registry", DAYS[0], DAYS[2], *registry).model_copy(
+        update={"train_end": synth_date(DAYS[1])}))
+    warm = plan.warm_start
+    assert plan.training.mode == "warm_start" and warm.registry["version"] == str(version.version)
+    assert warm.registry["alias"] == "production" and warm.bundle_manifest_sha256 == file_sha256(bundle / "manifest.json")
+    assert warm.source_vocabulary["read_from"].endswith("vocabulary.parquet")
+    assert warm.rows["user_idx"] == {"carried": 30, "new": 20, "dropped": 0, "by": "raw value"}
+    backfill = prepare_plan(config(root, "backfill_registry", DAYS[0], DAYS[1], *registry))
+    assert backfill.training.mode == "full" and "not strictly before" in backfill.training.reason
