@@ -135,12 +135,21 @@ def _download_registry_model(config: TrainConfig, ref) -> dict[str, Any]:
         raise LookupError(f"registered model {ref.registered_name!r} has no alias {ref.alias!r} "
                           f"at {settings.tracking_uri}")
     target = Path(config.out) / "init_model" / f"{ref.registered_name}-v{version.version}"
-    bundle = download_version(settings, ref.registered_name, version.version, target)
+    bundle = _downloaded_bundle(target) or download_version(settings, ref.registered_name, version.version, target)
     manifest = Path(bundle) / "manifest.json"
     return {"model_file": _model_file(Path(bundle)), "bundle_dir": Path(bundle),
             "bundle_manifest_sha256": file_sha256(manifest) if manifest.is_file() else None,
             "registry": {"name": ref.registered_name, "version": str(version.version), "run_id": version.run_id,
                          "alias": ref.alias, "tracking_uri": settings.tracking_uri}}
+
+
+def _downloaded_bundle(target: Path) -> Path | None:
+    """An intact bundle of this very version already downloaded into `target` (the incremental decision
+    and the warm start both resolve the reference): reused, not downloaded twice."""
+    from evaluation.bundle import verify_bundle
+
+    found = sorted(target.glob("**/manifest.json")) if target.is_dir() else []
+    return found[0].parent if found and not verify_bundle(found[0].parent) else None
 
 
 def trained_on(source: dict[str, Any]) -> dict[str, Any] | None:

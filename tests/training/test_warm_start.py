@@ -176,3 +176,12 @@ def test_incremental_from_the_production_alias_of_a_real_registry(grown_lake, tm
     assert warm.rows["user_idx"] == {"carried": 30, "new": 20, "dropped": 0, "by": "raw value"}
     backfill = prepare_plan(config(root, "backfill_registry", DAYS[0], DAYS[1], *registry))
     assert backfill.training.mode == "full" and "not strictly before" in backfill.training.reason
+
+
+def test_ple_pipeline_trains_only_the_published_model_incrementally(tmp_path):
+    from jobs.pipeline import PipelineConfig, stage_configs
+
+    configs = stage_configs(PipelineConfig(data_dir=str(tmp_path), training_mode="incremental",
+                                           full_retrain_every_days=3))
+    assert configs.train["ple"].training_mode == "incremental" and configs.train["ple"].full_retrain_every_days == 3
+    assert [m for m, c in configs.train.items() if c.training_mode == "full"] == ["mmoe", "single_task"]
