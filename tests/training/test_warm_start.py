@@ -185,3 +185,29 @@ def test_ple_pipeline_trains_only_the_published_model_incrementally(tmp_path):
                                            full_retrain_every_days=3))
     assert configs.train["ple"].training_mode == "incremental" and configs.train["ple"].full_retrain_every_days == 3
     assert [m for m, c in configs.train.items() if c.training_mode == "full"] == ["mmoe", "single_task"]
+
+
+@pytest.mark.slow
+def test_two_horovod_workers_start_from_the_same_warm_weights(grown_lake, subprocess_env):
+    import fault_callbacks
+    from conftest import run_train
+    from training.callbacks import CALLBACKS_ENV
+
+    root = grown_lake
+    out = root / "two_workers"
+    subprocess_env[CALLBACKS_ENV] = fault_callbacks.spec(("StartWeights", {}))
+    result = run_train([*config_args(root, out), "--workers", "2", "--init-from", str(root / "day1")], subprocess_env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    warm = torch.load(out / "warm_start.pt")
+    ranks = [torch.load(out / "debug" / f"start-rank{rank}.pt") for rank in (0, 1)]
+    for key, value in warm.items():                # rank 1 never read warm_start.pt: the broadcast gave it rank 0's
+        assert torch.equal(ranks[0][key], value) and torch.equal(ranks[1][key], value), key
+    assert json.loads((out / "run_record.json").read_text())["world_size"] == 2
+
+
+def config_args(root: Path, out: Path) -> list[str]:
+    """`ple train` flags of a run on DAYS[0]..DAYS[1] validated on DAYS[2] (two files: one per worker)."""
+    return ["--table", str(root / "lake" / "examples"), "--train-start", DAYS[0], "--train-end", DAYS[1],
+            "--validation-date", DAYS[2], "--spec", str(root / "spec.yaml"), "--out", str(out), "--epochs", "1",
+            "--max-steps-per-epoch", "2", "--batch-size", "16", "--calibration", "none", "--no-progress",
+            "--seed", "3", *SMALL]
