@@ -24,7 +24,10 @@ Steps for the run of day D:
 1. `wait_for_next_day_raw`: raw/events/dt=D+1/_SUCCESS exists;
 2. `extract` D with spark-submit (master and options from the connection `ple_spark`);
 3. `train` with horovodrun on the examples of [D-train_days, D-2], validating on D-1
-   (never on D, the test day); a retried attempt resumes from its last checkpoint;
+   (never on D, the test day); a retried attempt resumes from its last checkpoint; with
+   `ple_training_mode` incremental, a warm start from the production model on the days after
+   the ones it trained on, or a full retrain when due or when that model is not strictly
+   older than the day (backfills; training/incremental.py);
 4. `evaluate` the new model on D, against the published one;
 5. `quality_gate`: `ple publish --check-only`; exit 3 (the gate refused) skips publishing;
 6. `publish`: export, check, register, move the `production` alias.
@@ -108,6 +111,9 @@ with DAG(
             "--spec", "{{ " + var("spec") + " or (" + var("code_dir") + " ~ '/conf/video_spec.yaml') }}",
             model_settings(),
             "--precision", setting("precision"),
+            # incremental: warm start from production on the days after its own; full retrain when due or unsafe
+            "--training-mode", setting("training_mode"),
+            "--full-retrain-every-days", setting("full_retrain_every_days"),
             "--workers", "{{ " + workers + " }}",
             "--hosts", "{{ " + var("horovod_hosts") + " or ('localhost:' ~ " + workers + ") }}",
             "--launcher", "horovodrun",

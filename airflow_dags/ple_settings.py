@@ -31,6 +31,8 @@ DEFAULTS: dict[str, str] = {
     "batch_size": "1024",
     "precision": "fp32",                             # fp32 | bf16 | auto (bf16 where the CPU has AMX)
     "train_days": "7",
+    "training_mode": "full",                         # full | incremental (warm start from production)
+    "full_retrain_every_days": "7",                  # incremental: retrain the whole window this often
     "spec": "",                                      # empty: <code_dir>/conf/video_spec.yaml
     "train_config": "",                              # a `ple train --config` file (e.g. `ple tune`'s
                                                      # best_train.yaml): its model, epochs, batch size win

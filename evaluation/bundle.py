@@ -5,7 +5,8 @@
     model.onnx             ONNX, same signature
     signature.json         input names/dtypes/shapes, output names and meaning
     spec.yaml              the feature and task spec (vocab sizes filled)
-    vocabulary.parquet     the vocabulary table's rows (vocabulary, value, id, ...), when the table exists
+    vocabulary.parquet     the vocabulary table's rows (vocabulary, value, id, ...) at the version the model was
+                           trained with (its plan pins it), when the table exists
     config.json            model hyperparameters, the training config (from its run record), the publish config
     metrics.json           the candidate's evaluation, the production comparison and the gate result
     lineage.json           evaluation snapshot (table, date, Delta version), training snapshot, code version
@@ -51,19 +52,28 @@ def verify_bundle(bundle: str | Path) -> list[str]:
     return problems
 
 
-def export_vocabulary(table: str, destination: Path, spark=None) -> dict[str, Any] | None:
-    """Copy the vocabulary Delta table's rows (latest version) into destination (Parquet); None if no table."""
+def model_vocabulary_version(metadata: dict[str, Any] | None, run_record: dict[str, Any] | None) -> int | None:
+    """The vocabulary version a model was trained with: its model file's metadata, else its run record."""
+    for pinned in ((metadata or {}).get("vocabulary"), ((run_record or {}).get("vocab") or {}).get("vocabulary_table")):
+        if isinstance(pinned, dict) and pinned.get("version") is not None:
+            return int(pinned["version"])
+    return None
+
+
+def export_vocabulary(table: str, destination: Path, spark=None, version: int | None = None) -> dict[str, Any] | None:
+    """Copy the vocabulary Delta table's rows at `version` (the model's own; None: latest, for models that
+    record none) into destination (Parquet); None if no table."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ple_runtime.config import absolute_location
     from training.snapshot import SnapshotError, is_delta_table, resolve_delta_snapshot
 
-    local = absolute_location(table)
+    local, asked = absolute_location(table), version
     if not is_delta_table(local):
         return None
     try:
-        snapshot = resolve_delta_snapshot(local)
+        snapshot = resolve_delta_snapshot(local, version)
         parts = []
         for file in snapshot.files:
             part = pq.read_table(file.path)
@@ -76,13 +86,15 @@ def export_vocabulary(table: str, destination: Path, spark=None) -> dict[str, An
         from ple_runtime.spark import get_spark
         from training.snapshot import latest_delta_version
 
-        version = latest_delta_version(local)
+        version = latest_delta_version(local) if version is None else version
         spark = spark or get_spark("ple-publish")
         spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
         rows = pa.Table.from_pandas(spark.read.format("delta").option("versionAsOf", version).load(table).toPandas(),
                                     preserve_index=False)
         how = "spark"
+    pinned_by = "the model's training plan" if asked is not None else "latest (the model records no version)"
     if rows is None:
-        return {"table": table, "version": version, "rows": 0, "file": None}
+        return {"table": table, "version": version, "pinned_by": pinned_by, "rows": 0, "file": None}
     pq.write_table(rows, destination)
-    return {"table": table, "version": version, "rows": rows.num_rows, "file": destination.name, "reader": how}
+    return {"table": table, "version": version, "pinned_by": pinned_by, "rows": rows.num_rows,
+            "file": destination.name, "reader": how}

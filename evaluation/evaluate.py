@@ -430,7 +430,7 @@ def _training_lineage(model: ResolvedModel) -> dict[str, Any]:
     """What the model was trained on, from its run record or model.pt metadata."""
     lineage: dict[str, Any] = {}
     metadata = model.loaded.metadata or {}
-    for key in ("snapshot", "validation_snapshot", "code", "epoch"):
+    for key in ("snapshot", "validation_snapshot", "code", "epoch", "vocabulary", "training"):
         if key in metadata:
             lineage[key] = metadata[key]
     if model.run_record:

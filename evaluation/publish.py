@@ -35,7 +35,7 @@ from ple_runtime.config import config_as_dict
 from ple_runtime.lake import Lake
 from ple_runtime.lineage import code_version, run_context, write_json
 
-from .bundle import export_vocabulary, write_manifest
+from .bundle import export_vocabulary, model_vocabulary_version, write_manifest
 from .export import export_model
 from .gate import GateResult, check_gate
 from .model_refs import ResolvedModel, load_model_ref, load_or_fail
@@ -75,7 +75,8 @@ def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot
     write_json(bundle / "signature.json", export_info["signature"])
     candidate.spec.to_yaml(bundle / "spec.yaml")
     vocabulary_table = config.vocabulary_table or Lake(config.data_dir).vocabulary
-    vocabulary = export_vocabulary(vocabulary_table, bundle / "vocabulary.parquet", spark)
+    vocabulary = export_vocabulary(vocabulary_table, bundle / "vocabulary.parquet", spark,
+                                   model_vocabulary_version(candidate.loaded.metadata, candidate.run_record))
     write_json(bundle / "config.json", {
         "model_name": candidate.loaded.model_name, "hyperparameters": candidate.loaded.hyperparameters,
         "training_config": _training_config(candidate), "publish_config": config_as_dict(config),

@@ -63,6 +63,11 @@ class PipelineConfig(JobConfig):
         "fp32", description="training's forward-pass arithmetic (TrainConfig.precision; auto = bf16 with AMX)")
     seed: int = 7
     force: bool = Field(False, description="redo every stage even when its output exists")
+    training_mode: Literal["full", "incremental"] = Field(
+        "full", description="publish_model's training: full retrain on the window, or incremental (warm start "
+                            "from the production model on the days after its own; training/incremental.py)")
+    full_retrain_every_days: int = Field(7, ge=1, description="incremental: full retrain when the production "
+                                                              "model's last full retrain is this many days old")
 
     @model_validator(mode="after")
     def _check(self) -> "PipelineConfig":
@@ -137,7 +142,9 @@ def stage_configs(config: PipelineConfig) -> StageConfigs:
         "spec": config.spec, "model": model, "model_params": config.model_params.get(model, {}),
         "weighting": config.weighting, "weighting_params": config.weighting_params,
         "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
-        "workers": config.workers, "seed": config.seed, "out": str(runs / model), "precision": config.precision})
+        "workers": config.workers, "seed": config.seed, "out": str(runs / model), "precision": config.precision,
+        **({"training_mode": config.training_mode, "full_retrain_every_days": config.full_retrain_every_days}
+           if model == config.publish_model else {})})
         for model in config.models}
     candidate = str(runs / config.publish_model)
     others = [str(runs / m) for m in config.models if m not in (config.publish_model, "single_task")]

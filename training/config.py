@@ -42,6 +42,25 @@ class TrainConfig(JobConfig):
     vocabulary_table: Location | None = Field(
         None, description="vocabulary Delta table (default: <table's parent>/vocabulary when it exists)")
 
+    # --- vocabulary pinning and warm start (training/vocabulary.py, training/warm_start.py) --------
+    vocabulary_version: int | None = Field(
+        None, ge=0, description="pin this version of the vocabulary table (default: the version the examples of "
+                                "the plan's days were written against; plan.json records it)")
+    vocab_sizes_from_data: bool = Field(False, description="size `vocab_size: null` features by the training "
+                                                           "data's largest id + 1 (tables without a vocabulary)")
+    init_from: str | None = Field(None, description="warm start from a model: a run folder, a model.pt or a "
+                                                    "registry reference (models:/ple_video@production)")
+    init_partial: bool = Field(False, description="warm start: load the parts that match and list the rest, "
+                                                  "instead of refusing a model of another architecture/spec")
+    init_tracking_uri: str | None = Field(None, description="MLflow tracking URI for a registry --init-from "
+                                                            "(default: the lake's <data>/registry)")
+    training_mode: Literal["full", "incremental"] = Field(
+        "full", description="full: train the window from scratch; incremental: warm start from --init-from "
+                            "(default the production model) on the days after the ones it trained on, with a full "
+                            "retrain when none fits or one is due (training/incremental.py)")
+    full_retrain_every_days: int = Field(7, ge=1, description="incremental: retrain the whole window when the "
+                                                              "chain's last full retrain ended this many days ago")
+
     # --- optimisation -----------------------------------------------------------
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(1024, ge=1, description="rows per step PER WORKER")

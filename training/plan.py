@@ -22,11 +22,15 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from ple_model import ModelSpec
 from ple_runtime import storage
 from ple_runtime.config import ConfigError, config_as_dict
+from ple_runtime.delta_log import DeltaLogError
 from ple_runtime.lineage import write_json
 
 from .config import TrainConfig
-from .snapshot import Snapshot, SnapshotError, date_range_filter, is_delta_table, resolve_snapshot
+from .incremental import TrainingDecision, decide
+from .snapshot import (Snapshot, SnapshotError, date_range_filter, days_between, is_delta_table,
+                       last_commit_writing, latest_delta_version, resolve_snapshot)
 from .storage import open_parquet
+from .warm_start import WarmStartRecord, prepare_warm_start
 
 PLAN_FILE = "plan.json"
 PLAN_FORMAT = "ple-train-plan/1"
@@ -62,6 +66,8 @@ class TrainingPlan(BaseModel):
     model_parameters: int
     # mean_normalized selection against a baseline run: that run's selected validation metrics.
     selection_reference: dict[str, dict[str, Any]] | None = None
+    warm_start: WarmStartRecord | None = None   # --init-from: what the first weights were taken from
+    training: TrainingDecision | None = None     # --training-mode incremental: full retrain or warm start, and why
 
     @field_validator("config", mode="before")
     @classmethod
@@ -81,6 +87,24 @@ class TrainingPlan(BaseModel):
             raise ValueError(f"{path} is not a training plan ({data.get('format')!r})")
         return cls.model_validate(data)
 
+    def trained_days(self) -> dict[str, Any] | None:
+        """The days this run trains and validates on, and its chain's last full retrain (model files
+        carry it: incremental runs and backfills read it to choose what to warm-start from)."""
+        config, decision = self.config, self.training
+        if config.table is None:
+            return None
+        start = decision.train_start if decision else config.train_start
+        if decision is not None:
+            last_full = decision.last_full_retrain_end.isoformat()
+        elif self.warm_start is not None:      # a manual --init-from continues the chain of the model it starts from
+            previous = self.warm_start.trained_on or {}
+            last_full = previous.get("last_full_retrain_end") or previous.get("train_end")
+        else:
+            last_full = config.train_end.isoformat()
+        return {"train_start": start.isoformat(), "train_end": config.train_end.isoformat(),
+                "validation_date": config.validation_date.isoformat(),
+                "mode": "warm_start" if self.warm_start else "full", "last_full_retrain_end": last_full}
+
     def with_config(self, config: TrainConfig) -> "TrainingPlan":
         return self.model_copy(update={"config": config})
 
@@ -89,8 +113,14 @@ def resolve_snapshots(config: TrainConfig) -> tuple[Snapshot, Snapshot]:
     try:
         if config.table is not None:
             column = config.partition_column
-            train = resolve_snapshot(config.table, date_range_filter(column, config.train_start, config.train_end),
-                                     version=config.delta_version)
+            days = date_range_filter(column, config.train_start, config.train_end)
+            train = resolve_snapshot(config.table, days, version=config.delta_version)
+            if config.delta_version is None and train.format == "delta":
+                # The version that last wrote the plan's days, not the latest: later days' commits do not
+                # move it, so a re-run of an old day reads (and records) the same snapshot as its first run.
+                written = last_commit_writing(config.table, column, plan_days(config), train.version)
+                if written is not None and written.version != train.version:
+                    train = resolve_snapshot(config.table, days, version=written.version)
             # Same version for validation: both sides of one run see one state of the table.
             validation = resolve_snapshot(config.table, {column: config.validation_date.isoformat()},
                                           version=train.version)
@@ -107,6 +137,13 @@ def resolve_snapshots(config: TrainConfig) -> tuple[Snapshot, Snapshot]:
             raise ConfigError(f"no Parquet files for {name}" + (f" at Delta version {snapshot.version}"
                                                                  if snapshot.version is not None else ""))
     return train, validation
+
+
+def plan_days(config: TrainConfig) -> set[str] | None:
+    """The partition values a --table plan reads (training range and validation day); None for --train-path."""
+    if config.table is None:
+        return None
+    return days_between(config.train_start, config.train_end) | {config.validation_date.isoformat()}
 
 
 def table_columns(snapshot: Snapshot) -> dict[str, str]:
@@ -133,52 +170,28 @@ def check_columns(spec, snapshot: Snapshot, extra_columns, what: str) -> None:
 
 # --- vocabulary sizes -----------------------------------------------------------------
 
-_VOCAB_NAME_COLUMNS = ("vocabulary", "vocab", "feature", "name")
-_VOCAB_ID_COLUMNS = ("id", "idx", "index")
-
-
 def default_vocabulary_table(config: TrainConfig) -> str | None:
-    """--vocabulary-table, else <table's parent>/vocabulary when it exists (local or on object storage)."""
+    """--vocabulary-table, else <table's parent>/vocabulary (the lake's layout); None for --train-path data."""
     if config.vocabulary_table:
         return config.vocabulary_table
     if config.table:
-        candidate = storage.join(posixpath.dirname(config.table.rstrip("/")), "vocabulary")
-        exists = Path(candidate).exists() if storage.is_local(candidate) else is_delta_table(candidate)
-        return candidate if exists else None
+        # Named even when absent: the error then says where it was looked for.
+        return storage.join(posixpath.dirname(config.table.rstrip("/")), "vocabulary")
     return None
 
 
 def vocabulary_sizes(table: str, version: int | None = None) -> tuple[dict[str, int], dict[str, Any]]:
-    """{vocabulary name: max id + 1} from the vocabulary table, and where it came from."""
+    """{vocabulary name: max id + 1} from the vocabulary table at `version`, and where it came from."""
     import pyarrow.compute as pc
 
-    snapshot = resolve_snapshot(table, version=version)
-    if not snapshot.files:
-        return {}, {"table": table, "version": snapshot.version, "files": 0}
-    names = open_parquet(snapshot.files[0].url).schema_arrow.names
-    partition_names = list(snapshot.partition_columns)
-    all_names = names + partition_names
-    name_column = next((c for c in _VOCAB_NAME_COLUMNS if c in all_names), None)
-    id_column = next((c for c in _VOCAB_ID_COLUMNS if c in all_names), None)
-    if name_column is None or id_column is None:
-        raise ConfigError(f"vocabulary table {table} has columns {all_names}; expected one of "
-                          f"{list(_VOCAB_NAME_COLUMNS)} and one of {list(_VOCAB_ID_COLUMNS)}")
-    sizes: dict[str, int] = {}
-    for file in snapshot.files:
-        if name_column in partition_names:
-            frame = open_parquet(file.url).read(columns=[id_column])
-            vocab = file.partition_values[name_column]
-            if frame.num_rows:
-                sizes[vocab] = max(sizes.get(vocab, 0), int(pc.max(frame.column(id_column)).as_py()) + 1)
-            continue
-        frame = open_parquet(file.url).read(columns=[name_column, id_column])
-        if frame.num_rows == 0:
-            continue
-        grouped = frame.group_by(name_column).aggregate([(id_column, "max")])
-        for vocab, top in zip(grouped.column(name_column).to_pylist(), grouped.column(f"{id_column}_max").to_pylist()):
-            sizes[vocab] = max(sizes.get(vocab, 0), int(top) + 1)
-    return sizes, {"table": snapshot.table, "version": snapshot.version, "file_list_hash": snapshot.file_list_hash,
-                   "columns": [name_column, id_column]}
+    from .vocabulary import read_rows
+
+    version = latest_delta_version(table) if version is None else version
+    rows, snapshot = read_rows(table, version, ("name", "id"))
+    grouped = rows.group_by("vocabulary").aggregate([("id", "max")])
+    sizes = {str(name): int(top) + 1 for name, top in zip(grouped.column("vocabulary").to_pylist(),
+                                                          grouped.column("id_max").to_pylist())}
+    return sizes, {"table": snapshot.table, "version": snapshot.version, "file_list_hash": snapshot.file_list_hash}
 
 
 def max_id_in_data(snapshot: Snapshot, column: str) -> int:
@@ -205,41 +218,56 @@ def max_id_in_data(snapshot: Snapshot, column: str) -> int:
 
 
 def fill_vocab_sizes(config: TrainConfig, spec, train: Snapshot):
-    """Fill `vocab_size: null` features. Order: --vocab-sizes, the vocabulary table, max id in training data + 1."""
-    sources: dict[str, str] = {}
-    sizes: dict[str, int] = {}
+    """Fill `vocab_size: null` features: --vocab-sizes, else the vocabulary table at the version the plan pins
+    (training/vocabulary.py), else (--vocab-sizes-from-data only) the data's largest id + 1. A vocabulary
+    table that is missing or unreadable is an error that names it, never a silent fallback."""
     unknown = sorted(set(config.vocab_sizes) - set(spec.feature_names))
     if unknown:
         raise ConfigError(f"--vocab-sizes names unknown features {unknown}; features are {spec.feature_names}")
     missing = [f for f in spec.features if f.type != "numeric" and f.vocab_size is None]  # hashed: sized already
-    vocab_record: dict[str, Any] | None = None
-    table_sizes: dict[str, int] = {}
-    needs_table = [f for f in missing if f.name not in config.vocab_sizes]
-    vocab_table = default_vocabulary_table(config) if needs_table else None
-    if vocab_table:
-        try:
-            version = None
-            table_sizes, vocab_record = vocabulary_sizes(vocab_table, version)
-        except Exception as error:  # noqa: BLE001 - fall back to data, but say why
-            vocab_record = {"table": vocab_table, "error": str(error)}
+    needs_table = [f.name for f in missing if f.name not in config.vocab_sizes]
+    table_sizes, vocab_record = ({}, None) if not needs_table or config.vocab_sizes_from_data else \
+        _pinned_vocabulary_sizes(config, train, needs_table)
+    sources: dict[str, str] = {}
+    sizes: dict[str, int] = {}
     for feature in spec.features:
         if feature.name in config.vocab_sizes:
             sizes[feature.name] = int(config.vocab_sizes[feature.name])
             sources[feature.name] = "--vocab-sizes"
+        elif feature in missing and config.vocab_sizes_from_data:
+            sizes[feature.name] = max_id_in_data(train, feature.name) + 1
+            sources[feature.name] = "max id in training data + 1 (--vocab-sizes-from-data)"
         elif feature in missing:
             vocabulary = feature.vocabulary or feature.name
-            if vocabulary in table_sizes:
-                sizes[feature.name] = table_sizes[vocabulary]
-                sources[feature.name] = f"vocabulary table ({vocabulary})"
-            else:
-                sizes[feature.name] = max_id_in_data(train, feature.name) + 1
-                sources[feature.name] = "max id in training data + 1"
+            if vocabulary not in table_sizes:
+                raise ConfigError(f"vocabulary table {vocab_record['table']} at version {vocab_record['version']} "
+                                  f"has no vocabulary {vocabulary!r} (feature {feature.name!r}); it has "
+                                  f"{sorted(table_sizes)}. Fix the spec's `vocabulary:` or run `ple extract`")
+            sizes[feature.name] = table_sizes[vocabulary]
+            sources[feature.name] = f"vocabulary table ({vocabulary})"
     for feature in spec.features:
         if feature.hash_buckets is not None:
             sources[feature.name] = f"hash_buckets ({feature.hash_buckets})"
     filled = spec.with_vocab_sizes(sizes) if sizes else spec
     return filled, VocabRecord(sizes={f.name: f.vocab_size for f in filled.features if f.type != "numeric"},
                                sources=sources, vocabulary_table=vocab_record)
+
+
+def _pinned_vocabulary_sizes(config: TrainConfig, train: Snapshot,
+                             features: list[str]) -> tuple[dict[str, int], dict[str, Any]]:
+    from .vocabulary import missing_table_error, pin_version
+
+    table = default_vocabulary_table(config)
+    if table is None:
+        raise missing_table_error(None, features, "it is needed")
+    if not is_delta_table(table):
+        raise missing_table_error(table, features, "it is not a readable Delta table")
+    try:
+        pin = pin_version(table, train, plan_days(config), config.partition_column, config.vocabulary_version)
+        sizes, record = vocabulary_sizes(table, pin["version"])
+    except (SnapshotError, DeltaLogError) as error:
+        raise missing_table_error(table, features, f"cannot be read ({error})") from None
+    return sizes, {**record, **pin}
 
 
 # --- the plan ---------------------------------------------------------------------------
@@ -264,10 +292,11 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
         raise ConfigError(f"{out} already holds checkpoints; pass --resume to continue that run or pick a new --out")
 
     spec = _load_spec(config)
-    train, validation = resolve_snapshots(config)
+    effective, decision = decide(config)  # incremental: its days and --init-from; the plan keeps the config as asked
+    train, validation = resolve_snapshots(effective)
     check_columns(spec, train, extra_columns, "training")
     check_columns(spec, validation, extra_columns, "validation")
-    spec, vocab = fill_vocab_sizes(config, spec, train)
+    spec, vocab = fill_vocab_sizes(effective, spec, train)
     parameters = _check_model(config, spec)
     reference = _selection_reference(config, spec)
 
@@ -277,8 +306,10 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
     if layout.num_row_groups < config.workers:
         raise ConfigError(f"training data has {layout.num_row_groups} row groups but {config.workers} workers: "
                           "every worker needs at least one (write the table with more files or use fewer workers)")
+    warm_start = effective.init_from and prepare_warm_start(effective, spec, vocab.vocabulary_table, vocab.sources)
     plan = TrainingPlan(config=config, spec=spec, vocab=vocab, train_snapshot=train, validation_snapshot=validation,
-                        model_parameters=parameters, selection_reference=reference)
+                        model_parameters=parameters, selection_reference=reference, warm_start=warm_start or None,
+                        training=decision)
     plan.write(plan_path)
     return plan
 

@@ -201,6 +201,22 @@ def resolve_snapshot(table: str, partition_filter: dict[str, Any] | None = None,
     return resolve_parquet_snapshot(table, partition_filter)
 
 
+def last_commit_writing(table: str, partition_column: str, days: set[str] | None,
+                        up_to_version: int) -> delta_log.Commit | None:
+    """The newest commit <= `up_to_version` whose data change touched one of `days` (any commit when
+    `days` is None); None when log retention removed them all."""
+    try:
+        commits = [c for c in delta_log.commits(table, partition_column) if c.version <= up_to_version]
+    except delta_log.DeltaLogError as error:
+        raise SnapshotError(str(error)) from None
+    writing = [c for c in commits if days is None or c.partitions_changed & days]
+    return max(writing, key=lambda c: c.version, default=None)
+
+
+def days_between(start: dt.date, end: dt.date) -> set[str]:
+    return {(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)}
+
+
 def date_range_filter(column: str, start: dt.date, end: dt.date) -> dict[str, Any]:
     return {column: {"min": start.isoformat(), "max": end.isoformat()}}
 

@@ -134,6 +134,9 @@ class Trainer:
         # Same initial weights everywhere anyway (broadcast from rank 0); the seed makes them reproducible.
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, self.spec, **config.model_params).to(self.device)
+        if self.plan.warm_start is not None and world.is_root:
+            # --init-from: rank 0 loads the mapped weights (training/warm_start.py); restore() broadcasts them.
+            self.model.load_state_dict(torch.load(self.plan.warm_start.init_state, map_location=self.device))
         self.weighting = build_weighting(config.weighting, self.spec, **config.weighting_params).to(self.device)
         scale = world.size if config.lr_scaling == "linear" else 1
         self.lr = config.lr * scale
@@ -297,6 +300,7 @@ class Trainer:
                    metadata={"epoch": selection["chosen_epoch"], "validation": selection["selected_metrics"],
                              "selection": selection, "snapshot": self.plan.train_snapshot.summary(),
                              "validation_snapshot": self.plan.validation_snapshot.summary(),
+                             "vocabulary": self.plan.vocab.vocabulary_table, "training": self.plan.trained_days(),
                              "code": self.context["code"]},
                    state_dict=state)
 
@@ -337,6 +341,9 @@ class Trainer:
             "embeddings": {"optimizer": config.embedding_optimizer, "rows": self.optim.embedding_rows,
                            "sparse_gradients": self.optim.sparse_embeddings},
             "spec": plan.spec.model_dump(mode="json"), "vocab": plan.vocab.model_dump(mode="json"),
+            "warm_start": plan.warm_start.model_dump(mode="json") if plan.warm_start else None,
+            "training": {"days": plan.trained_days(),
+                         "decision": plan.training.model_dump(mode="json") if plan.training else None},
             "delta_version": plan.train_snapshot.version, "train_snapshot": plan.train_snapshot.summary(),
             "validation_snapshot": plan.validation_snapshot.summary(), "steps_per_epoch": self.steps,
             "rows_per_shard": list(self.train_layout.rows_per_shard), "shuffle_buffer_rank0": self.shuffle_buffer,

@@ -108,6 +108,7 @@ def test_the_run_created_after_a_day_ends_processes_that_day(dagbag, scheduler_d
     assert _flag(train, "--validation-date") == "2026-11-03"
     assert _flag(train, "--out") == f"{PLE_DATA_DIR}/runs/daily/{day}"
     assert _flag(train, "--precision") == "auto"
+    assert _flag(train, "--training-mode") == "full" and _flag(train, "--full-retrain-every-days") == "7"
     assert _flag(rendered["evaluate"]["bash_command"], "--date") == day, "tested on D, never trained on"
     assert _flag(rendered["quality_gate"]["bash_command"], "--metrics") == \
         f"{PLE_DATA_DIR}/reports/daily/{day}/metrics.json"

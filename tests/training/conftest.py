@@ -29,10 +29,11 @@ def lake(tmp_path_factory, spark):
     frames = [synth.make_rows(ROWS_PER_DAY, seed=i, start_id=i * 10**6, dt=day)
               for i, day in enumerate([*TRAIN_DAYS, VALIDATION_DAY])]
     examples = str(root / "lake" / "examples")
-    synth.write_delta(spark, pd.concat(frames, ignore_index=True), examples, files_per_day=3)
+    # The vocabulary first, as `ple extract` writes it: the plan pins the version the examples were written against.
     vocabulary = pd.DataFrame({"vocabulary": "user", "value": [f"u{i}" for i in range(synth.USERS + 1)],
                                "id": list(range(synth.USERS + 1))})
     spark.createDataFrame(vocabulary).write.format("delta").save(str(root / "lake" / "vocabulary"))
+    synth.write_delta(spark, pd.concat(frames, ignore_index=True), examples, files_per_day=3)
     spec_path = root / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(synth.SPEC, sort_keys=False))
     return {"root": root, "examples": examples, "spec": str(spec_path), "frames": frames,

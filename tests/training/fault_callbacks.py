@@ -94,3 +94,15 @@ class RowIdLog(TrainerCallback):
             write_json(debug / f"validation_row_ids-epoch{epoch:04d}.json",
                        {"epoch": epoch, "rows_by_rank": {str(r): v for r, v in enumerate(validation)}})
         self._train, self._validation, self._resumed_at = [], [], 0
+
+
+class StartWeights(TrainerCallback):
+    """Write each rank's weights as training starts (after the start-of-run broadcast) to debug/start-rank<r>.pt."""
+
+    def on_train_start(self, trainer) -> None:
+        import torch
+
+        folder = trainer.out / "debug"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
+                   folder / f"start-rank{trainer.world.rank}.pt")

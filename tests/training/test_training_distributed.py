@@ -147,7 +147,7 @@ def test_foreign_parquet_table_with_its_own_spec(tmp_path, subprocess_env):
                     "  - {name: cvr, type: binary, label: bought, mask: clicked}\n")
     out = tmp_path / "run"
     _ok(run_train(["--train-path", str(tmp_path / "train"), "--validation-path", str(tmp_path / "valid"),
-                   "--spec", str(spec), "--out", str(out), "--model", "mmoe", "--epochs", "2",
+                   "--spec", str(spec), "--out", str(out), "--model", "mmoe", "--epochs", "2", "--vocab-sizes-from-data",
                    "--batch-size", "64", "--lr", "0.01", "--weighting", "uncertainty", "--no-progress",
                    "--set", "model_params.expert_hidden=[8]", "--set", "model_params.tower_hidden=[8]"],
                   subprocess_env))

@@ -103,3 +103,27 @@ def write_delta(spark, frame: pd.DataFrame, path: str, files_per_day: int, mode:
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
     writer.save(path)
+
+
+def write_vocabulary_rs(path: str, first: int, last: int, day: str, ids=None) -> None:
+    """Vocabulary 'user': values u<first>..u<last> (ids first..last unless given), one Delta commit, as
+    `ple extract`'s MERGE adds them (delta-rs: real Delta commits in milliseconds, no Spark job)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    values = [f"u{i}" for i in range(first, last + 1)]
+    ids = list(range(first, last + 1)) if ids is None else list(ids)
+    write_deltalake(path, pa.table({"vocabulary": ["user"] * len(values), "value": values,
+                                    "id": pa.array(ids, pa.int32()), "first_seen_dt": [day] * len(values)}),
+                    mode="append")
+
+
+def write_day_rs(table: str, day: str, index: int, users: int, rows: int = 120) -> None:
+    """One day of examples with users 1..users, one Delta commit, partitioned by dt (delta-rs)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    frame = make_rows(rows, seed=index, start_id=index * 10**6, dt=day).drop(columns=["_play_p"])
+    frame["user_idx"] = (frame["user_idx"] % users) + 1
+    frame["watch_ratio"] = frame["watch_ratio"].astype("float64")
+    write_deltalake(table, pa.Table.from_pandas(frame, preserve_index=False), mode="append", partition_by=["dt"])
