@@ -72,8 +72,7 @@ def train_config(args, data_dir: Path, day_index: int, mode: str, previous_run: 
 
     warm = mode == "warm" and previous_run is not None and (
         args.full_every == 0 or (day_index - WARMUP_DAYS) % args.full_every != 0)
-    span = 1 if warm else args.train_days
-    first = max(0, day_index - 1 - span)
+    first = max(0, day_index - (2 if warm else args.train_days))  # the DAG's --train-start D - train_days
     settings = {"table": Lake(str(data_dir)).examples, "train_start": _day(args.start, first),
                 "train_end": _day(args.start, day_index - 2), "validation_date": _day(args.start, day_index - 1),
                 "spec": str(REPO / "conf" / "video_spec.yaml"), "model": args.model,
@@ -231,7 +230,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--impressions-per-day", type=int, default=5000)
     parser.add_argument("--fault-rate", type=float, default=0.0)
-    parser.add_argument("--train-days", type=int, default=7, help="full mode's window, the DAG's train_days")
+    parser.add_argument("--train-days", type=int, default=7, help="full mode trains on [D - train_days, D - 2], as the DAG (its train_days)")
     parser.add_argument("--full-every", type=int, default=0, help="warm mode: retrain fully every N days (0: never)")
     parser.add_argument("--model", default="ple")
     parser.add_argument("--epochs", type=int, default=1)
