@@ -14,13 +14,15 @@ Modes (each in its own data root under --root, sharing one generated raw-log fol
         (TrainConfig.init_from); the first day, and every `--full-every` days, retrain fully.
 Per day it prints: examples trained on, train seconds, peak memory of the training, per task
 the test-day AUC and GAUC with their intervals, mean prediction / observed before and after the
-model file's post-hoc map, and the gate's decision. A JSON line per day goes to <root>/<mode>.jsonl.
+model file's post-hoc map, and the gate's decision. A JSON line per day goes to <root>/<mode>.jsonl,
+the extracts' summaries to <root>/<mode>-extract.log.
 Timings depend on the machine's load: the load average is printed before and after each mode.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -151,7 +153,9 @@ def run_day(args, raw: Path, data_dir: Path, mode: str, index: int, previous: Pa
 
     day = _day(args.start, index)
     started = time.perf_counter()
-    extract(ExtractConfig(data_dir=str(data_dir), raw_dir=str(raw), date=day, require_next_day=True))
+    # the extract's per-day summary table goes to a log, so the bench's own lines stay readable
+    with open(args.root / f"{mode}-extract.log", "a") as log, contextlib.redirect_stdout(log):
+        extract(ExtractConfig(data_dir=str(data_dir), raw_dir=str(raw), date=day, require_next_day=True))
     extract_seconds = time.perf_counter() - started
     if index < WARMUP_DAYS:
         return {"day": day, "extract_seconds": round(extract_seconds, 1)}
