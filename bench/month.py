@@ -179,7 +179,7 @@ def print_day(result: dict) -> None:
         print(f"{result['day']}  extract only ({result['extract_seconds']} s): history for the first training range",
               flush=True)
         return
-    print(f"{result['day']} {result['mode']:<4} {'warm' if result['warm'] else 'full'} on "
+    print(f"{result['day']} {result['mode']}: {'warm start' if result['warm'] else 'full retrain'} on "
           f"{result['train_range'][0]}..{result['train_range'][1]}: {result['examples']:,} examples, train "
           f"{result['train_seconds']} s, peak {result['peak_rss_mib']} MiB, extract {result['extract_seconds']} s, "
           f"gate: {result['gate']}")
