@@ -128,23 +128,33 @@ def _prior(name: str):
     return F.col(f"_prior_{name}")
 
 
+# the days of a day's window that hold examples (HistorySummary.days), carried next to its priors
+HISTORY_DAYS = "_history_days"
+
+
 def priors_frame(spark, summaries: dict[str, HistorySummary]) -> DataFrame:
-    """(day, _prior_<name>...) rows: each day's priors as columns, to join by day."""
+    """(day, _prior_<name>..., _history_days) rows: each day's priors and days of history present
+    as columns, to join by day."""
     names = list(DEFAULT_PRIORS)
-    rows = [(day, *(float(summary.priors[n]) for n in names)) for day, summary in summaries.items()]
+    rows = [(day, *(float(summary.priors[n]) for n in names), summary.days) for day, summary in summaries.items()]
     schema = T.StructType([T.StructField(S.EXTRACT_DAY, T.StringType()),
-                           *(T.StructField(f"_prior_{n}", T.DoubleType()) for n in names)])
+                           *(T.StructField(f"_prior_{n}", T.DoubleType()) for n in names),
+                           T.StructField(HISTORY_DAYS, T.IntegerType())])
     return literal_frame(spark, rows, schema)
 
 
 def history_stats(history: DataFrame, key: str, prefix: str, windows: DataFrame, priors: DataFrame,
-                  smoothing_weight: float) -> DataFrame:
-    """Per (day, key) statistics of each day's history window, smoothed toward the day's priors:
-    rate = (successes + w * prior) / (trials + w). `windows`: the (dt, day) pairs of
-    `history_windows`; `priors`: `priors_frame`. Each history day is aggregated once per key,
-    then summed into the windows it belongs to. Keys absent from a window get their values from
+                  smoothing_weight: float, stats_window_days: int) -> DataFrame:
+    """Per (day, key) statistics of each day's history window, as functions of PER-DAY averages
+    over the d days of the window that hold examples, so they mean the same whatever the lake's
+    age (a 2-day-old lake's window holds 1 day, a full one `stats_window_days` = W):
+    impressions / d, and rates smoothed toward the day's priors with w * d / W pseudo-impressions,
+    rate = (successes + w d/W prior) / (trials + w d/W) = (successes/d + w/W prior) / (trials/d + w/W):
+    a short window shrinks toward the prior as much as a full one (w at a full window).
+    `windows`: the (dt, day) pairs of `history_windows`; `priors`: `priors_frame`. Each history
+    day is aggregated once per key, then summed into the windows it belongs to. Keys absent from a window get their values from
     `fill_history_stats` (the prior itself)."""
-    w = F.lit(float(smoothing_weight))
+    w = F.lit(float(smoothing_weight) / stats_window_days) * F.col(HISTORY_DAYS)
     daily = history.groupBy("dt", key).agg(
         F.count(F.lit(1)).alias("_n"),
         F.sum("play").alias("_plays"),
@@ -156,7 +166,8 @@ def history_stats(history: DataFrame, key: str, prefix: str, windows: DataFrame,
         *(F.sum(c).alias(c) for c in ("_n", "_plays", "_watched", "_shares", "_comments")))
     return agg.join(F.broadcast(priors), S.EXTRACT_DAY).select(
         S.EXTRACT_DAY, key,
-        F.log1p("_n").cast("float").alias(f"{prefix}_hist_impressions_log"),
+        # a key with history has >= 1 day present; the division is what makes days comparable
+        F.log1p(F.col("_n") / F.col(HISTORY_DAYS)).cast("float").alias(f"{prefix}_hist_daily_impressions_log"),
         ((F.col("_plays") + w * _prior("play_rate")) / (F.col("_n") + w)).cast("float")
         .alias(f"{prefix}_hist_play_rate"),
         ((F.col("_watched") + w * _prior("watch_ratio")) / (F.col("_plays") + w)).cast("float")
@@ -171,7 +182,7 @@ def history_stats(history: DataFrame, key: str, prefix: str, windows: DataFrame,
 def fill_history_stats(df: DataFrame, prefix: str) -> DataFrame:
     """Cold keys (no history): zero impressions, rates equal to the day's prior (`df` carries
     the `priors_frame` columns)."""
-    fills = {f"{prefix}_hist_impressions_log": F.lit(0.0),
+    fills = {f"{prefix}_hist_daily_impressions_log": F.lit(0.0),
              **{f"{prefix}_hist_{name}": _prior(name) for name in DEFAULT_PRIORS}}
     return df.select(*(
         F.coalesce(F.col(c), fills[c]).cast("float").alias(c) if c in fills else F.col(c)

@@ -17,7 +17,8 @@ class ExtractParams(BaseModel):
     attribution_window_hours: float = Field(6.0, gt=0, le=24,
                                             description="engagement counts if within this long after the impression")
     stats_window_days: int = Field(7, ge=1, le=365, description="history statistics: days before D to use")
-    smoothing_weight: float = Field(20.0, ge=0, description="prior strength, in pseudo-impressions")
+    smoothing_weight: float = Field(20.0, ge=0, description="prior strength, in pseudo-impressions over a full "
+                                    "window (a window holding d of its days: weight * d / stats_window_days)")
     max_late_hours: float = Field(24.0, ge=0, description="clock_skew if ts is earlier than partition start minus this")
     max_early_minutes: float = Field(60.0, ge=0, description="clock_skew if ts is later than partition end plus this")
     max_watch_ms: int = Field(4 * 3600 * 1000, gt=0, description="absurd_watch_ms above this")

@@ -137,7 +137,8 @@ def examples_from(labelled: DataFrame, vocabulary: DataFrame, history: DataFrame
     priors = priors_frame(spark, summaries)
     examples = with_ids.join(F.broadcast(priors), S.EXTRACT_DAY)
     for key, prefix in (("user_idx", "user"), ("item_idx", "item")):
-        stats = history_stats(history, key, prefix, windows, priors, params.smoothing_weight)
+        stats = history_stats(history, key, prefix, windows, priors, params.smoothing_weight,
+                              params.stats_window_days)
         if sum(summary.keys[key] for summary in summaries.values()) <= BROADCAST_KEYS_MAX:
             stats = F.broadcast(stats)  # else a shuffle join (the examples are shuffled by key)
         examples = fill_history_stats(examples.join(stats, [S.EXTRACT_DAY, key], "left"), prefix)
@@ -190,8 +191,8 @@ def label_aggregates(days: list[str]) -> list:
         "label_mean:watch_ratio": F.col("watch_ratio"),
         "label_rate:share": F.col("share"),
         "label_rate:comment": F.col("comment"),
-        "cold_user_share": (F.col("user_hist_impressions_log") == 0).cast("int"),
-        "cold_item_share": (F.col("item_hist_impressions_log") == 0).cast("int"),
+        "cold_user_share": (F.col("user_hist_daily_impressions_log") == 0).cast("int"),
+        "cold_item_share": (F.col("item_hist_daily_impressions_log") == 0).cast("int"),
     }
     return [(F.count if name == "examples" else F.avg)(F.when(F.col("dt") == day, value)).alias(f"{day}|{name}")
             for day in days for name, value in figures.items()]
@@ -234,6 +235,8 @@ def extract_days(inputs: PassInputs, params: ExtractParams, materialize: Materia
             "lines_read": inputs.lines_read[day], **size["statuses"], **size["engagement"],
             **inputs.partition_figures.get(day, {}), "labelled_impressions": size["labelled"],
             "history_days_available": summary.days, "vocabulary_new_values": size["new_values"],
+            # 1 from the first day whose whole statistics window holds examples (docs/DATA.md)
+            "history_window_full": int(summary.days == params.stats_window_days),
             **{f"prior:{k}": v for k, v in summary.priors.items()},
         }
     return PassOutputs(days=tuple(days), examples=examples, quarantine=quarantine_rows(classified),

@@ -152,7 +152,8 @@ EXAMPLE_COLUMNS: tuple[Column, ...] = (
     # numeric features (scaled)
     _num("item_age_log", "log1p(hours since upload) at impression time, 0 when unknown"),
     _num("duration_log", "log1p(duration in seconds)"),
-    *(_num(f"{who}_hist_impressions_log", f"log1p({who}'s impressions in the trailing window before dt)")
+    *(_num(f"{who}_hist_daily_impressions_log",
+           f"log1p({who}'s impressions in the trailing window before dt / the window's days holding examples)")
       for who in ("user", "item")),
     *(_num(f"{who}_hist_{rate}", f"{who}'s smoothed {rate.replace('_', ' ')} in the trailing window before dt")
       for who in ("user", "item") for rate in ("play_rate", "watch_ratio", "share_rate", "comment_rate")),

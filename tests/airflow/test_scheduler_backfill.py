@@ -33,10 +33,10 @@ for day in sys.argv[2:]:
     rows = {}
     for path in snapshot.paths:
         table = pq.read_table(path, columns=["impression_id", "play", "watch_ratio", "share", "comment",
-                                             "user_hist_impressions_log"]).to_pydict()
+                                             "user_hist_daily_impressions_log"]).to_pydict()
         for i, impression in enumerate(table["impression_id"]):
             rows[impression] = [table[c][i] for c in ("play", "watch_ratio", "share", "comment",
-                                                      "user_hist_impressions_log")]
+                                                      "user_hist_daily_impressions_log")]
     out[day] = rows
 print(json.dumps(out))
 """

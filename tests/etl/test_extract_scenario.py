@@ -148,19 +148,25 @@ def test_history_features_come_only_from_earlier_days(runs):
 
 
 def test_history_statistics_values(runs):
-    """u1 had 2 impressions on PREV (1 played, ratio 1.0); priors are PREV's global rates."""
+    """u1 had 2 impressions on PREV (1 played, ratio 1.0); priors are PREV's global rates. PREV is
+    the one day of DAY's 7-day window that the lake holds: counts are per that 1 day, and the
+    prior weighs 1/7 of its 20 pseudo-impressions (20 over a full window), so a 1-day window is
+    shrunk as much as a full one."""
     rows = {r["impression_id"]: r for r in runs["first"]["examples"]}
     prev = runs["first"]["prev_examples"]
-    w = 20.0
+    w = 20.0 * 1 / 7
     prior_play = sum(r["play"] for r in prev) / len(prev)
     prior_ratio = sum(r["watch_ratio"] for r in prev if r["watch_ratio"] is not None) / sum(r["play"] for r in prev)
     u1 = rows["imp-a"]
     assert u1["user_hist_play_rate"] == pytest.approx((1 + w * prior_play) / (2 + w), rel=1e-5)
     assert u1["user_hist_watch_ratio"] == pytest.approx((1.0 + w * prior_ratio) / (1 + w), rel=1e-5)
-    assert u1["user_hist_impressions_log"] == pytest.approx(__import__("math").log1p(2), rel=1e-5)
+    # 2 impressions per day present, not 2 / 7 (a count must not shrink or grow with the lake's age)
+    dq = runs["first"]["dq"]
+    assert (dq["history_days_available"], dq["history_window_full"]) == (1, 0)
+    assert u1["user_hist_daily_impressions_log"] == pytest.approx(__import__("math").log1p(2), rel=1e-5)
     # u3 has no history: cold, exactly the prior
     u3 = rows["imp-d"]
-    assert u3["user_hist_impressions_log"] == 0.0
+    assert u3["user_hist_daily_impressions_log"] == 0.0
     assert u3["user_hist_play_rate"] == pytest.approx(prior_play, rel=1e-5)
 
 

@@ -150,12 +150,13 @@ HISTORY = [  # (user_idx, item_idx, play, watch_ratio, share, comment, dt); u1 =
 ]
 # inside: 4 rows, 2 played -> priors play 2/4, watch_ratio (0.8 + 0.2) / 2, share 1/4, comment 1/4
 PRIORS = {"play_rate": 0.5, "watch_ratio": 0.5, "share_rate": 0.25, "comment_rate": 0.25}
+# every day of the 3-day window holds examples: impressions are per day of those 3 days
 # u1 (and v1): 2 impressions, 1 play (ratio 0.8), 1 share, 1 comment
-U1 = {"impressions_log": math.log1p(2), "play_rate": (1 + W * 0.5) / (2 + W),
+U1 = {"daily_impressions_log": math.log1p(2 / 3), "play_rate": (1 + W * 0.5) / (2 + W),
       "watch_ratio": (0.8 + W * 0.5) / (1 + W), "share_rate": (1 + W * 0.25) / (2 + W),
       "comment_rate": (1 + W * 0.25) / (2 + W)}
 # u2 (and v2): 2 impressions, 1 play (ratio 0.2), no share, no comment
-U2 = {"impressions_log": math.log1p(2), "play_rate": (1 + W * 0.5) / (2 + W),
+U2 = {"daily_impressions_log": math.log1p(2 / 3), "play_rate": (1 + W * 0.5) / (2 + W),
       "watch_ratio": (0.2 + W * 0.5) / (1 + W), "share_rate": (0 + W * 0.25) / (2 + W),
       "comment_rate": (0 + W * 0.25) / (2 + W)}
 
@@ -210,7 +211,7 @@ def test_cold_user_and_item_get_exactly_the_priors(examples):
     j2 = rows["j2"]
     assert (j2["user_idx"], j2["item_idx"]) == (S.OOV_ID, S.OOV_ID)
     for who in ("user", "item"):
-        assert j2[f"{who}_hist_impressions_log"] == 0.0
+        assert j2[f"{who}_hist_daily_impressions_log"] == 0.0
         for rate, prior in PRIORS.items():
             assert j2[f"{who}_hist_{rate}"] == pytest.approx(prior, rel=1e-6), (who, rate)
 
