@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "publish": ("jobs.publish", "quality gate, export (TorchScript, ONNX) and register a model"),
     "backfill": ("jobs.backfill", "evaluate a model over a range of past dates"),
     "experiment": ("jobs.experiment", "train models x seeds on one date split; seesaw table with intervals"),
+    "maintain": ("jobs.maintain", "compact and vacuum the lake's Delta tables, keeping versions models pin"),
     "pipeline": ("jobs.pipeline", "run the whole pipeline locally on embedded defaults"),
 }
 

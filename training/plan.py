@@ -12,8 +12,10 @@ moved on.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import posixpath
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +64,7 @@ class TrainingPlan(BaseModel):
     model_parameters: int
     # mean_normalized selection against a baseline run: that run's selected validation metrics.
     selection_reference: dict[str, dict[str, Any]] | None = None
+    missing_days: list[str] = []             # days of the training range without rows (--allow-gaps)
 
     @field_validator("config", mode="before")
     @classmethod
@@ -85,6 +88,30 @@ class TrainingPlan(BaseModel):
         return self.model_copy(update={"config": config})
 
 
+def missing_days(config: TrainConfig, train: Snapshot) -> list[str]:
+    """Days of --train-start..--train-end with no file in the pinned training snapshot."""
+    if config.table is None:
+        return []
+    present = {f.partition_values.get(config.partition_column) for f in train.files}
+    days = (config.train_start + dt.timedelta(days=i) for i in range((config.train_end - config.train_start).days + 1))
+    return [day.isoformat() for day in days if day.isoformat() not in present]
+
+
+def check_no_gaps(config: TrainConfig, train: Snapshot) -> list[str]:
+    """Refuse a training range with missing days (a late or failed extract would silently shift
+    what the model learns) unless --allow-gaps; returns the missing days (recorded in the plan)."""
+    gaps = missing_days(config, train)
+    if gaps and not config.allow_gaps:
+        shown = ", ".join(gaps[:10]) + (f" ... ({len(gaps)} in all)" if len(gaps) > 10 else "")
+        raise ConfigError(f"{config.table} has no rows for {len(gaps)} day(s) of the training range "
+                          f"{config.train_start}..{config.train_end} at Delta version {train.version}: {shown}. "
+                          "Extract those days first, or pass --allow-gaps to train without them (recorded)")
+    if gaps:
+        print(f"warning: training without {len(gaps)} missing day(s) ({', '.join(gaps)}): --allow-gaps",
+              file=sys.stderr)
+    return gaps
+
+
 def resolve_snapshots(config: TrainConfig) -> tuple[Snapshot, Snapshot]:
     try:
         if config.table is not None:
@@ -106,7 +133,20 @@ def resolve_snapshots(config: TrainConfig) -> tuple[Snapshot, Snapshot]:
         if not snapshot.files:
             raise ConfigError(f"no Parquet files for {name}" + (f" at Delta version {snapshot.version}"
                                                                  if snapshot.version is not None else ""))
+        check_files_exist(snapshot, name)
     return train, validation
+
+
+def check_files_exist(snapshot: Snapshot, what: str) -> None:
+    """A pinned Delta version whose files VACUUM deleted cannot be trained on (workers would fail
+    mid-epoch): say so before any worker starts."""
+    from ple_runtime.maintenance import missing_files
+
+    if snapshot.version is None or not (gone := missing_files(snapshot.paths)):
+        return
+    raise ConfigError(f"{what} at Delta version {snapshot.version}: VACUUM deleted {len(gone)} of its "
+                      f"{len(snapshot.files)} files (e.g. {gone[0]}); pin a version that still exists "
+                      "(--delta-version, or none for the latest) or restore the files from a backup")
 
 
 def table_columns(snapshot: Snapshot) -> dict[str, str]:
@@ -257,6 +297,9 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
     if config.resume and plan_path.is_file():
         plan = TrainingPlan.load(plan_path)
         _check_resume_compatible(plan.config, config)
+        for snapshot, what in ((plan.train_snapshot, "the resumed run's training data"),
+                               (plan.validation_snapshot, "the resumed run's validation data")):
+            check_files_exist(snapshot, f"{what} ({snapshot.table})")
         plan = plan.with_config(config)
         plan.write(plan_path)
         return plan
@@ -267,6 +310,7 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
     train, validation = resolve_snapshots(config)
     check_columns(spec, train, extra_columns, "training")
     check_columns(spec, validation, extra_columns, "validation")
+    gaps = check_no_gaps(config, train)
     spec, vocab = fill_vocab_sizes(config, spec, train)
     parameters = _check_model(config, spec)
     reference = _selection_reference(config, spec)
@@ -278,7 +322,7 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
         raise ConfigError(f"training data has {layout.num_row_groups} row groups but {config.workers} workers: "
                           "every worker needs at least one (write the table with more files or use fewer workers)")
     plan = TrainingPlan(config=config, spec=spec, vocab=vocab, train_snapshot=train, validation_snapshot=validation,
-                        model_parameters=parameters, selection_reference=reference)
+                        model_parameters=parameters, selection_reference=reference, missing_days=gaps)
     plan.write(plan_path)
     return plan
 
