@@ -31,6 +31,8 @@ DEFAULTS: dict[str, str] = {
     "batch_size": "1024",
     "train_days": "7",
     "spec": "",                                      # empty: <code_dir>/conf/video_spec.yaml
+    "maintain_retention_hours": "168",               # ple maintain's VACUUM retention (Delta's minimum)
+    "maintain_target_file_mb": "128",                # ple maintain's compaction target file size
 }
 
 
