@@ -36,6 +36,8 @@ DEFAULTS: dict[str, str] = {
     "spec": "",                                      # empty: <code_dir>/conf/video_spec.yaml
     "train_config": "",                              # a `ple train --config` file (e.g. `ple tune`'s
                                                      # best_train.yaml): its model, epochs, batch size win
+    "maintain_retention_hours": "168",               # ple maintain's VACUUM retention (Delta's minimum)
+    "maintain_target_file_mb": "128",                # ple maintain's compaction target file size
 }
 
 

@@ -14,9 +14,11 @@ Order, and why:
    therefore serialise on the gate: the second compares against what the
    first just published, and the alias only ever points at a complete version.
 A failed gate registers nothing; the failures name the task, metric and margin.
-If moving the alias fails after registering, the new version stays complete
-but unaliased (harmless: nothing resolves to it), the record says so and the
-job fails; a re-run publishes again.
+If moving the alias fails after registering (or the publisher is killed there),
+the new version stays complete but unaliased (harmless: nothing resolves to it),
+the record says so and the job fails; a re-run of the same publish finds that
+version (same model, snapshot and production version) and moves the alias to it
+instead of registering a duplicate.
 """
 
 from __future__ import annotations
@@ -216,10 +218,14 @@ def _publish_holding_lease(config, settings, lease, candidate, candidate_scores,
     params = {"model_name": candidate.loaded.model_name, "source": candidate.ref,
               **{f"hp.{k}": v for k, v in candidate.loaded.hyperparameters.items()}}
     lease.check()
-    model_version = register_bundle(settings, bundle, tags=tags, params=params,
-                                    metrics=headline(candidate_scores.tasks),
-                                    description=f"{candidate.label} evaluated on {snapshot.table} "
-                                                f"{snapshot.partition_column}={snapshot.date} v{snapshot.version}")
+    model_version = interrupted_publish(settings, tags)
+    if model_version is not None:   # registered by a publish that died before moving the alias: complete it
+        record["completes_interrupted_publish"] = str(model_version.version)
+    else:
+        model_version = register_bundle(settings, bundle, tags=tags, params=params,
+                                        metrics=headline(candidate_scores.tasks),
+                                        description=f"{candidate.label} evaluated on {snapshot.table} "
+                                                    f"{snapshot.partition_column}={snapshot.date} v{snapshot.version}")
     record.update(version=str(model_version.version), run_id=model_version.run_id)
     try:
         lease.check()
@@ -234,10 +240,28 @@ def _publish_holding_lease(config, settings, lease, candidate, candidate_scores,
                                                messages=[message]))
         raise PublishFailed(message) from error
     record["status"] = "published"
+    done = "completed the interrupted publish of" if record.get("completes_interrupted_publish") else "registered"
     return PublishOutcome("published", str(model_version.version), gate=gate,
-                          messages=[f"registered {settings.model_name} v{model_version.version} and moved "
+                          messages=[f"{done} {settings.model_name} v{model_version.version} and moved "
                                     f"@{config.alias} to it"
                                     + (f" (was v{production_info['version']})" if production_info else "")])
+
+
+def interrupted_publish(settings: RegistrySettings, tags: dict[str, str]):
+    """A version registered for the same model, evaluation snapshot and production version that
+    no alias points at: a publish killed between registering and moving the alias (its bundle
+    is complete: a version is only registered after its one upload finished). None if none."""
+    from .registry import client, list_versions
+
+    versions = list_versions(settings)
+    if not versions:
+        return None
+    aliased = set(map(str, client(settings).get_registered_model(settings.model_name).aliases.values()))
+    same = ("ple.model_sha256", "ple.eval_table", "ple.eval_date", "ple.eval_table_version", "ple.replaces_version")
+    for version in sorted(versions, key=lambda v: -int(v.version)):
+        if str(version.version) not in aliased and all(version.tags.get(k) == tags[k] for k in same):
+            return version
+    return None
 
 
 def _hold_until(path: Path, timeout_s: float) -> None:

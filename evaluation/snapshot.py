@@ -35,6 +35,7 @@ import pandas as pd
 from ple_runtime import delta_log, storage
 from ple_runtime.config import absolute_location
 from ple_runtime.delta_log import Commit, parse_timestamp  # noqa: F401 - re-exported for callers
+from ple_runtime.maintenance import missing_files
 from training.snapshot import (SnapshotError, is_delta_table, latest_delta_version, read_delta_log,
                                resolve_delta_snapshot, resolve_parquet_snapshot)
 
@@ -163,11 +164,40 @@ def resolve_date_snapshot(table: str, date: str | dt.date, *, version: int | Non
     snapshot = resolve_delta_snapshot(local, version, {partition_column: date})
     if not snapshot.files:
         raise MissingPartitionError(_missing_message(table, date, partition_column, version))
+    extra = {}
+    if gone := missing_files(snapshot.paths):
+        snapshot, extra = _after_vacuum(local, snapshot, gone, date, partition_column, chosen_by, latest)
     return DateSnapshot(table=table, partition_column=partition_column, date=date, version=snapshot.version,
-                        chosen_by=chosen_by, latest_version=latest,
+                        chosen_by=chosen_by, latest_version=latest, extra=extra,
                         timestamp=parse_timestamp(timestamp).isoformat() if timestamp is not None else None,
                         files=tuple(snapshot.paths), file_list_hash=snapshot.file_list_hash,
                         rows=snapshot.num_records)
+
+
+class VacuumedVersionError(SnapshotError):
+    """The pinned version's files were deleted by VACUUM; the message names the version and what to do."""
+
+
+def _after_vacuum(table: str, snapshot, gone: list[str], date: str, partition_column: str, chosen_by: str,
+                  latest: int):
+    """A version whose files VACUUM deleted. The version recorded for a date was only compacted
+    since (no later commit changed the date: see recorded_version), so the latest version holds
+    the same rows in other files and is read instead; a version asked for is an error."""
+    changed_at = recorded_version(table, date, partition_column)
+    if chosen_by == "recorded":
+        return (resolve_delta_snapshot(table, latest, {partition_column: date}),
+                {"recorded_version": snapshot.version, "read_at": "latest (the recorded version was compacted "
+                                                                  "and vacuumed; same rows)"})
+    same_rows = changed_at <= snapshot.version
+    remedy = (f"no commit since v{snapshot.version} changed {partition_column}={date}, so --version {latest} reads "
+              "the same rows" if same_rows else
+              f"{partition_column}={date} was rewritten at v{changed_at}: --version {changed_at} reads those "
+              "(other) rows")
+    raise VacuumedVersionError(
+        f"version {snapshot.version} of {table} ({partition_column}={date}) can no longer be read: VACUUM deleted "
+        f"{len(gone)} of its {len(snapshot.files)} files (e.g. {gone[0]}). Evaluate on a version that still "
+        f"exists ({remedy}), or restore the files from a backup. `ple maintain` keeps the versions registered "
+        "models pin unless it is run with --force.")
 
 
 def resolve_snapshot_or_fail(table: str, date, version=None, timestamp=None,

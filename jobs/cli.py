@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "backfill": ("jobs.backfill", "evaluate a model over a range of past dates"),
     "experiment": ("jobs.experiment", "train models x seeds on one date split; seesaw table with intervals"),
     "tune": ("jobs.tune", "Optuna search over model/training settings on the validation day (ple train trials)"),
+    "maintain": ("jobs.maintain", "compact and vacuum the lake's Delta tables, keeping versions models pin"),
     "pipeline": ("jobs.pipeline", "run the whole pipeline locally on embedded defaults"),
 }
 

@@ -29,6 +29,8 @@ class TrainConfig(JobConfig):
     validation_path: Location | None = Field(None, description="validation table/folder (tables without dates)")
     partition_column: str = Field("dt", description="date partition column of --table")
     delta_version: int | None = Field(None, description="pin this Delta version (default: latest at start)")
+    allow_gaps: bool = Field(False, description="train on a --train-start..--train-end range with days missing "
+                                                "(refused by default; the plan and run record list them)")
 
     # --- model ------------------------------------------------------------------
     spec: Location = Field(..., description="feature/task spec YAML (see docs/ARCHITECTURE.md)")

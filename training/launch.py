@@ -73,7 +73,14 @@ def launch_workers(config: TrainConfig, plan, callbacks: Sequence[TrainerCallbac
     if launcher == "horovodrun":
         command = horovodrun_command(config, plan_path)
         print("launching: " + " ".join(command), file=sys.stderr, flush=True)
-        return subprocess.run(command, env=worker_env(), cwd=str(REPO_ROOT)).returncode
+        status = subprocess.run(command, env=worker_env(), cwd=str(REPO_ROOT)).returncode
+        if status != 0:
+            # horovodrun stops every worker once one exits; the ones blocked in a collective fail with it
+            print(f"train failed: horovodrun exited with status {status}: a worker died or failed (its output is "
+                  "above) and the others were stopped. Complete checkpoints are in "
+                  f"{Path(config.out) / 'checkpoints'}: run the same command with --resume to continue from the "
+                  "last one", file=sys.stderr, flush=True)
+        return status
     if launcher == "spark":
         return run_on_spark(config, plan_path, callbacks_text)
     return run_on_torch_distributor(config, plan_path, callbacks_text)

@@ -12,8 +12,10 @@ moved on.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import posixpath
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +70,7 @@ class TrainingPlan(BaseModel):
     selection_reference: dict[str, dict[str, Any]] | None = None
     warm_start: WarmStartRecord | None = None   # --init-from: what the first weights were taken from
     training: TrainingDecision | None = None     # --training-mode incremental: full retrain or warm start, and why
+    missing_days: list[str] = []             # days of the training range without rows (--allow-gaps)
 
     @field_validator("config", mode="before")
     @classmethod
@@ -109,6 +112,30 @@ class TrainingPlan(BaseModel):
         return self.model_copy(update={"config": config})
 
 
+def missing_days(config: TrainConfig, train: Snapshot) -> list[str]:
+    """Days of --train-start..--train-end with no file in the pinned training snapshot."""
+    if config.table is None:
+        return []
+    present = {f.partition_values.get(config.partition_column) for f in train.files}
+    days = (config.train_start + dt.timedelta(days=i) for i in range((config.train_end - config.train_start).days + 1))
+    return [day.isoformat() for day in days if day.isoformat() not in present]
+
+
+def check_no_gaps(config: TrainConfig, train: Snapshot) -> list[str]:
+    """Refuse a training range with missing days (a late or failed extract would silently shift
+    what the model learns) unless --allow-gaps; returns the missing days (recorded in the plan)."""
+    gaps = missing_days(config, train)
+    if gaps and not config.allow_gaps:
+        shown = ", ".join(gaps[:10]) + (f" ... ({len(gaps)} in all)" if len(gaps) > 10 else "")
+        raise ConfigError(f"{config.table} has no rows for {len(gaps)} day(s) of the training range "
+                          f"{config.train_start}..{config.train_end} at Delta version {train.version}: {shown}. "
+                          "Extract those days first, or pass --allow-gaps to train without them (recorded)")
+    if gaps:
+        print(f"warning: training without {len(gaps)} missing day(s) ({', '.join(gaps)}): --allow-gaps",
+              file=sys.stderr)
+    return gaps
+
+
 def resolve_snapshots(config: TrainConfig) -> tuple[Snapshot, Snapshot]:
     try:
         if config.table is not None:
@@ -136,6 +163,7 @@ def resolve_snapshots(config: TrainConfig) -> tuple[Snapshot, Snapshot]:
         if not snapshot.files:
             raise ConfigError(f"no Parquet files for {name}" + (f" at Delta version {snapshot.version}"
                                                                  if snapshot.version is not None else ""))
+        check_files_exist(snapshot, name)
     return train, validation
 
 
@@ -144,6 +172,18 @@ def plan_days(config: TrainConfig) -> set[str] | None:
     if config.table is None:
         return None
     return days_between(config.train_start, config.train_end) | {config.validation_date.isoformat()}
+
+
+def check_files_exist(snapshot: Snapshot, what: str) -> None:
+    """A pinned Delta version whose files VACUUM deleted cannot be trained on (workers would fail
+    mid-epoch): say so before any worker starts."""
+    from ple_runtime.maintenance import missing_files
+
+    if snapshot.version is None or not (gone := missing_files(snapshot.paths)):
+        return
+    raise ConfigError(f"{what} at Delta version {snapshot.version}: VACUUM deleted {len(gone)} of its "
+                      f"{len(snapshot.files)} files (e.g. {gone[0]}); pin a version that still exists "
+                      "(--delta-version, or none for the latest) or restore the files from a backup")
 
 
 def table_columns(snapshot: Snapshot) -> dict[str, str]:
@@ -285,6 +325,9 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
     if config.resume and plan_path.is_file():
         plan = TrainingPlan.load(plan_path)
         _check_resume_compatible(plan.config, config)
+        for snapshot, what in ((plan.train_snapshot, "the resumed run's training data"),
+                               (plan.validation_snapshot, "the resumed run's validation data")):
+            check_files_exist(snapshot, f"{what} ({snapshot.table})")
         plan = plan.with_config(config)
         plan.write(plan_path)
         return plan
@@ -296,6 +339,7 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
     train, validation = resolve_snapshots(effective)
     check_columns(spec, train, extra_columns, "training")
     check_columns(spec, validation, extra_columns, "validation")
+    gaps = check_no_gaps(effective, train)
     spec, vocab = fill_vocab_sizes(effective, spec, train)
     parameters = _check_model(config, spec)
     reference = _selection_reference(config, spec)
@@ -309,7 +353,7 @@ def prepare_plan(config: TrainConfig, extra_columns=()) -> TrainingPlan:
     warm_start = effective.init_from and prepare_warm_start(effective, spec, vocab.vocabulary_table, vocab.sources)
     plan = TrainingPlan(config=config, spec=spec, vocab=vocab, train_snapshot=train, validation_snapshot=validation,
                         model_parameters=parameters, selection_reference=reference, warm_start=warm_start or None,
-                        training=decision)
+                        training=decision, missing_days=gaps)
     plan.write(plan_path)
     return plan
 

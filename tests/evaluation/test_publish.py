@@ -295,10 +295,11 @@ def test_alias_failure_after_registering_leaves_a_complete_unaliased_version(lak
     assert sorted(str(v.version) for v in list_versions(settings)) == ["1", "2"]
     assert verify_bundle(download_version(settings, settings.model_name, "2", tmp_path / "v2")) == []
     assert _lease_tickets(settings) == []
-    # A re-run publishes again (v3) and moves the alias.
+    # A re-run completes that publish: the alias moves to v2, no duplicate version is registered.
     monkeypatch.undo()
     assert _publish(trained_models["ple"], tmp_path, lake_root) == 0
-    assert str(version_by_alias(settings).version) == "3"
+    assert str(version_by_alias(settings).version) == "2"
+    assert sorted(str(v.version) for v in list_versions(settings)) == ["1", "2"]
 
 
 def test_metrics_of_another_model_or_date_are_refused(lake_root, trained_models, tmp_path, capsys):
