@@ -66,21 +66,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a size folder of `bench/scale.py --keep`")
     parser.add_argument("--copies", type=int, nargs="+", default=[1, 4], help="day sizes, in copies of the day")
-    parser.add_argument("--baseline-code", help="another checkout (PYTHONPATH) to measure first, same sizes")
-    parser.add_argument("--set", action="append", default=[], help="evaluate settings, e.g. memory_budget_mb=64")
+    parser.add_argument("--baseline-code", help="another checkout (PYTHONPATH) to measure first")
+    parser.add_argument("--baseline-copies", type=int, nargs="+", help="its sizes (default: --copies)")
+    parser.add_argument("--set", action="append", default=[], help="evaluate settings, e.g. memory_budget_mb=64; "
+                                                                   "uncertainty.* ones apply to the baseline too")
     args = parser.parse_args()
     extra = [item for setting in args.set for item in ("--set", setting)]
+    args.baseline_set = [item for setting in args.set if setting.startswith("uncertainty.")
+                         for item in ("--set", setting)]
     root = Path(tempfile.mkdtemp(prefix="ple-evaluation-memory-"))
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; load average before: "
           + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
     results: dict[tuple[str, int], dict] = {}
     try:
         for label, code in ([("baseline", args.baseline_code)] if args.baseline_code else []) + [("streaming", None)]:
-            for copies in args.copies:
+            for copies in (args.baseline_copies or args.copies) if label == "baseline" else args.copies:
                 table = copied_day(args.data, copies, root)
                 try:
                     found = evaluate(args.data, table, root / f"{label}-x{copies}", root / f"{label}-x{copies}.log",
-                                     code, extra if label == "streaming" else [])
+                                     code, extra if label == "streaming" else args.baseline_set)
                 except StageFailed as failure:
                     print(f"{label:<9} x{copies}: {failure}", flush=True)
                     break
@@ -95,8 +99,9 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     print("load average after: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     for label in ("baseline", "streaming"):
-        anchor = results.get((label, args.copies[0]))
-        for copies in args.copies[1:]:
+        sizes = (args.baseline_copies or args.copies) if label == "baseline" else args.copies
+        anchor = results.get((label, sizes[0]))
+        for copies in sizes[1:]:
             if anchor and (label, copies) in results:
                 found = results[(label, copies)]
                 print(f"{label}: x{copies} the rows -> time x{found['seconds'] / anchor['seconds']:.2f}, "

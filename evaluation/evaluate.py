@@ -269,12 +269,7 @@ def evaluation_record(snapshot: DateSnapshot, keyed: list[tuple[str, Scored]], d
         if not scored.error:
             paired.add(key, scored.predictions)
 
-    # The single-task system: every task predicted by its own baseline (the first that predicts it).
-    system: dict[str, np.ndarray] = {}
-    for key, scored in keyed:
-        if key.startswith("single_task/") and not scored.error and scored.model.loaded.model_name == "single_task":
-            for task, values in scored.predictions.items():
-                system.setdefault(task, values)
+    system = _single_task_system(keyed)
     if system:
         paired.add(SINGLE_TASK_SYSTEM, system)
     paired.compute()
@@ -304,6 +299,16 @@ def evaluation_record(snapshot: DateSnapshot, keyed: list[tuple[str, Scored]], d
                          "spilled": day.spilled}
     record["spec"] = spec.model_dump(mode="json")
     return record
+
+
+def _single_task_system(keyed: list[tuple[str, Scored]]) -> dict[str, np.ndarray]:
+    """The single-task system: every task predicted by its own baseline (the first that predicts it)."""
+    system: dict[str, np.ndarray] = {}
+    for key, scored in keyed:
+        if key.startswith("single_task/") and not scored.error and scored.model.loaded.model_name == "single_task":
+            for task, values in scored.predictions.items():
+                system.setdefault(task, values)
+    return system
 
 
 def seesaw_points(record: dict[str, Any]) -> list[dict[str, Any]]:
