@@ -11,8 +11,9 @@ large is a plain Parquet table whose `dt=` folder holds `c` hard links of each o
 runs it (a `ple` subprocess, one model, intervals included, no published model), and the peak
 proportional set size of its process tree sampled every 0.2 s (bench/scale.py's `run_stage`).
 Prints per size: rows, seconds, rows/s, peak memory, the compact arrays kept (bytes and bytes a row,
-from metrics.json's `scoring`), and the growth against the first size; `--baseline-code` runs the
-same sizes with another checkout's code first on PYTHONPATH (the in-memory path) in the same run.
+from metrics.json's `scoring`), and the growth against the first size; `--baseline-code` then runs
+the sizes of `--baseline-copies` with another checkout's code first on PYTHONPATH (the in-memory path),
+in the same run.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def main() -> int:
           + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
     results: dict[tuple[str, int], dict] = {}
     try:
-        for label, code in ([("baseline", args.baseline_code)] if args.baseline_code else []) + [("streaming", None)]:
+        for label, code in [("streaming", None)] + ([("baseline", args.baseline_code)] if args.baseline_code else []):
             for copies in (args.baseline_copies or args.copies) if label == "baseline" else args.copies:
                 table = copied_day(args.data, copies, root)
                 try:

@@ -43,11 +43,11 @@ def copied_days(data: Path, copies: int, root: Path) -> Path:
     return table
 
 
-def train(data: Path, table: Path, out: Path, log: Path) -> dict:
+def train(data: Path, table: Path, out: Path, log: Path, extra: list[str]) -> dict:
     seconds, peak = run_stage(["train", "--table", str(table), "--train-start", DAYS[0], "--train-end", DAYS[0],
                                "--validation-date", DAYS[1], "--vocabulary-table", str(data / "lake" / "vocabulary"),
                                "--spec", str(REPO / "conf" / "video_spec.yaml"), "--model", "ple", "--epochs", "1",
-                               "--out", str(out), "--no-progress"], log)
+                               "--out", str(out), "--no-progress", *extra], log)
     record = json.loads((out / "run_record.json").read_text())
     tables = _embedding_bytes(out / "model.pt")
     embeddings = record["embeddings"]
@@ -62,7 +62,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a size folder of `bench/scale.py --keep`")
     parser.add_argument("--copies", type=int, nargs="+", default=[1, 5], help="training day sizes, in copies")
+    parser.add_argument("--set", action="append", default=[],
+                        help="train settings, e.g. max_steps_per_epoch=250 (the shuffling buffer fills before the "
+                             "first step, so a capped epoch reaches the same peak, sooner)")
     args = parser.parse_args()
+    extra = [item for setting in args.set for item in ("--set", setting)]
     root = Path(tempfile.mkdtemp(prefix="ple-training-memory-"))
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; load average before: "
           + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
@@ -71,7 +75,7 @@ def main() -> int:
         for copies in args.copies:
             table = copied_days(args.data, copies, root)
             try:
-                found = train(args.data, table, root / f"run-x{copies}", root / f"train-x{copies}.log")
+                found = train(args.data, table, root / f"run-x{copies}", root / f"train-x{copies}.log", extra)
             except StageFailed as failure:
                 print(f"x{copies}: {failure}", flush=True)
                 break
