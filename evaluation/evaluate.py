@@ -47,7 +47,7 @@ from .model_refs import ResolvedModel, find_model_files, load_or_fail, load_prod
 from .registry import registry_settings
 from .report import evaluation_report
 from .scoring import calibration_change, score_predictions
-from .snapshot import DateSnapshot, SnapshotError, iter_date_snapshot, read_date_snapshot, resolve_snapshot_or_fail
+from .snapshot import DateSnapshot, SnapshotError, iter_date_snapshot, resolve_snapshot_or_fail
 from .streaming import (DEFAULT_MEMORY_BUDGET_MB, DEFAULT_ROWS_PER_BATCH, CompactStore, DayArrays, PassSettings,
                         ScoredModel, aligned_batch_rows, frame_batches, score_day)
 
