@@ -46,11 +46,11 @@ def _tree_memory(process: psutil.Process) -> int:
     return total
 
 
-def run_stage(args: list[str], log: Path) -> tuple[float, int]:
+def run_stage(args: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, int]:
     """(seconds, peak memory (PSS) of the process tree in bytes) of one `ple` command; its output goes to `log`."""
     started = time.perf_counter()
     with open(log, "w") as out:
-        child = subprocess.Popen([PLE, *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        child = subprocess.Popen([PLE, *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         watched, peak, done = psutil.Process(child.pid), 0, threading.Event()
 
         def sample() -> None:
@@ -108,11 +108,31 @@ def one_size(impressions: int, root: Path, stages: dict[str, dict[str, float]]) 
     record = json.loads((run / "run_record.json").read_text())
     rows = record["train_snapshot"]["num_records"]
     done("train", seconds, peak, rows, "samples/s")
+    tables = _embedding_bytes(run / "model.pt")
+    print(f"{'':>10}  train: {record['train_row_groups']} row groups, shuffle buffer {record['shuffle_buffer_rank0']:,} "
+          f"rows; embedding tables {tables / 1e6:.1f} MB ({record['embeddings']['rows']:,} rows), their "
+          f"{record['embeddings']['optimizer']} optimizer state and gradient "
+          f"{_table_state_bytes(record['embeddings']['optimizer'], tables, record['embeddings']['rows']) / 1e6:.1f} MB "
+          "(in the peak)", flush=True)
 
     seconds, peak = run_stage(["evaluate", "--model", str(run), "--data-dir", str(data), "--date", DAYS[2],
                                "--no-with-production", "--out", str(data / "evaluation")], logs / "evaluate.log")
     rows = json.loads((data / "evaluation" / "metrics.json").read_text())["snapshot"]["rows"]
     done("evaluate", seconds, peak, rows, "rows/s")
+
+
+def _embedding_bytes(model_file: Path) -> int:
+    """Bytes of the embedding tables' weights in a model file (the `.table` tensors of FeatureInput)."""
+    import torch
+
+    state = torch.load(model_file, map_location="cpu", weights_only=False)["state_dict"]
+    return sum(t.numel() * t.element_size() for name, t in state.items() if name.endswith(".table"))
+
+
+def _table_state_bytes(optimizer: str, table_bytes: int, rows: int) -> int:
+    """What training holds for the tables besides their weights: dense Adam a gradient and 2 moments per entry,
+    sparse_adam 2 moments, rowwise_adagrad one float a row (docs/SCALE.md's table)."""
+    return {"dense": 3 * table_bytes, "sparse_adam": 2 * table_bytes, "rowwise_adagrad": 4 * rows}[optimizer]
 
 
 def main() -> int:

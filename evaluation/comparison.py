@@ -82,8 +82,9 @@ class PairedScores:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, key: str, predictions: Mapping[str, np.ndarray]) -> None:
-        self.predictions[key] = {t: np.asarray(v, dtype=np.float64) for t, v in predictions.items()
-                                 if t in self.spec.task_names}
+        # As given (float32 from the models): every figure casts to float64 where it computes, so a
+        # float64 copy of every model's predictions is not held for the whole computation.
+        self.predictions[key] = {t: np.asarray(v) for t, v in predictions.items() if t in self.spec.task_names}
 
     # --- computing --------------------------------------------------------------------
 
@@ -116,38 +117,54 @@ class PairedScores:
         return {"keys": keys, "aucs": aucs, "covariance": covariance}
 
     def _row_bootstrap(self):
-        """Columns (model, task, metric) of per-row statistics; one bootstrap over rows for all of them."""
+        """Columns (model, task, metric) of per-row statistics; one bootstrap over rows for all of them.
+        The (rows, columns) matrices are allocated once and filled a column at a time: at 10M+ rows, a list
+        of columns and its stacked copy would double what the bootstrap holds."""
         columns: list[_Column] = []
-        numerators, denominators, denominator_of, den_index = [], [], {}, []
-        points: dict[tuple[str, str, str], float] = {}
+        denominator_of: dict[tuple[str, str], int] = {}
+        den_index: list[int] = []
         for task in self.spec.tasks:
-            in_space = self._in_space(task.name).astype(np.float64)
-            label = np.nan_to_num(np.asarray(self.labels[task.name], dtype=np.float64))
             for key, predictions in self.predictions.items():
                 if task.name not in predictions:
                     continue
-                prediction = predictions[task.name]
-                if task.type == "binary":
-                    clipped = np.clip(prediction, LOGLOSS_CLIP, 1 - LOGLOSS_CLIP)
-                    loss = -(label * np.log(clipped) + (1 - label) * np.log(1 - clipped))
-                    figures = {"logloss": (in_space * loss, ("mask", task.name))}
-                else:
-                    figures = {"mse": (in_space * (prediction - label) ** 2, ("mask", task.name))}
-                figures["calibration"] = (in_space * prediction, ("label", task.name))
-                for metric, (numerator, denominator) in figures.items():
-                    if denominator not in denominator_of:
-                        denominator_of[denominator] = len(denominators)
-                        denominators.append(in_space if denominator[0] == "mask" else in_space * label)
+                first = "logloss" if task.type == "binary" else "mse"
+                for metric, denominator in ((first, ("mask", task.name)), ("calibration", ("label", task.name))):
+                    denominator_of.setdefault(denominator, len(denominator_of))
                     columns.append(_Column(key, task.name, metric))
-                    numerators.append(numerator)
                     den_index.append(denominator_of[denominator])
-                    total = denominators[denominator_of[denominator]].sum()
-                    points[(key, task.name, metric)] = float(numerator.sum() / total) if total > 0 else math.nan
+        rows = len(np.asarray(self.masks[self.spec.tasks[0].name]).reshape(-1)) if self.spec.tasks else 0
+        numerators = np.empty((rows, len(columns)))
+        denominators = np.empty((rows, len(denominator_of)))
+        totals = []
+        for (kind, task), index in denominator_of.items():
+            in_space = self._in_space(task).astype(np.float64)
+            label = np.nan_to_num(np.asarray(self.labels[task], dtype=np.float64))
+            denominator = in_space if kind == "mask" else in_space * label
+            denominators[:, index] = denominator
+            totals.append(denominator.sum())
+        points: dict[tuple[str, str, str], float] = {}
+        for index, column in enumerate(columns):
+            numerator = self._row_numerator(column)
+            numerators[:, index] = numerator
+            total = totals[den_index[index]]
+            points[(column.key, column.task, column.metric)] = float(numerator.sum() / total) if total > 0 else math.nan
         if not columns or self.uncertainty.resamples == 0:
             return columns, None, points
-        samples = bootstrap_ratio_samples(np.stack(numerators, axis=1), np.stack(denominators, axis=1),
-                                          self.uncertainty.resamples, self.uncertainty.seed, den_index)
+        samples = bootstrap_ratio_samples(numerators, denominators, self.uncertainty.resamples,
+                                          self.uncertainty.seed, den_index)
         return columns, samples, points
+
+    def _row_numerator(self, column: _Column) -> np.ndarray:
+        """Per row: the loss (logloss / squared error) or the prediction (calibration), 0 outside the sample space."""
+        in_space = self._in_space(column.task).astype(np.float64)
+        label = np.nan_to_num(np.asarray(self.labels[column.task], dtype=np.float64))
+        prediction = np.asarray(self.predictions[column.key][column.task], dtype=np.float64)
+        if column.metric == "logloss":
+            clipped = np.clip(prediction, LOGLOSS_CLIP, 1 - LOGLOSS_CLIP)
+            return in_space * -(label * np.log(clipped) + (1 - label) * np.log(1 - clipped))
+        if column.metric == "mse":
+            return in_space * (prediction - label) ** 2
+        return in_space * prediction
 
     def _user_bootstrap(self):
         """GAUC per binary task and NDCG@k per model, then one bootstrap over users for all of them."""

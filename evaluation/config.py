@@ -62,6 +62,13 @@ class ScoringConfig(JobConfig):
     reader: Literal["auto", "arrow", "spark"] = Field("auto", description="how rows are read (auto: pyarrow, Spark "
                                                                           "when the log reader cannot)")
     batch_size: int = Field(8192, ge=1, description="rows per forward pass")
+    rows_per_batch: int = Field(65536, ge=1, description="rows read and scored at a time (rounded up to a multiple "
+                                                         "of batch_size); memory grows with it, not with the day")
+    memory_budget_mb: int | None = Field(2048, ge=0, description="MB of kept per-row arrays (labels, masks, "
+                                                                 "predictions, users: ~10-20 B a row per task and "
+                                                                 "model) held in memory; beyond it they go to files "
+                                                                 "(memory-mapped); null = never spill")
+    spill_dir: Location | None = Field(None, description="where those files go (default: the temp directory)")
     calibration_bins: int = Field(10, ge=2)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     uncertainty: UncertaintySettings = Field(default_factory=UncertaintySettings,

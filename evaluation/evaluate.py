@@ -47,7 +47,9 @@ from .model_refs import ResolvedModel, find_model_files, load_or_fail, load_prod
 from .registry import registry_settings
 from .report import evaluation_report
 from .scoring import calibration_change, score_predictions
-from .snapshot import DateSnapshot, SnapshotError, read_date_snapshot, resolve_snapshot_or_fail
+from .snapshot import DateSnapshot, SnapshotError, iter_date_snapshot, resolve_snapshot_or_fail
+from .streaming import (DEFAULT_MEMORY_BUDGET_MB, DEFAULT_ROWS_PER_BATCH, CompactStore, DayArrays, PassSettings,
+                        ScoredModel, aligned_batch_rows, frame_batches, score_day)
 
 EVALUATION_FORMAT = "ple-evaluation/1"   # keys only added since (intervals, GAUC, ranking, calibration)
 SINGLE_TASK_SYSTEM = "single-task system"
@@ -61,11 +63,15 @@ class ScoringOptions:
     reader: str = "auto"
     uncertainty: UncertaintySettings = field(default_factory=UncertaintySettings)
     ranking: RankingSettings = field(default_factory=RankingSettings)
+    rows_per_batch: int = DEFAULT_ROWS_PER_BATCH        # rows read and scored at a time (streaming.py)
+    memory_budget_mb: int | None = DEFAULT_MEMORY_BUDGET_MB   # compact arrays in memory; beyond: files
+    spill_dir: str | None = None                          # where they spill (default: the temp directory)
 
     @classmethod
     def from_config(cls, config) -> "ScoringOptions":
         return cls(config.batch_size, config.resolved_device, config.calibration_bins, config.reader,
-                   config.uncertainty, config.ranking)
+                   config.uncertainty, config.ranking, config.rows_per_batch, config.memory_budget_mb,
+                   config.spill_dir)
 
 
 def snapshot_columns(snapshot: DateSnapshot) -> set[str]:
@@ -90,6 +96,7 @@ class Scored:
 
 def predict_model(model: ResolvedModel, frame: pd.DataFrame, options: ScoringOptions,
                   available: set[str]) -> Scored:
+    """One model on in-memory rows (kept for callers that hold a frame; evaluations stream: score_snapshot)."""
     missing = [c for c in source_columns(model.spec) if c not in available]
     if missing:
         return Scored(model, error=f"the table lacks columns {missing} that this model's spec needs")
@@ -100,6 +107,37 @@ def predict_model(model: ResolvedModel, frame: pd.DataFrame, options: ScoringOpt
     except Exception as error:  # noqa: BLE001 (a baseline failing must not hide the candidate's figures)
         return Scored(model, error=f"{type(error).__name__}: {error}")
     return Scored(model, predictions, gates)
+
+
+def score_snapshot(snapshot: DateSnapshot, keyed_models: list[tuple[str, ResolvedModel]], options: ScoringOptions,
+                   spark=None, frame: pd.DataFrame | None = None) -> tuple[DayArrays, list[tuple[str, Scored]]]:
+    """One pass over the rows (the first model is the candidate: its spec gives labels and sample spaces):
+    every model scores every batch; returns the compact arrays and a Scored per model, in order."""
+    spec = keyed_models[0][1].spec
+    available = set(frame.columns) if frame is not None else snapshot_columns(snapshot)
+    wanted = source_columns(spec) + [c for _, m in keyed_models[1:] for c in source_columns(m.spec) if c in available]
+    utility_columns = list(options.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
+    wanted += [c for c in [options.ranking.user_column, *utility_columns] if c in available]
+    rows = aligned_batch_rows(options.rows_per_batch, options.batch_size)
+    if frame is None:
+        batches = iter_date_snapshot(snapshot, list(dict.fromkeys(wanted)), rows, options.reader, spark)
+    else:
+        batches = frame_batches(frame, rows)
+    models = []
+    for key, model in keyed_models:
+        missing = [c for c in source_columns(model.spec) if c not in available]
+        error = f"the table lacks columns {missing} that this model's spec needs" if missing and key != "candidate" \
+            else None
+        models.append(ScoredModel(key, model.loaded.model, model.spec, error))
+    settings = PassSettings(options.batch_size, options.device, options.ranking.user_column, options.ranking, spec,
+                            required=("candidate",))
+    budget = None if options.memory_budget_mb is None else options.memory_budget_mb * 2 ** 20
+    with CompactStore(budget, options.spill_dir) as store:
+        day = score_day(batches, models, {"candidate": spec}, store, settings)
+    day.rows_per_batch = rows
+    scored = [(key, Scored(model, day.predictions.get(key), day.gates.get(key), error=m.error))
+              for (key, model), m in zip(keyed_models, models)]
+    return day, scored
 
 
 def model_entry(scored: Scored, tasks: dict[str, Any] | None, paired: PairedScores | None, key: str) -> dict[str, Any]:
@@ -188,41 +226,34 @@ def evaluate_on_snapshot(snapshot: DateSnapshot, candidate: ResolvedModel, *, pr
                          production_note: str | None = None, single_task: list[ResolvedModel] = (),
                          compare: list[ResolvedModel] = (), options: ScoringOptions | None = None,
                          spark=None, frame: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Score every model on the snapshot's rows; returns the evaluation record (JSON-safe)."""
+    """Score every model on the snapshot's rows; returns the evaluation record (JSON-safe).
+    The rows are read and scored batch by batch (evaluation/streaming.py); `frame` scores given rows instead."""
     options = options or ScoringOptions()
     spec = candidate.spec
-    available = snapshot_columns(snapshot)
-    others = [m for m in [production, *single_task, *compare] if m is not None]
-    wanted = source_columns(spec) + [c for m in others for c in source_columns(m.spec) if c in available]
-    utility_columns = list(options.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
-    wanted += [c for c in [options.ranking.user_column, *utility_columns] if c in available]
-    if frame is None:
-        frame = read_date_snapshot(snapshot, list(dict.fromkeys(wanted)), options.reader, spark)
-    if len(frame) == 0:
+    keyed_models = [("candidate", candidate)] + ([("production", production)] if production is not None else [])
+    keyed_models += [(f"single_task/{i}", m) for i, m in enumerate(single_task)]
+    keyed_models += [(f"compare/{i}", m) for i, m in enumerate(compare)]
+    day, keyed = score_snapshot(snapshot, keyed_models, options, spark, frame)
+    if day.rows == 0:
         raise ValueError(f"{snapshot.table} {snapshot.partition_column}={snapshot.date} version {snapshot.version} "
                          "has no rows")
-    available = available | set(frame.columns)
-    _, labels, masks = model_inputs(frame, spec)
+    return evaluation_record(snapshot, keyed, day, options, production_note)
 
-    scored_candidate = predict_model(candidate, frame, options, available)
+
+def evaluation_record(snapshot: DateSnapshot, keyed: list[tuple[str, Scored]], day: DayArrays,
+                      options: ScoringOptions, production_note: str | None = None) -> dict[str, Any]:
+    """Every figure of the record from the scored models (`keyed`: candidate first, then production,
+    single_task/i, compare/i) and the day's labels, sample spaces, users and utility."""
+    scored_candidate = keyed[0][1]
+    spec = scored_candidate.model.spec
     if scored_candidate.error:
-        raise ValueError(f"cannot score {candidate.label}: {scored_candidate.error}")
-    production_scored = predict_model(production, frame, options, available) if production is not None else None
-    baselines = [predict_model(m, frame, options, available) for m in single_task]
-    compared = [predict_model(m, frame, options, available) for m in compare]
-
-    users = utility = None
-    note = None
-    if options.ranking.user_column not in frame.columns:
-        note = f"the table has no {options.ranking.user_column!r} column: no GAUC and no per-user ranking metrics"
-    else:
-        users = frame[options.ranking.user_column].to_numpy()
-        try:
-            utility = ranking_utility(frame, spec, options.ranking)
-        except KeyError as error:
-            note = str(error).strip("'\"")
-    paired = PairedScores(spec, labels, masks, users=users, utility=utility, uncertainty=options.uncertainty,
-                          ranking=options.ranking, ranking_note=note)
+        raise ValueError(f"cannot score {scored_candidate.model.label}: {scored_candidate.error}")
+    labels, masks = day.labels["candidate"], day.masks["candidate"]
+    production_scored = next((s for k, s in keyed if k == "production"), None)
+    baselines = [s for k, s in keyed if k.startswith("single_task/")]
+    compared = [s for k, s in keyed if k.startswith("compare/")]
+    paired = PairedScores(spec, labels, masks, users=day.users, utility=day.utility,
+                          uncertainty=options.uncertainty, ranking=options.ranking, ranking_note=day.ranking_note)
 
     def tasks_of(scored: Scored) -> dict[str, Any] | None:
         if scored.error:
@@ -233,22 +264,12 @@ def evaluate_on_snapshot(snapshot: DateSnapshot, candidate: ResolvedModel, *, pr
             predictions = scored.predictions = scored.model.calibration.apply_numpy(predictions)
         return score_predictions(spec, predictions, labels, masks, options.calibration_bins)
 
-    keyed = [("candidate", scored_candidate)]
-    if production_scored is not None:
-        keyed.append(("production", production_scored))
-    keyed += [(f"single_task/{i}", s) for i, s in enumerate(baselines)]
-    keyed += [(f"compare/{i}", s) for i, s in enumerate(compared)]
     task_metrics = {key: tasks_of(scored) for key, scored in keyed}
     for key, scored in keyed:
         if not scored.error:
             paired.add(key, scored.predictions)
 
-    # The single-task system: every task predicted by its own baseline (the first that predicts it).
-    system: dict[str, np.ndarray] = {}
-    for key, scored in keyed:
-        if key.startswith("single_task/") and not scored.error and scored.model.loaded.model_name == "single_task":
-            for task, values in scored.predictions.items():
-                system.setdefault(task, values)
+    system = _single_task_system(keyed)
     if system:
         paired.add(SINGLE_TASK_SYSTEM, system)
     paired.compute()
@@ -273,8 +294,21 @@ def evaluate_on_snapshot(snapshot: DateSnapshot, candidate: ResolvedModel, *, pr
             record["mtl_gain"]["single_task_system_ranking"] = paired.ranking_figures(SINGLE_TASK_SYSTEM)
     record["compare"] = [entries[f"compare/{i}"] for i in range(len(compared))]
     record["uncertainty"] = paired.settings_record()
+    record["scoring"] = {"rows_per_batch": day.rows_per_batch, "compact_bytes": day.compact_bytes,
+                         "compact_bytes_per_row": round(day.compact_bytes / max(day.rows, 1), 1),
+                         "spilled": day.spilled}
     record["spec"] = spec.model_dump(mode="json")
     return record
+
+
+def _single_task_system(keyed: list[tuple[str, Scored]]) -> dict[str, np.ndarray]:
+    """The single-task system: every task predicted by its own baseline (the first that predicts it)."""
+    system: dict[str, np.ndarray] = {}
+    for key, scored in keyed:
+        if key.startswith("single_task/") and not scored.error and scored.model.loaded.model_name == "single_task":
+            for task, values in scored.predictions.items():
+                system.setdefault(task, values)
+    return system
 
 
 def seesaw_points(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -310,14 +344,20 @@ def calibrate_models(models: Iterable[ResolvedModel], table: str, date, options:
     models = list(models)
     snapshot = resolve_snapshot_or_fail(table, date, partition_column=partition_column)
     wanted = list(dict.fromkeys(c for m in models for c in source_columns(m.spec)))
+    keyed = {f"model{i}": model for i, model in enumerate(models)}
+    scored = [ScoredModel(key, model.loaded.model, model.spec) for key, model in keyed.items()]
+    batches = iter_date_snapshot(snapshot, wanted, aligned_batch_rows(options.rows_per_batch, options.batch_size),
+                                 options.reader, spark)
+    budget = None if options.memory_budget_mb is None else options.memory_budget_mb * 2 ** 20
     try:
-        frame = read_date_snapshot(snapshot, wanted, options.reader, spark)
+        with CompactStore(budget, options.spill_dir) as store:
+            day = score_day(batches, scored, {key: model.spec for key, model in keyed.items()}, store,
+                            PassSettings(options.batch_size, options.device, required=tuple(keyed)))
     except KeyError as error:
         raise EvaluationFailed(f"calibration date: {str(error).strip(chr(39) + chr(34))}") from None
-    for model in models:
-        features, labels, masks = model_inputs(frame, model.spec)
-        predictions, _ = predict(model.loaded.model, model.spec, features, options.batch_size, options.device)
-        model.calibration = fit_calibration(model.spec, predictions, labels, masks, method=method)
+    for key, model in keyed.items():
+        model.calibration = fit_calibration(model.spec, day.predictions[key], day.labels[key], day.masks[key],
+                                            method=method)
         model.calibration_source = {"source": "fitted", "method": method, "fitted_on": snapshot.summary(),
                                     "replaced": "model file" if (model.calibration_source or {}).get("source")
                                     == "model file" else None}

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
@@ -233,6 +233,39 @@ def read_date_snapshot(snapshot: DateSnapshot, columns: Sequence[str], reader: s
         snapshot.reader = "spark"
     snapshot.rows = int(len(frame))
     return frame
+
+
+def iter_date_snapshot(snapshot: DateSnapshot, columns: Sequence[str], rows_per_batch: int, reader: str = "auto",
+                       spark=None) -> Iterator[pd.DataFrame]:
+    """The snapshot's rows (only `columns`) as pandas frames of `rows_per_batch` rows (the last shorter), read
+    batch by batch (evaluation/streaming.py); sets snapshot.reader, and snapshot.rows after the last batch."""
+    from .streaming import frame_batches, parquet_batches
+
+    if reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r}; valid: {list(READERS)}")
+    columns = list(dict.fromkeys(columns))
+    batches = None
+    if reader in ("auto", "arrow"):
+        try:
+            if snapshot.version is not None:
+                read_delta_log(absolute_location(snapshot.table), snapshot.version)  # refuses what arrow cannot read
+            batches = parquet_batches(snapshot.files, columns, rows_per_batch)
+            snapshot.reader = "arrow"
+        except SnapshotError:
+            if reader == "arrow":
+                raise
+    if batches is None:
+        batches = frame_batches(_read_with_spark(snapshot, columns, spark), rows_per_batch)
+        snapshot.reader = "spark"
+    rows = 0
+    try:
+        for batch in batches:
+            rows += len(batch)
+            yield batch
+    except KeyError as error:
+        raise KeyError(f"{snapshot.table} ({snapshot.partition_column}={snapshot.date}, version "
+                       f"{snapshot.version}): {error.args[0]}") from None
+    snapshot.rows = rows
 
 
 def _read_with_arrow(snapshot: DateSnapshot, columns: list[str]) -> pd.DataFrame:

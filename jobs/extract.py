@@ -47,6 +47,10 @@ class ExtractConfig(JobConfig, ExtractParams):
                                                            "(one pass; the per-job costs are paid once per pass)")
     pass_max_raw_mb: int = Field(256, ge=1, description="a pass also ends before its days' raw files exceed this "
                                                         "many MB (memory: a pass keeps its partitions' lines)")
+    row_group_mb: float = Field(8.0, gt=0, description="Parquet row groups of the examples end at about this "
+                                                       "many MB (140-200k rows of the video schema) whatever a "
+                                                       "day's size: training's reader holds a few row groups at "
+                                                       "a time, so its memory does not grow with the day")
 
     @model_validator(mode="after")
     def _one_way_to_name_days(self):
@@ -80,7 +84,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     spark = spark or get_spark("ple-extract")
     _require_utc(spark)
     lake = Lake(config.data_dir)
-    tables, raw = LakeTables(spark, lake), RawLogs(spark, config.raw_dir or lake.raw)
+    tables, raw = LakeTables(spark, lake, int(config.row_group_mb * 2**20)), RawLogs(spark, config.raw_dir or lake.raw)
     days = config.days()
     tables.check_schemas()
     tables.check_order(days[0], config.allow_gap)

@@ -17,12 +17,16 @@ from .spec import ModelSpec
 
 
 def predict(model: torch.nn.Module, spec: ModelSpec, features: dict[str, np.ndarray], batch_size: int = 8192,
-            device: str = "cpu", with_gates: bool = False) -> tuple[dict[str, np.ndarray], list | None]:
+            device: str = "cpu", with_gates: bool = False,
+            gate_parts: list | None = None) -> tuple[dict[str, np.ndarray], list | None]:
     """Predictions (probabilities / values) for every row, and gate usage averaged over rows.
-    `features`: ple_model.model_inputs(...).features (numpy, converted batch by batch)."""
+    `features`: ple_model.model_inputs(...).features (numpy, converted batch by batch).
+    `gate_parts`: a list that collects each batch's (rows, gate usage), for callers that predict a
+    table chunk by chunk and average over all of it at the end (`average_gate_usage`)."""
     rows = len(next(iter(features.values()))) if features else 0
     chunks: dict[str, list[np.ndarray]] = {t: [] for t in spec.task_names}
-    gate_parts: list[tuple[int, list]] = []
+    gate_parts = [] if gate_parts is None else gate_parts
+    first_part = len(gate_parts)
     layout = getattr(model, "gate_layout", None) if with_gates else None
     model.eval()
     with torch.no_grad():
@@ -37,10 +41,10 @@ def predict(model: torch.nn.Module, spec: ModelSpec, features: dict[str, np.ndar
             for task, values in predictions_from_outputs(spec, outputs).items():
                 chunks[task].append(values)
     predictions = {t: (np.concatenate(c) if c else np.zeros(0, dtype=np.float32)) for t, c in chunks.items()}
-    return predictions, (_average_gate_usage(gate_parts) if layout else None)
+    return predictions, (average_gate_usage(gate_parts[first_part:]) if layout else None)
 
 
-def _average_gate_usage(parts: list[tuple[int, list]]) -> list | None:
+def average_gate_usage(parts: list[tuple[int, list]]) -> list | None:
     """Row-weighted mean of per-batch gate_usage (exact: every figure is a mean over rows)."""
     if not parts:
         return None

@@ -9,6 +9,8 @@ and, last, data_quality (a day with a data-quality record is complete).
 
 from __future__ import annotations
 
+import contextlib
+
 from feature_eng import schema as S
 from feature_eng.params import ExtractParams, shift_day
 from feature_eng.features import HISTORY_COLUMNS
@@ -28,8 +30,9 @@ def files_for(rows: int, parallelism: int = 1) -> int:
 
 
 class LakeTables:
-    def __init__(self, spark, lake: Lake):
+    def __init__(self, spark, lake: Lake, row_group_bytes: int | None = None):
         self.spark, self.lake = spark, lake
+        self.row_group_bytes = row_group_bytes  # of the examples (ExtractConfig.row_group_mb)
         self.fs = HadoopFileSystem(spark)
 
     # --- reading and checking ---------------------------------------------------------------
@@ -114,7 +117,8 @@ class LakeTables:
             # small days: one file each, written (and computed) in parallel instead of by one task
             examples, files = examples.repartition(len(days), "dt"), None
         # else every write task holds rows of every day: as many tasks as the largest day wants files
-        replace_where(examples, self.lake.examples, _days_between(days[0], days[-1]), files=files)
+        replace_where(examples, self.lake.examples, _days_between(days[0], days[-1]), files=files,
+                      row_group_bytes=self.row_group_bytes)
         return final_figures(outputs, labels.get)
 
     def write_quality(self, days: list[str], quarantine, figures: list[dict[str, float]]) -> None:
@@ -167,8 +171,29 @@ def _days_between(first: str, last: str) -> str:
     return f"dt >= '{first}' AND dt <= '{last}'"
 
 
-def replace_where(df, path: str, where: str, files: int | None = None) -> None:
-    """One Delta commit replacing the rows (partitions of `dt`) that match `where`."""
+def replace_where(df, path: str, where: str, files: int | None = None, row_group_bytes: int | None = None) -> None:
+    """One Delta commit replacing the rows (partitions of `dt`) that match `where`; with `row_group_bytes`,
+    Parquet row groups end at about that size (parquet.block.size) whatever the file's rows."""
     if files is not None:
         df = df.coalesce(max(1, files))
-    df.write.format("delta").mode("overwrite").option("replaceWhere", where).partitionBy("dt").save(path)
+    with parquet_block_size(df.sparkSession, row_group_bytes):
+        df.write.format("delta").mode("overwrite").option("replaceWhere", where).partitionBy("dt").save(path)
+
+
+@contextlib.contextmanager
+def parquet_block_size(spark, size: int | None):
+    """parquet.block.size for the writes inside. A Hadoop setting: Delta takes it from the session's
+    Hadoop configuration, not from the writer's options; restored after, as the session is shared."""
+    if size is None:
+        yield
+        return
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    previous = hadoop.get("parquet.block.size")
+    hadoop.set("parquet.block.size", str(int(size)))
+    try:
+        yield
+    finally:
+        if previous is None:
+            hadoop.unset("parquet.block.size")
+        else:
+            hadoop.set("parquet.block.size", previous)

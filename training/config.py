@@ -86,7 +86,15 @@ class TrainConfig(JobConfig):
     # --- data loading -----------------------------------------------------------
     shuffle_buffer: int | None = Field(
         None, ge=0, description="rows in the shuffling buffer (0 = off); default: enough for 4 of the shard's "
-                                "largest row groups (at least 20000), so batches mix rows of several files/days")
+                                "largest row groups (at least 20000), so batches mix rows of several files/days, "
+                                "at most shuffle_buffer_max_rows")
+    shuffle_buffer_max_rows: int = Field(
+        500_000, ge=1, description="cap on the default shuffling buffer: its memory must not grow with the table's "
+                                   "row groups (extract bounds them: ExtractConfig.row_group_mb)")
+    reader_queue_rows: int = Field(
+        250_000, ge=1, description="rows the Petastorm reader may hold decoded ahead of the loader (its results "
+                                   "queue counts row groups: this many rows of the largest, at least 1, at most "
+                                   "4 or 2 per reader worker)")
     reader_workers: int = Field(1, ge=1, description="Petastorm reader threads; 1 keeps the order deterministic")
     validation_batch_size: int = Field(8192, ge=1)
 

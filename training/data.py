@@ -145,8 +145,10 @@ def shard_layout(urls: Sequence[str], world_size: int) -> ShardLayout:
                        largest_row_group=max((count for _, _, count in pieces), default=0))
 
 
-def auto_shuffle_buffer(layout: ShardLayout, rank: int, row_groups: int = 4, minimum: int = 20000) -> int:
-    """Rows the shuffling buffer holds by default: `row_groups` of the largest row group (>= minimum), at most the shard.
+def auto_shuffle_buffer(layout: ShardLayout, rank: int, row_groups: int = 4, minimum: int = 20000,
+                        maximum: int | None = None) -> int:
+    """Rows the shuffling buffer holds by default: `row_groups` of the largest row group (>= minimum), at most the
+    shard and `maximum` (memory: tables written before extract bounded its row groups have 1M-row groups).
 
     Petastorm reads one row group after another; the buffer is all that mixes rows ACROSS row
     groups. With a buffer smaller than a row group (the old default 20000 vs. one 20-23k row file per
@@ -156,7 +158,17 @@ def auto_shuffle_buffer(layout: ShardLayout, rank: int, row_groups: int = 4, min
     0.068 with 4 row groups, 0.044 with the whole table.
     """
     shard_rows = layout.rows_per_shard[rank] if rank < len(layout.rows_per_shard) else 0
-    return min(shard_rows, max(minimum, row_groups * layout.largest_row_group))
+    wanted = max(minimum, row_groups * layout.largest_row_group)
+    return min(shard_rows, wanted if maximum is None else min(wanted, maximum))
+
+
+def reader_queue_size(layout: ShardLayout, reader_workers: int, queue_rows: int | None) -> int:
+    """Row groups Petastorm's results queue may hold: `queue_rows` rows of the largest row group, at least 1, at
+    most the usual max(4, 2 x workers). Each entry is a decoded row group, so rows, not entries, cost memory."""
+    usual = max(4, 2 * reader_workers)
+    if queue_rows is None:
+        return usual
+    return max(1, min(usual, queue_rows // max(1, layout.largest_row_group)))
 
 
 # --- reading --------------------------------------------------------------------------
@@ -172,7 +184,7 @@ class DeterministicBatches:
     def __init__(self, urls: Sequence[str], spec: ModelSpec, *, rank: int, layout: ShardLayout,
                  batch_size: int, seed: int, shuffle: bool, shuffle_buffer: int = 0,
                  infinite: bool = False, reader_workers: int = 1, extra_columns: Sequence[str] = (),
-                 drop_last: bool = True):
+                 drop_last: bool = True, reader_queue_rows: int | None = None):
         self.urls = list(urls)
         self.spec = spec
         self.rank = rank
@@ -185,6 +197,7 @@ class DeterministicBatches:
         self.reader_workers = reader_workers
         self.extra_columns = tuple(extra_columns)
         self.drop_last = drop_last
+        self.reader_queue_rows = reader_queue_rows
         self._reader = None
         # The shuffling buffer's own torch generator state (see module doc).
         generator = torch.Generator().manual_seed(seed)
@@ -219,7 +232,7 @@ class DeterministicBatches:
             self.urls, filesystem=petastorm_filesystem(self.urls),
             schema_fields=[f"^{re.escape(c)}$" for c in source_columns(self.spec, self.extra_columns)],
             reader_pool_type="thread", workers_count=self.reader_workers,
-            results_queue_size=max(4, 2 * self.reader_workers),
+            results_queue_size=reader_queue_size(self.layout, self.reader_workers, self.reader_queue_rows),
             seed=self.seed, shuffle_rows=self.shuffle, shuffle_row_groups=self.shuffle,
             num_epochs=None if self.infinite else 1,
             cur_shard=self.rank if sharded else None, shard_count=self.layout.shard_count if sharded else None,

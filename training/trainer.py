@@ -111,7 +111,8 @@ class Trainer:
         self.steps = self._agreed_steps_per_epoch()
         config = self.config
         self.shuffle_buffer = (config.shuffle_buffer if config.shuffle_buffer is not None
-                               else auto_shuffle_buffer(self.train_layout, world.rank))
+                               else auto_shuffle_buffer(self.train_layout, world.rank,
+                                                        maximum=config.shuffle_buffer_max_rows))
         self.selection = build_selection(
             config.resolved_selection, self.spec, patience=config.patience,
             metrics_by_task=task_metrics(self.spec, config.selection_metrics),
@@ -235,7 +236,8 @@ class Trainer:
             seed=epoch_seed(config.seed, self.epoch) if train else epoch_seed(config.seed, 0, "validation"),
             shuffle=train, shuffle_buffer=self.shuffle_buffer if train else 0,
             infinite=train and config.steps_per_epoch_policy == "mean", drop_last=train,
-            reader_workers=config.reader_workers, extra_columns=self.callbacks.extra_columns)
+            reader_workers=config.reader_workers, extra_columns=self.callbacks.extra_columns,
+            reader_queue_rows=config.reader_queue_rows)
         for columns in source.batches(limit=self.steps if train else None, skip=skip):
             yield to_batch(columns, self.spec, self.device, self.callbacks.extra_columns)
 
