@@ -102,9 +102,16 @@ def test_isotonic_fit_on_float64_scores_that_round_to_one_float32(spec):
     calibration = fit_calibration(spec, {"comment": scores, "watch": scores}, {"comment": labels, "watch": scores},
                                   {"comment": np.ones(20_000), "watch": np.ones(20_000)}, method="isotonic",
                                   max_knots=100_000)
+    knots = calibration.calibrators["comment"]
+    knots_x, knots_y = knots.knots_x.numpy(), knots.knots_y.numpy()
+    assert knots.kind == "isotonic" and knots_x.size > 100
+    assert np.all(np.diff(knots_x) > 0), "knots not strictly increasing in x"
+    assert np.all(np.diff(knots_y) >= 0), "the map decreases somewhere"
     probe = np.concatenate([np.linspace(-0.5, 1.5, 200_001), scores])
     values = calibration.apply_numpy({"comment": probe})["comment"]
     assert values.min() >= 0.0 and values.max() <= 1.0
+    ordered = calibration.apply_numpy({"comment": np.sort(probe)})["comment"]
+    assert np.all(np.diff(ordered) >= 0), "the map decreases between knots"
 
 
 def test_isotonic_map_never_leaves_its_knots_range():
