@@ -56,15 +56,17 @@ print(json.dumps(first))
 
 @pytest.fixture(scope="module")
 def lakes(tmp_path_factory):
-    """Raw logs of 6 days, days 1-3 extracted (earlier runs' work), and a reference lake where
-    days 1-5 were extracted directly, in one `ple extract --start --end`."""
+    """Raw logs of 6 days, days 1-3 extracted (earlier runs' work), and a reference: a copy of that
+    data folder where the backfilled days were then extracted directly, in date order, by one
+    `ple extract --start --end` (that a range writes what day-by-day runs write, whatever the
+    passes, is tests/etl/test_extract_multiday.py's)."""
     root = tmp_path_factory.mktemp("scheduler")
     data, reference = root / "data", root / "reference"
     ple("generate", "--data-dir", str(data), "--start-date", START, "--days", "6", "--users", "60", "--items", "40",
         "--impressions-per-day", "600", "--seed", "11")
-    shutil.copytree(data / "raw", reference / "raw")
     ple("extract", "--start", START, "--end", HISTORY_END, "--data-dir", str(data))
-    ple("extract", "--start", START, "--end", BACKFILL[-1], "--data-dir", str(reference))
+    shutil.copytree(data, reference)
+    ple("extract", "--start", BACKFILL[0], "--end", BACKFILL[-1], "--data-dir", str(reference))
     return {"root": root, "data": data, "reference": reference}
 
 
@@ -114,11 +116,16 @@ def test_backfill_under_the_real_scheduler_extracts_days_in_order(services, lake
         if s == "failed")
 
     # The extracts ran one after the other, in date order.
-    extracts = airflow.query("SELECT ti.start_date, ti.end_date, dr.logical_date FROM task_instance ti JOIN dag_run dr "
-                             "ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id WHERE ti.dag_id = 'ple_daily' "
-                             "AND ti.task_id = 'extract' AND dr.run_type = 'backfill' ORDER BY dr.logical_date")
+    extracts = airflow.query("SELECT ti.start_date, ti.end_date, ti.try_number, ti.state, dr.logical_date "
+                             "FROM task_instance ti JOIN dag_run dr ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id "
+                             "WHERE ti.dag_id = 'ple_daily' AND ti.task_id = 'extract' AND dr.run_type = 'backfill' "
+                             "ORDER BY dr.logical_date")
     assert [e["logical_date"][:10] for e in extracts] == BACKFILL
     assert extracts[0]["end_date"] <= extracts[1]["start_date"], [dict(e) for e in extracts]
+    # Each on its first try: an extract started out of order fails the lake's gap check, and a retry
+    # that then succeeded would hide it.
+    assert [(e["state"], e["try_number"]) for e in extracts] == [("success", 1)] * len(BACKFILL), \
+        [dict(e) for e in extracts]
     first_commit = main_env_python(COMMITS_BY_DAY, str(lakes["data"] / "lake" / "data_quality"))
     assert first_commit[BACKFILL[0]] < first_commit[BACKFILL[1]]
 
@@ -141,8 +148,12 @@ def test_backfill_under_the_real_scheduler_extracts_days_in_order(services, lake
     publish_records = list((lakes["data"] / "reports" / "publish").glob("*-published.json"))
     assert publish_records, "the first backfilled day registered a model"
 
-    # Unpausing let the scheduler create the live run too: at most the one for the last
-    # complete day before now (catch-up is off), still waiting for its next day's raw marker.
+    # Unpausing let the scheduler create the live run too: exactly the one for the last complete
+    # day before now (catch-up is off: no run for the days between), still waiting for its next
+    # day's raw marker (the generated logs end long before).
     scheduled = [r for r in airflow.dag_runs("ple_daily") if r["run_type"] == "scheduled"]
-    assert len(scheduled) <= 1
-    assert all(r["state"] in ("queued", "running") for r in scheduled), scheduled
+    today = dt.datetime.now(dt.timezone.utc).date()
+    last_complete = {(today - dt.timedelta(days=n)).isoformat() for n in (1, 2)}  # 2: the test began before 00:00
+    assert len(scheduled) == 1, airflow.dag_runs("ple_daily")
+    assert scheduled[0]["logical_date"][:10] in last_complete and scheduled[0]["state"] in ("queued", "running"), \
+        scheduled

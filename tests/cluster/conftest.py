@@ -25,6 +25,8 @@ def cluster(tmp_path_factory):
                 "MLFLOW_S3_ENDPOINT_URL"):
         patch.setenv(key, cluster.env[key])
     patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    # Every process the cluster started (tests add the executors of the jobs they watch): none may
+    # outlive `down`.
     cluster.watched = process_tree(cluster.server_pids().values())
     try:
         yield cluster
@@ -33,6 +35,8 @@ def cluster(tmp_path_factory):
         down_seconds, left = stop_cluster(cluster, cluster.watched)
         print(f"\ncluster down in {down_seconds:.1f} s", file=sys.stderr)
         assert not left, f"scripts/cluster.sh down left processes running: {left}"
+        status = cluster.script("status")
+        assert status.returncode == 1, f"`status` after `down` exits {status.returncode}: {status.stdout}"
 
 
 @pytest.fixture(scope="package")

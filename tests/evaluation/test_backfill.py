@@ -27,6 +27,7 @@ def test_backfill_three_days_then_skip_then_a_missing_date(spark, lake_root, tra
     assert all(r.auc_low < r.auc < r.auc_high and 0.6 < r.gauc <= 1.0 and r.gauc_users > 0 for r in binary)
     assert all(r.mse is not None and r.mse_low < r.mse < r.mse_high for r in rows if r.task == "watch_ratio")
     assert all(0 < r.ndcg <= 1 and r.ndcg_k == 10 and r.interval_level == 0.95 for r in rows)
+    _assert_intervals_match_independent_computations(rows, trained_models["ple"])
     assert (tmp_path / "plots" / "backfill.png").stat().st_size > 1000
     assert 'src="data:image/png;base64,' in (tmp_path / "plots" / "backfill.html").read_text()
     capsys.readouterr()
@@ -43,6 +44,35 @@ def test_backfill_three_days_then_skip_then_a_missing_date(spark, lake_root, tra
     # --force re-evaluates in place (MERGE): still one row per (model, date, task).
     assert backfill_main([*common, "--start", "2026-01-05", "--end", "2026-01-05", "--force"]) == 0
     assert spark.read.format("delta").load(metrics_table).count() == 9
+
+
+def _assert_intervals_match_independent_computations(rows, run_folder):
+    """Every date's intervals from the same rows' predictions, computed here: DeLong's by its definition
+    (tests/delong_reference.py), the MSE bootstrap's width against the standard error of a mean."""
+    import numpy as np
+    import pytest
+
+    from evaluation_tables import DATES, day_frame, problem
+    from ple_model import model_inputs
+    from ple_model.model_file import load_model
+    from ple_model.prediction import predict
+    from tests.delong_reference import delong_half_width, mean_half_width
+
+    loaded, (_, columns) = load_model(run_folder), problem()
+    for index, date in enumerate(DATES):
+        features, labels, masks = model_inputs(day_frame(columns, index, date), loaded.spec)
+        predictions, _ = predict(loaded.model, loaded.spec, features)
+        by_task = {r.task: r for r in rows if r.dt == date}
+        for task in ("play", "share"):
+            space = masks[task] > 0 if task in masks else np.ones(len(labels[task]), dtype=bool)
+            half = delong_half_width(labels[task][space], predictions[task][space])
+            row = by_task[task]
+            assert (row.auc_low, row.auc_high) == pytest.approx((row.auc - half, row.auc + half), abs=1e-9), date
+        played = masks["watch_ratio"] > 0
+        squared = (predictions["watch_ratio"][played] - labels["watch_ratio"][played]) ** 2
+        row = by_task["watch_ratio"]
+        assert row.mse == pytest.approx(squared.mean(), rel=1e-5)
+        assert (row.mse_high - row.mse_low) / (2 * mean_half_width(squared)) == pytest.approx(1, abs=0.2), date
 
 
 def test_a_metrics_table_of_the_first_layout_is_migrated(spark, lake_root, trained_models, tmp_path):

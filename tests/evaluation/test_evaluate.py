@@ -6,6 +6,7 @@ import json
 import time
 
 import numpy as np
+import pytest
 
 from jobs.evaluate import main as evaluate_main
 
@@ -136,6 +137,7 @@ def test_report_shows_intervals_significance_gauc_ranking_and_calibration(lake_r
     assert play["intervals"]["auc"]["low"] < play["auc"] < play["intervals"]["auc"]["high"]
     assert play["intervals"]["logloss"]["low"] < play["logloss"] < play["intervals"]["logloss"]["high"]
     assert watch["intervals"]["mse"]["low"] < watch["mse"] < watch["intervals"]["mse"]["high"]
+    _assert_intervals_match_independent_computations(record, trained_models)
     assert play["intervals"]["gauc"]["method"] == "bootstrap over users"
     # GAUC: users with both classes averaged, the others counted.
     assert 0.6 < play["gauc"] <= 1 and play["gauc_users"] > 10
@@ -164,6 +166,61 @@ def test_report_shows_intervals_significance_gauc_ranking_and_calibration(lake_r
     for text in ("95% interval", "Ranking score: NDCG@5 per user", "Post-hoc calibration: before / after",
                  "delong", "gauc"):
         assert text in html
+
+
+def _predictions_on_day(run_folder, index: int, calibrate_on: int) -> tuple[dict, dict, dict]:
+    """(predictions, labels, masks) of a saved model on day `index` of the test table, computed here, with an
+    isotonic calibration fitted on day `calibrate_on` (`--calibrate-on`: the models are scored calibrated)."""
+    from ple_model import model_inputs
+    from ple_model.calibration import fit_calibration
+    from ple_model.model_file import load_model
+    from ple_model.prediction import predict
+
+    loaded = load_model(run_folder)
+    on_day = {}
+    for day in (calibrate_on, index):
+        features, labels, masks = model_inputs(day_frame(_columns(), day, DATES[day]), loaded.spec)
+        on_day[day] = predict(loaded.model, loaded.spec, features)[0], labels, masks
+    calibration = fit_calibration(loaded.spec, *on_day[calibrate_on], method="isotonic")
+    predictions, labels, masks = on_day[index]
+    return calibration.apply_numpy(predictions), labels, masks
+
+
+def _assert_intervals_match_independent_computations(record, trained_models):
+    """Each interval against a computation of its own here, on the same rows: the AUC's and the MTL gain's
+    DeLong intervals from the pair-by-pair definition (tests/delong_reference.py), the bootstrap intervals'
+    widths against the standard error of a mean (300 resamples: within 25%)."""
+    from sklearn.metrics import roc_auc_score
+
+    from tests.delong_reference import delong_difference_half_width, delong_half_width, mean_half_width
+
+    predictions, labels, masks = _predictions_on_day(trained_models["ple"], 1, calibrate_on=0)
+    play, watch = record["model"]["tasks"]["play"], record["model"]["tasks"]["watch_ratio"]
+    label, score = labels["play"], predictions["play"]
+    assert play["auc"] == pytest.approx(roc_auc_score(label, score), abs=1e-9)  # the rows and scores compared
+    half = delong_half_width(label, score)
+    assert play["intervals"]["auc"]["low"] == pytest.approx(play["auc"] - half, abs=1e-9)
+    assert play["intervals"]["auc"]["high"] == pytest.approx(play["auc"] + half, abs=1e-9)
+
+    clipped = np.clip(score, 1e-7, 1 - 1e-7)
+    logloss_rows = -(label * np.log(clipped) + (1 - label) * np.log(1 - clipped))
+    # (abs 1e-3: a calibrated probability of exactly 1 on a negative row is clipped in float32 there)
+    assert play["logloss"] == pytest.approx(logloss_rows.mean(), abs=1e-3)
+    width = play["intervals"]["logloss"]["high"] - play["intervals"]["logloss"]["low"]
+    assert width / (2 * mean_half_width(logloss_rows)) == pytest.approx(1, abs=0.25)
+    played = masks["watch_ratio"] > 0
+    squared = (predictions["watch_ratio"][played] - labels["watch_ratio"][played]) ** 2
+    assert watch["mse"] == pytest.approx(squared.mean(), rel=1e-5) and watch["count"] == played.sum()
+    width = watch["intervals"]["mse"]["high"] - watch["intervals"]["mse"]["low"]
+    assert width / (2 * mean_half_width(squared)) == pytest.approx(1, abs=0.25)
+
+    # The MTL gain on play: the AUC difference to the single-task baseline, paired on the same rows.
+    single, _, _ = _predictions_on_day(trained_models["single_task"], 1, calibrate_on=0)
+    gain = record["mtl_gain"]["interval"]["play"]
+    half = delong_difference_half_width(label, score, single["play"])
+    assert record["mtl_gain"]["gain"]["play"] == pytest.approx(play["auc"] - roc_auc_score(label, single["play"]))
+    assert (gain["low"], gain["high"]) == pytest.approx((record["mtl_gain"]["gain"]["play"] - half,
+                                                        record["mtl_gain"]["gain"]["play"] + half), abs=1e-9)
 
 
 def _columns():

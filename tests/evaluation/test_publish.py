@@ -69,37 +69,61 @@ def test_gate_blocks_a_worse_model_and_passes_a_better_one(lake_root, trained_mo
     assert load_model(bundle / "model.pt").model_name == "ple"
 
 
-def test_onnx_and_torchscript_match_pytorch(examples_problem, trained_models, tmp_path):
+def _platt(examples_problem, loaded, date_index):
+    """Platt calibration of the model fitted on one day of the problem (a monotone map on every task)."""
+    from ple_model.calibration import fit_calibration
+    from ple_model.prediction import predict
+
+    _, columns = examples_problem
+    features, labels, masks = model_inputs(day_frame(columns, date_index, DATES[date_index]), loaded.spec)
+    predictions, _ = predict(loaded.model, loaded.spec, features)
+    return features, fit_calibration(loaded.spec, predictions, labels, masks, method="platt")
+
+
+def _exported_outputs(export_dir: Path, spec, rows: dict[str, np.ndarray]) -> tuple[list, list]:
+    """(ONNX Runtime, TorchScript) outputs of an export folder on the given rows, in spec task order."""
     import onnxruntime as ort
 
+    session = ort.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == spec.feature_names
+    onnx_out = session.run(None, {name: rows[name] for name in spec.feature_names})
+    scripted = torch.jit.load(str(export_dir / "model.torchscript.pt"))
+    with torch.no_grad():
+        script_out = [o.numpy() for o in scripted(*[torch.from_numpy(rows[n]) for n in spec.feature_names])]
+    return onnx_out, script_out
+
+
+def test_default_exporter_with_platt_calibration_matches_pytorch(examples_problem, trained_models, tmp_path):
+    """The default ONNX exporter (torch.export based) really runs, no fallback, and with a Platt calibration both
+    exports give the eager model's calibrated outputs on rows and a batch size the export's own check did not use."""
     loaded = load_model(trained_models["ple"])
-    _, columns = examples_problem
-    features, _, _ = model_inputs(day_frame(columns, 0, DATES[0]), loaded.spec)
-    info = export_model(loaded.model, loaded.spec, tmp_path, features)  # default exporter (torch.export based)
-    assert info["onnx"]["exporter"] in ("dynamo", "torchscript")
+    features, platt = _platt(examples_problem, loaded, 0)
+    assert {c.kind for c in platt.calibrators.values()} == {"platt", "linear"}  # logistic (binary), linear (value)
+    info = export_model(loaded.model, loaded.spec, tmp_path, features, calibration=platt)
+    assert info["onnx"]["exporter"] == "dynamo" and info["onnx"]["exporter_errors"] == {}, info["onnx"]
+    assert info["signature"]["calibration"] == "platt"
     assert max(info["onnx"]["max_abs_difference"].values()) <= 1e-5
     assert max(info["torchscript"]["max_abs_difference"].values()) <= 1e-5
 
-    # Independently: another batch size through ONNX Runtime vs the eager model's probabilities.
-    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == loaded.spec.feature_names
-    rows = {name: torch.from_numpy(values[:37]) for name, values in features.items()}
-    onnx_out = session.run(None, {name: rows[name].numpy() for name in loaded.spec.feature_names})
+    # Independently: 37 rows of another day through both exports vs the eager model, sigmoid and calibration.
+    _, columns = examples_problem
+    other_day, _, _ = model_inputs(day_frame(columns, 1, DATES[1]), loaded.spec)
+    rows = {name: values[:37] for name, values in other_day.items()}
     with torch.no_grad():
-        eager = loaded.model(rows)
-    np.testing.assert_allclose(onnx_out[0], torch.sigmoid(eager["play"]).numpy(), atol=1e-5)
-    np.testing.assert_allclose(onnx_out[1], eager["watch_ratio"].numpy(), atol=1e-5)
-    scripted = torch.jit.load(str(tmp_path / "model.torchscript.pt"))
-    with torch.no_grad():
-        scripted_share = scripted(*[rows[n] for n in loaded.spec.feature_names])[2]
-    np.testing.assert_allclose(scripted_share.numpy(), torch.sigmoid(eager["share"]).numpy(), atol=1e-5)
+        eager = loaded.model({name: torch.from_numpy(values) for name, values in rows.items()})
+    raw = {"play": torch.sigmoid(eager["play"]).numpy(), "watch_ratio": eager["watch_ratio"].numpy(),
+           "share": torch.sigmoid(eager["share"]).numpy()}
+    expected = platt.apply_numpy(raw)
+    assert np.abs(expected["play"] - raw["play"]).max() > 1e-3        # the calibration does change the outputs
+    onnx_out, script_out = _exported_outputs(tmp_path, loaded.spec, rows)
+    for index, task in enumerate(loaded.spec.task_names):
+        np.testing.assert_allclose(onnx_out[index], expected[task], atol=1e-5)
+        np.testing.assert_allclose(script_out[index], expected[task], atol=1e-5)
 
 
 def test_calibration_survives_model_file_export_and_load(examples_problem, trained_models, tmp_path):
     """A calibration fitted on one day is stored in model.pt, loads back with the model, and the TorchScript and
-    ONNX exports apply it (serving needs nothing else)."""
-    import onnxruntime as ort
-
+    ONNX exports (the default exporter) apply it (serving needs nothing else)."""
     from evaluation.model_refs import load_model_ref
     from ple_model.prediction import predict
     from ple_model.calibration import attach_calibration, fit_calibration
@@ -121,17 +145,14 @@ def test_calibration_survives_model_file_export_and_load(examples_problem, train
     assert np.abs(expected["play"] - raw["play"]).max() > 1e-3        # the calibration does change the outputs
 
     info = export_model(resolved.loaded.model, resolved.spec, tmp_path / "export", other_day,
-                        exporter="torchscript", calibration=resolved.calibration)
+                        calibration=resolved.calibration)
+    assert info["onnx"]["exporter"] == "dynamo" and info["onnx"]["exporter_errors"] == {}, info["onnx"]
     assert info["signature"]["calibration"] == "isotonic"
     assert info["signature"]["outputs"][0]["meaning"] == "calibrated probability"
-    session = ort.InferenceSession(str(tmp_path / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
-    onnx_out = session.run(None, {name: other_day[name] for name in resolved.spec.feature_names})
-    scripted = torch.jit.load(str(tmp_path / "export" / "model.torchscript.pt"))
-    with torch.no_grad():
-        script_out = scripted(*[torch.from_numpy(other_day[n]) for n in resolved.spec.feature_names])
+    onnx_out, script_out = _exported_outputs(tmp_path / "export", resolved.spec, other_day)
     for index, task in enumerate(resolved.spec.task_names):
         np.testing.assert_allclose(onnx_out[index], expected[task], atol=1e-5)
-        np.testing.assert_allclose(script_out[index].numpy(), expected[task], atol=1e-5)
+        np.testing.assert_allclose(script_out[index], expected[task], atol=1e-5)
 
 
 def test_export_mismatch_is_an_error(trained_models, tmp_path, monkeypatch):
@@ -149,15 +170,14 @@ def test_export_mismatch_is_an_error(trained_models, tmp_path, monkeypatch):
 
 
 def _lease_tickets(settings) -> list[int]:
-    """Tickets now in the publish lease queue (publishers holding or waiting for the lease)."""
+    """Tickets now in the publish lease queue (publishers holding or waiting for the lease). Any error of the
+    look-up propagates: a check of "no tickets left" must not pass because the registry could not be read."""
     from evaluation.registry import client
 
-    if not settings.exists():
-        return []
-    try:
-        return sorted(int(v.version) for v in client(settings).search_model_versions(f"name='{settings.lease_name}'"))
-    except Exception:  # noqa: BLE001 (the registry is being created by the first publisher)
-        return []
+    assert settings.exists(), f"no registry at {settings.tracking_uri}"
+    mlflow_client = client(settings)
+    assert mlflow_client.get_registered_model(settings.lease_name).name == settings.lease_name  # the queue exists
+    return sorted(int(v.version) for v in mlflow_client.search_model_versions(f"name='{settings.lease_name}'"))
 
 
 def _race_two_publishers(models, lake_root, data_root: Path, env, tracking_uri: str | None = None):
@@ -172,17 +192,26 @@ def _race_two_publishers(models, lake_root, data_root: Path, env, tracking_uri: 
     registry_args = ["--tracking-uri", tracking_uri] if tracking_uri else []
     release = data_root / "release-lease"
     records = data_root / "records"
+    waiting: list[str] = []  # look-up errors while the registry is being created (shown if the wait fails)
 
     def command(name, *extra):
         return [sys.executable, "-m", "jobs.cli", "publish", "--model", str(models[name]), "--date", DATES[1],
                 "--data-dir", str(data_root), "--table", str(lake_root / "lake" / "examples"),
                 "--onnx-exporter", "torchscript", "--out", str(records), *registry_args, *extra]
 
+    def queued() -> int:
+        try:
+            return len(_lease_tickets(settings))
+        except Exception as error:  # noqa: BLE001 (the first publisher is still creating the registry or the queue)
+            waiting.append(f"{type(error).__name__}: {error}"[:300])
+            return 0
+
     def wait_for_tickets(count, processes):
         deadline = time.time() + 600
-        while len(_lease_tickets(settings)) < count:
+        while queued() < count:
             exited = [p for p in processes if p.poll() is not None]
-            assert not exited and time.time() < deadline, [p.communicate()[0][-3000:] for p in processes]
+            assert not exited and time.time() < deadline, ([p.communicate()[0][-3000:] for p in processes],
+                                                            waiting[-1:])
             time.sleep(0.5)
 
     first = subprocess.Popen(command("ple", "--debug-hold-lock-until", str(release)), cwd=REPO_ROOT, env=env,
@@ -255,6 +284,7 @@ def test_a_dead_publishers_lease_expires(tmp_path):
     dead = mlflow_client.create_model_version(settings.lease_name, source="ple-lease:/queue/dead-publisher",
                                               tags={"ple.lease.holder": "host:1:dead", "ple.lease.beat": "7"},
                                               await_creation_for=0)
+    assert _lease_tickets(settings) == [int(dead.version)]  # the look-up sees a ticket that is there
     started = time.monotonic()
     with publish_lease(settings, timeout_s=60, ttl_s=2.0, poll_s=0.2) as lease:
         waited = time.monotonic() - started

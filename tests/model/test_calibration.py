@@ -145,9 +145,12 @@ def test_isotonic_fit_on_float64_scores_that_round_to_one_float32(spec):
                                   {"comment": np.ones(20_000), "watch": np.ones(20_000)}, method="isotonic",
                                   max_knots=100_000)
     assert _strictly_increasing(calibration.calibrators["comment"])
+    assert calibration.calibrators["comment"].knots_x.numel() > 100
     probe = np.concatenate([np.linspace(-0.5, 1.5, 200_001), scores])
     values = calibration.apply_numpy({"comment": probe})["comment"]
     assert values.min() >= 0.0 and values.max() <= 1.0
+    ordered = calibration.apply_numpy({"comment": np.sort(probe)})["comment"]
+    assert np.all(np.diff(ordered) >= 0), "the map decreases between knots"
 
 
 def test_isotonic_map_never_leaves_its_knots_range():

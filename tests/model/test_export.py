@@ -1,5 +1,3 @@
-import importlib.util
-
 import pytest
 import torch
 
@@ -35,8 +33,6 @@ class _TupleOutputs(torch.nn.Module):
         return tuple(outputs[task] for task in self.task_names)
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime", "onnxscript")),
-                    reason="onnx, onnxscript and onnxruntime are needed to export PLE and run the exported graph")
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")
 def test_ple_exports_to_onnx_with_a_dynamic_batch(tmp_path):
     import onnxruntime
@@ -61,8 +57,6 @@ def test_ple_exports_to_onnx_with_a_dynamic_batch(tmp_path):
         torch.testing.assert_close(torch.from_numpy(result), expected[task].detach(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime", "onnxscript")),
-                    reason="onnx, onnxscript and onnxruntime are needed to export PLE and run the exported graph")
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")
 def test_hashed_sparse_trained_model_exports_through_evaluation_and_hashes_alike(tmp_path):
     """The serving exports (evaluation/export.py) of a model with a hashed open vocabulary, trained with sparse

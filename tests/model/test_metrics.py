@@ -75,14 +75,29 @@ def test_gate_usage_means_and_entropy():
 
 
 # --- intervals --------------------------------------------------------------------------
-# Coverage tests: 200 synthetic data sets with a KNOWN population difference between two models
+# Coverage tests: synthetic data sets with a KNOWN population difference between two models
 # scored on the same rows; the 95% interval must contain it in 95% of them, within 3 binomial
-# standard deviations (0.904..0.996). An interval that ignored the pairing (errors of the two
-# models correlate at 0.8 here) is too wide and covers 100% of these data sets (measured); a too narrow
-# one covers well under 90%.
+# standard deviations. An interval that ignored the pairing (errors of the two models correlate
+# at 0.8 here) is too wide and covers 100% of these data sets (measured); a too narrow one covers
+# well under 90%. Coverage alone is a weak check of the standard error (200 data sets accept one
+# from 0.85x to 1.48x of the true one), so each test also compares the intervals' mean standard
+# error with the spread of the estimate over the data sets (the true standard error, measured):
+# within 3 standard errors of a sample standard deviation, 1 / sqrt(2 (N - 1)) relative.
+
+
+def _coverage_bounds(data_sets: int) -> tuple[float, float]:
+    spread = 3 * math.sqrt(0.95 * 0.05 / data_sets)
+    return 0.95 - spread, 0.95 + spread
+
+
+def _assert_standard_error_matches_the_spread(estimated_variances, estimates) -> None:
+    ratio = math.sqrt(np.mean(estimated_variances)) / np.std(estimates, ddof=1)
+    tolerance = 3 / math.sqrt(2 * (len(estimates) - 1))
+    assert abs(ratio - 1) <= tolerance, (ratio, tolerance)
+
 
 DATA_SETS = 200
-COVERAGE_BOUNDS = (0.95 - 3 * math.sqrt(0.95 * 0.05 / DATA_SETS), 0.95 + 3 * math.sqrt(0.95 * 0.05 / DATA_SETS))
+COVERAGE_BOUNDS = _coverage_bounds(DATA_SETS)
 
 
 def _correlated_noise(rng, n, rho):
@@ -100,14 +115,21 @@ def test_delong_interval_covers_a_known_auc_difference_at_the_stated_rate():
     mu_a, mu_b = 1.0, 0.8
     truth = norm.cdf(mu_a / math.sqrt(2)) - norm.cdf(mu_b / math.sqrt(2))
     rng = np.random.default_rng(13)
-    covered = 0
-    for _ in range(DATA_SETS):
+    data_sets = 1000  # DeLong is cheap: 1000 data sets put the standard error within +-7%
+    covered, differences, variances = 0, [], []
+    for _ in range(data_sets):
         label = rng.random(600) < 0.3
         noise_a, noise_b = _correlated_noise(rng, label.size, 0.8)
         aucs, covariance = delong_auc(label, np.stack([mu_a * label + noise_a, mu_b * label + noise_b]))
-        low, high = normal_interval(aucs[0] - aucs[1], covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1])
+        variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
+        low, high = normal_interval(aucs[0] - aucs[1], variance)
         covered += low <= truth <= high
-    assert COVERAGE_BOUNDS[0] <= covered / DATA_SETS <= COVERAGE_BOUNDS[1], covered
+        differences.append(aucs[0] - aucs[1])
+        variances.append(variance)
+    low_bound, high_bound = _coverage_bounds(data_sets)
+    assert low_bound <= covered / data_sets <= high_bound, covered
+    _assert_standard_error_matches_the_spread(variances, differences)
+    assert abs(np.mean(differences) - truth) < 4 * np.std(differences) / math.sqrt(data_sets)  # unbiased
 
 
 def test_paired_bootstrap_covers_a_known_mse_difference_at_the_stated_rate():
@@ -116,7 +138,7 @@ def test_paired_bootstrap_covers_a_known_mse_difference_at_the_stated_rate():
     # Predictions = label + noise with variances 0.5 and 0.6 -> squared errors with means 0.5 and 0.6,
     # an MSE difference of -0.1 (the label itself cancels out of the errors).
     rng = np.random.default_rng(7)
-    covered = 0
+    covered, differences, variances = 0, [], []
     n = 1000
     for index in range(DATA_SETS):
         noise_a, noise_b = _correlated_noise(rng, n, 0.8)
@@ -125,7 +147,10 @@ def test_paired_bootstrap_covers_a_known_mse_difference_at_the_stated_rate():
                                           denominator_index=[0, 0])
         low, high = percentile_interval(samples[:, 0] - samples[:, 1])
         covered += low <= -0.1 <= high
+        differences.append(errors[:, 0].mean() - errors[:, 1].mean())
+        variances.append(((high - low) / (2 * 1.959964)) ** 2)   # the interval's own standard error
     assert COVERAGE_BOUNDS[0] <= covered / DATA_SETS <= COVERAGE_BOUNDS[1], covered
+    _assert_standard_error_matches_the_spread(variances, differences)
 
 
 def test_delong_auc_matches_sklearn_and_bootstrap_is_paired_by_seed():
@@ -149,6 +174,28 @@ def test_delong_auc_matches_sklearn_and_bootstrap_is_paired_by_seed():
     alone = bootstrap_ratio_samples(values, np.ones(50), 30, seed=3)[:, 0]
     assert np.array_equal(first, chunked)
     assert alone == pytest.approx((first @ values) / 50)
+
+
+def test_delong_variance_and_covariance_equal_the_definition():
+    """Sun & Xu's midrank algorithm against DeLong et al.'s structural components computed pair by pair
+    (tests/delong_reference.py): three correlated models with ties inside and across classes."""
+    from ple_model.metrics import delong_auc
+    from tests.delong_reference import delong_by_definition
+
+    rng = np.random.default_rng(5)
+    label = rng.random(120) < 0.35
+    noise_a, noise_b = _correlated_noise(rng, label.size, 0.6)
+    scores = np.stack([np.round(noise_a + label, 1), noise_b + 0.4 * label, np.round(rng.random(label.size), 1)])
+    aucs, covariance = delong_auc(label, scores)
+    expected_aucs, expected_covariance = delong_by_definition(label, scores)
+    np.testing.assert_allclose(aucs, expected_aucs, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(covariance, expected_covariance, rtol=1e-10, atol=0)
+    assert abs(expected_covariance[0, 1]) > 0.1 * np.sqrt(expected_covariance[0, 0] * expected_covariance[1, 1])
+    # The smallest case by hand: positives {0.9, 0.4}, negatives {0.6, 0.2, 0.4}: psi rows (1, 1, 1), (0, 1, 0.5)
+    # -> V10 = (1, 0.5), V01 = (0.5, 1, 0.75), AUC 0.75; var = var(V10) / 2 + var(V01) / 3.
+    tiny_aucs, tiny_covariance = delong_auc(np.array([1, 0, 0, 1, 0]), np.array([0.9, 0.6, 0.2, 0.4, 0.4]))
+    assert tiny_aucs[0] == pytest.approx(0.75)
+    assert tiny_covariance[0, 0] == pytest.approx(np.var([1, 0.5], ddof=1) / 2 + np.var([0.5, 1, 0.75], ddof=1) / 3)
 
 
 # --- GAUC, ranking, calibration error ----------------------------------------------------
