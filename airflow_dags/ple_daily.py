@@ -55,6 +55,8 @@ DAY = "{{ data_interval_start | ds }}"          # D: the day this run extracts a
 NEXT_DAY = "{{ data_interval_end | ds }}"       # D+1: its raw partition holds D's late engagement
 RUN_DIR = data_path("runs", "daily", DAY)
 REPORT_DIR = data_path("reports", "daily", DAY)
+# the gate's tolerances and floors (empty setting: the checkout's conf/publish.yaml)
+PUBLISH_CONFIG = "{{ " + var("publish_config") + " or (" + var("code_dir") + " ~ '/conf/publish.yaml') }}"
 
 
 def day_offset(days: str) -> str:
@@ -136,7 +138,7 @@ with DAG(
 
     quality_gate = BashOperator(
         task_id="quality_gate",
-        bash_command=ple_command("publish", "--check-only", "--model", RUN_DIR,
+        bash_command=ple_command("publish", "--check-only", "--model", RUN_DIR, "--config", PUBLISH_CONFIG,
                                  "--metrics", f"{REPORT_DIR}/metrics.json", "--data-dir", setting("data_dir")),
         skip_on_exit_code=GATE_REFUSED_EXIT_CODE,  # refused: publish is skipped, the run still succeeds
         env=job_env(),
@@ -146,8 +148,8 @@ with DAG(
 
     publish = BashOperator(
         task_id="publish",
-        bash_command=ple_command("publish", "--model", RUN_DIR, "--metrics", f"{REPORT_DIR}/metrics.json",
-                                 "--data-dir", setting("data_dir")),
+        bash_command=ple_command("publish", "--model", RUN_DIR, "--config", PUBLISH_CONFIG,
+                                 "--metrics", f"{REPORT_DIR}/metrics.json", "--data-dir", setting("data_dir")),
         env=job_env(),
         append_env=True,
         execution_timeout=dt.timedelta(minutes=30),

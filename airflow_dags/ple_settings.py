@@ -31,6 +31,7 @@ DEFAULTS: dict[str, str] = {
     "batch_size": "1024",
     "train_days": "7",
     "spec": "",                                      # empty: <code_dir>/conf/video_spec.yaml
+    "publish_config": "",                            # empty: <code_dir>/conf/publish.yaml (gate tolerances, floors)
 }
 
 
