@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, Field
 
@@ -55,6 +55,8 @@ class DayHealthConfig(BaseModel):
     max_oov_rate_increase: float = Field(0.1, gt=0, le=1, description="out-of-vocabulary share over the window's")
     max_new_vocabulary_increase: float = Field(0.3, gt=0, le=1,
                                                description="share of rows with a value new that day, over the window's")
+    min_lines_read: int = Field(200, ge=0, description="a day with fewer lines is too small to judge: every check "
+                                                       "is reported, none enforced (hand-made test days)")
     min_examples_for_distance: int = Field(50_000, ge=0,
                                            description="below this many examples (day or window) distribution checks "
                                                        "are reported but not enforced (small days are noisy)")
@@ -253,15 +255,16 @@ def check_day(figures: dict[str, float], window: list[dict[str, float]], config:
     the figures of its window's days (possibly none: then only the absolute checks).
     `stats_window_days`: the history features' window (they are compared once it is full)."""
     checks = [Check("quarantine_rate", figures["quarantine_rate"], config.max_quarantine_rate, "max", True)]
-    if not window:
-        return checks
-    checks += _volume_and_quarantine_checks(figures, window, config)
-    examples = figures.get("examples", 0.0)
-    window_examples = sum(day.get("examples", 0.0) for day in window)
-    large = min(examples, window_examples) >= config.min_examples_for_distance
-    checks += _label_checks(figures, window, config)
-    checks += _distribution_checks(figures, window, config, large,
-                                   _full_history(figures, window, stats_window_days))
+    if window:
+        checks += _volume_and_quarantine_checks(figures, window, config)
+        examples = figures.get("examples", 0.0)
+        window_examples = sum(day.get("examples", 0.0) for day in window)
+        large = min(examples, window_examples) >= config.min_examples_for_distance
+        checks += _label_checks(figures, window, config)
+        checks += _distribution_checks(figures, window, config, large,
+                                       _full_history(figures, window, stats_window_days))
+    if figures.get("lines_read", 0.0) < config.min_lines_read:
+        checks = [replace(check, enforced=False) for check in checks]
     return checks
 
 
