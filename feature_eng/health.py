@@ -144,7 +144,7 @@ def psi(expected: dict[int, float], actual: dict[int, float]) -> float:
     """Population stability index of two histograms (counts by bin)."""
     p, q = shares(expected), shares(actual)
     total = 0.0
-    for key in set(p) | set(q):
+    for key in sorted(set(p) | set(q)):  # one order: the same figures from memory or the table, to the bit
         a, b = max(q.get(key, 0.0), PSI_FLOOR), max(p.get(key, 0.0), PSI_FLOOR)
         total += (a - b) * math.log(a / b)
     return total
