@@ -22,7 +22,9 @@ Scheduling semantics (chosen on purpose; docs/PIPELINE.md):
 
 Steps for the run of day D:
 1. `wait_for_next_day_raw`: raw/events/dt=D+1/_SUCCESS exists;
-2. `extract` D with spark-submit (master and options from the connection `ple_spark`);
+2. `extract` D with spark-submit (master and options from the connection `ple_spark`); a day
+   that breaches its health checks (exit 4, docs/DATA.md) fails the task at once, without
+   retries, and nothing downstream runs;
 3. `train` with horovodrun on the examples of [D-train_days, D-2], validating on D-1
    (never on D, the test day); a retried attempt resumes from its last checkpoint; with
    `ple_training_mode` incremental, a warm start from the production model on the days after
@@ -42,19 +44,22 @@ from __future__ import annotations
 import datetime as dt
 
 import pendulum
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk import DAG, CronDataIntervalTimetable
+from ple_operators import SparkSubmitFailFastOperator
 from ple_settings import (MACROS, code_path, data_path, job_env, model_settings, ple_command, setting, spark_env,
                           spark_jars, var)
 
 GATE_REFUSED_EXIT_CODE = 3  # `ple publish --check-only`: the gate said no (other non-zero exits are errors)
+DAY_HEALTH_EXIT_CODE = 4    # `extract`: the day breached its health checks: fail at once, nothing downstream runs
 
 DAY = "{{ data_interval_start | ds }}"          # D: the day this run extracts and tests on
 NEXT_DAY = "{{ data_interval_end | ds }}"       # D+1: its raw partition holds D's late engagement
 RUN_DIR = data_path("runs", "daily", DAY)
 REPORT_DIR = data_path("reports", "daily", DAY)
+# the gate's tolerances and floors (empty setting: the checkout's conf/publish.yaml)
+PUBLISH_CONFIG = "{{ " + var("publish_config") + " or (" + var("code_dir") + " ~ '/conf/publish.yaml') }}"
 
 
 def day_offset(days: str) -> str:
@@ -84,8 +89,9 @@ with DAG(
         mode="reschedule",
     )
 
-    extract = SparkSubmitOperator(
+    extract = SparkSubmitFailFastOperator(
         task_id="extract",
+        fail_without_retry_on=DAY_HEALTH_EXIT_CODE,  # retrying cannot help; override: --accept-day-health
         application=code_path("jobs", "extract.py"),
         application_args=["--date", DAY, "--data-dir", setting("data_dir"), "--require-next-day"],
         conn_id="ple_spark",
@@ -137,7 +143,7 @@ with DAG(
 
     quality_gate = BashOperator(
         task_id="quality_gate",
-        bash_command=ple_command("publish", "--check-only", "--model", RUN_DIR,
+        bash_command=ple_command("publish", "--check-only", "--model", RUN_DIR, "--config", PUBLISH_CONFIG,
                                  "--metrics", f"{REPORT_DIR}/metrics.json", "--data-dir", setting("data_dir")),
         skip_on_exit_code=GATE_REFUSED_EXIT_CODE,  # refused: publish is skipped, the run still succeeds
         env=job_env(),
@@ -147,8 +153,8 @@ with DAG(
 
     publish = BashOperator(
         task_id="publish",
-        bash_command=ple_command("publish", "--model", RUN_DIR, "--metrics", f"{REPORT_DIR}/metrics.json",
-                                 "--data-dir", setting("data_dir")),
+        bash_command=ple_command("publish", "--model", RUN_DIR, "--config", PUBLISH_CONFIG,
+                                 "--metrics", f"{REPORT_DIR}/metrics.json", "--data-dir", setting("data_dir")),
         env=job_env(),
         append_env=True,
         execution_timeout=dt.timedelta(minutes=30),

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, str] = {
                                                      # best_train.yaml): its model, epochs, batch size win
     "maintain_retention_hours": "168",               # ple maintain's VACUUM retention (Delta's minimum)
     "maintain_target_file_mb": "128",                # ple maintain's compaction target file size
+    "publish_config": "",                            # empty: <code_dir>/conf/publish.yaml (gate tolerances, floors)
 }
 
 

@@ -30,8 +30,9 @@ from typing import Any
 from ple_model.metrics import GAIN_METRIC
 from ple_runtime.lineage import code_version, write_json
 
+from .model_health import add_prediction_drift, validation_reference
 from .model_refs import ResolvedModel
-from .report import figure_to_base64, render_html, time_series_figure
+from .report import figure_to_base64, health_over_time_figure, render_html, time_series_figure
 from .evaluate import ScoringOptions, evaluate_on_snapshot
 from .snapshot import resolve_date_snapshot
 
@@ -43,7 +44,8 @@ BASE_DDL = ("model_id STRING, model_ref STRING, dt STRING, task STRING, table_pa
 ADDED_COLUMNS = ("auc_low DOUBLE, auc_high DOUBLE, logloss_low DOUBLE, logloss_high DOUBLE, mse_low DOUBLE, "
                  "mse_high DOUBLE, gauc DOUBLE, gauc_low DOUBLE, gauc_high DOUBLE, gauc_users BIGINT, "
                  "gauc_users_skipped BIGINT, ece DOUBLE, ndcg DOUBLE, ndcg_low DOUBLE, ndcg_high DOUBLE, "
-                 "ndcg_k BIGINT, interval_level DOUBLE, bootstrap_resamples BIGINT, calibration_method STRING")
+                 "ndcg_k BIGINT, interval_level DOUBLE, bootstrap_resamples BIGINT, calibration_method STRING, "
+                 "calibration_low DOUBLE, calibration_high DOUBLE, prediction_psi DOUBLE, drift_reference_dt STRING")
 METRICS_DDL = f"{BASE_DDL}, {ADDED_COLUMNS}"
 KEY_COLUMNS = ("model_id", "dt", "task")
 
@@ -96,7 +98,10 @@ def metric_rows(model: ResolvedModel, snapshot, record: dict[str, Any]) -> list[
             "ndcg": _float(ranking.get("ndcg")), "ndcg_low": _float((ranking.get("interval") or {}).get("low")),
             "ndcg_high": _float((ranking.get("interval") or {}).get("high")), "ndcg_k": ranking.get("k"),
             "interval_level": uncertainty.get("level"), "bootstrap_resamples": uncertainty.get("bootstrap_resamples"),
-            "calibration_method": model.calibration.method if model.calibration is not None else None})
+            "calibration_method": model.calibration.method if model.calibration is not None else None,
+            **{f"calibration_{side}": _bound(metrics, "calibration", side) for side in ("low", "high")},
+            "prediction_psi": _float(((record.get("model_health") or {}).get(task) or {}).get("prediction_psi")),
+            "drift_reference_dt": (record.get("prediction_drift") or {}).get("reference")})
     return rows
 
 
@@ -144,6 +149,9 @@ def run_backfill(config, model: ResolvedModel, spark, log=print) -> BackfillOutc
     tasks = model.spec.task_names
     already = done_dates(model_rows(spark, table, model.model_id), tasks)
     options = ScoringOptions.from_config(config)
+    reference = validation_reference(model, options, spark)  # prediction drift: against the validation day
+    if reference.get("note"):
+        log(f"backfill: no prediction drift: {reference['note']}")
     for date in date_range(config.start, config.end):
         if date in already and not config.force:
             outcome.skipped.append(date)
@@ -152,6 +160,7 @@ def run_backfill(config, model: ResolvedModel, spark, log=print) -> BackfillOutc
         try:
             snapshot = resolve_date_snapshot(config.table_path, date, partition_column=config.partition_column)
             record = evaluate_on_snapshot(snapshot, model, options=options, spark=spark)
+            add_prediction_drift(record, reference)
             merge_rows(spark, table, metric_rows(model, snapshot, record))
             outcome.evaluated.append(date)
             scores = record["model"]["tasks"]
@@ -167,6 +176,13 @@ def run_backfill(config, model: ResolvedModel, spark, log=print) -> BackfillOutc
                 traceback.print_exc()
     write_outputs(config, model, spark, outcome)
     return outcome
+
+
+def _with_interval(row: dict[str, Any], metric: str) -> str:
+    value, low, high = row.get(metric), row.get(f"{metric}_low"), row.get(f"{metric}_high")
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else "")
 
 
 def write_outputs(config, model: ResolvedModel, spark, outcome: BackfillOutcome) -> None:
@@ -185,13 +201,22 @@ def write_outputs(config, model: ResolvedModel, spark, outcome: BackfillOutcome)
     table_rows = [[{"text": r["dt"]}, {"text": r["task"]}, {"text": r["table_version"]},
                    *({"text": "n/a" if r.get(m) is None or (isinstance(r.get(m), float) and not math.isfinite(r[m]))
                       else (f"{r[m]:.5f}" if isinstance(r[m], float) else str(r[m]))}
-                     for m in ("auc", "gauc", "logloss", "mse", "calibration", "ndcg", "count"))]
+                     for m in ("auc", "gauc", "logloss", "mse")),
+                   {"text": _with_interval(r, "calibration")},
+                   {"text": "n/a" if r.get("prediction_psi") is None
+                    else f"{r['prediction_psi']:.4f} (vs {r.get('drift_reference_dt')})"},
+                   *({"text": "n/a" if r.get(m) is None else (f"{r[m]:.5f}" if isinstance(r[m], float) else str(r[m]))}
+                     for m in ("ndcg", "count"))]
                   for r in sorted(rows, key=lambda r: (r["dt"], r["task"]))]
+    health_image = figure_to_base64(health_over_time_figure(rows, title))
     sections = [{"title": "Metrics over time", "images": [image], "table": None,
                  "note": f"metrics table: {config.metrics_table_path}"},
+                {"title": "Calibration and prediction drift over time", "images": [health_image], "table": None,
+                 "note": "calibration: mean prediction / observed, with its bootstrap interval; prediction PSI: the "
+                         "day's predictions against the model's validation day (docs/EVALUATION.md)"},
                 {"title": "Rows", "images": [], "table": {
-                    "header": ["dt", "task", "table version", "auc", "gauc", "logloss", "mse", "calibration",
-                               "ndcg (model)", "count"],
+                    "header": ["dt", "task", "table version", "auc", "gauc", "logloss", "mse",
+                               "calibration [interval]", "prediction PSI", "ndcg (model)", "count"],
                     "rows": table_rows}}]
     if outcome.failed:
         sections.append({"title": "Failed dates", "images": [], "table": {

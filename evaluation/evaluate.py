@@ -43,6 +43,7 @@ from ple_runtime.lineage import run_context, write_json
 
 from .comparison import RANKING_KEY, REPORTED_METRICS, PairedScores, ranking_utility
 from .config import EvaluationFailed, RankingSettings, UncertaintySettings
+from .model_health import add_prediction_drift, task_health, validation_reference
 from .model_refs import ResolvedModel, find_model_files, load_or_fail, load_production
 from .registry import registry_settings
 from .report import evaluation_report
@@ -293,6 +294,7 @@ def evaluation_record(snapshot: DateSnapshot, keyed: list[tuple[str, Scored]], d
             _gain_intervals(paired, record["mtl_gain"], spec)
             record["mtl_gain"]["single_task_system_ranking"] = paired.ranking_figures(SINGLE_TASK_SYSTEM)
     record["compare"] = [entries[f"compare/{i}"] for i in range(len(compared))]
+    record["model_health"] = task_health(spec, scored_candidate.predictions, labels, masks)  # evaluation/model_health.py
     record["uncertainty"] = paired.settings_record()
     record["scoring"] = {"rows_per_batch": day.rows_per_batch, "compact_bytes": day.compact_bytes,
                          "compact_bytes_per_row": round(day.compact_bytes / max(day.rows, 1), 1),
@@ -446,6 +448,7 @@ def run_evaluation(config, workdir: Path, spark=None) -> dict[str, Any]:
                                       single_task=single_task, compare=compare, options=options, spark=spark)
     except (KeyError, ValueError, SnapshotError) as error:
         raise EvaluationFailed(str(error).strip("'\"")) from None
+    add_prediction_drift(record, validation_reference(candidate, options, spark))
     record["config"] = config_as_dict(config)
     record["lineage"] = {"run": run_context(), "model_training_run": _training_lineage(candidate)}
     out = Path(config.out) if config.out else default_out(config, candidate, snapshot.version)

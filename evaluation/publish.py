@@ -26,9 +26,11 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ple_model import model_inputs
 from ple_model.calibration import attach_calibration
@@ -39,7 +41,7 @@ from ple_runtime.lineage import code_version, run_context, write_json
 
 from .bundle import export_vocabulary, model_vocabulary_version, write_manifest
 from .export import export_model
-from .gate import GateResult, check_gate
+from .gate import GateEvidence, GateResult, base_rate_logloss, check_gate
 from .model_refs import ResolvedModel, load_model_ref, load_or_fail
 from .registry import (RegistrySettings, move_alias, publish_lease, register_bundle, registry_settings,
                        version_by_alias)
@@ -119,11 +121,52 @@ def resolve_publish_snapshot(config, candidate: ResolvedModel):
                                     recorded.get("partition_column", config.partition_column))
 
 
+def gate_evidence(config, spec, frame, candidate_predictions: dict, production_predictions: dict | None
+                  ) -> GateEvidence:
+    """The gate's statistical evidence on its rows: the candidate's AUC intervals (DeLong), the
+    logloss of the constant base-rate predictor per binary task, the paired intervals of the
+    improvement over production (evaluation/comparison.py, same rows), and, from the `ple
+    evaluate` record (--metrics) when it has one, the paired interval against the single-task
+    baseline."""
+    from .comparison import REPORTED_METRICS, PairedScores
+
+    _, labels, masks = model_inputs(frame, spec)
+    paired = PairedScores(spec, labels, masks, uncertainty=config.uncertainty)
+    paired.add("candidate", candidate_predictions)
+    if production_predictions is not None:
+        paired.add("production", production_predictions)
+    paired.compute()
+    evidence = GateEvidence()
+    for task in spec.tasks:
+        intervals = paired.task_figures("candidate").get(task.name, {}).get("intervals", {})
+        if task.type == "binary":
+            if intervals.get("auc"):
+                evidence.auc_intervals[task.name] = intervals["auc"]
+            in_space = np.asarray(masks[task.name]).reshape(-1) > 0
+            evidence.prior_logloss[task.name] = base_rate_logloss(np.asarray(labels[task.name])[in_space])
+        if production_predictions is not None and task.name in production_predictions:
+            evidence.production[task.name] = {
+                metric: paired.improvement("candidate", "production", task.name, metric, higher)
+                for metric, higher in REPORTED_METRICS[task.type].items() if metric != "gauc"}
+    evidence.single_task = _single_task_evidence(config)
+    return evidence
+
+
+def _single_task_evidence(config) -> dict[str, dict[str, Any]]:
+    """Per task: the paired interval of the improvement over the single-task baseline, from --metrics."""
+    if config.metrics is None:
+        return {}
+    gain = json.loads(Path(config.metrics).read_text()).get("mtl_gain") or {}
+    return {task: {**interval, "metric": gain.get("metric", {}).get(task)}
+            for task, interval in (gain.get("interval") or {}).items() if interval.get("high") is not None}
+
+
 def _production_scores(config, settings, frame, snapshot, workdir: Path, device: str, spark):
-    """(production version, its info, its scores on the same rows, its ResolvedModel) or Nones."""
+    """(production version, its info, its scores on the same rows, its ResolvedModel, its predictions
+    when they are on the very rows of `frame`) or Nones."""
     production_version = version_by_alias(settings, config.alias)
     if production_version is None:
-        return None, None, None, None
+        return None, None, None, None, None
     production = load_model_ref(f"models:/{settings.model_name}/{production_version.version}", settings,
                                 workdir / "production", device)
     info = {"version": str(production_version.version), "model_id": production.model_id, "sha256": production.sha256}
@@ -131,17 +174,21 @@ def _production_scores(config, settings, frame, snapshot, workdir: Path, device:
     production_frame = read_date_snapshot(snapshot, list(frame.columns) + missing, config.reader, spark) \
         if missing else frame
     scores = score_model(production.loaded.model, production.spec, production_frame, config.batch_size, device,
-                         config.calibration_bins, calibration=production.calibration).tasks
-    return production_version, info, scores, production
+                         config.calibration_bins, keep_predictions=True, calibration=production.calibration)
+    paired = scores.predictions if production_frame is frame else None  # re-read rows: no pairing
+    return production_version, info, scores.tasks, production, paired
 
 
 def check_only(config, settings, candidate, candidate_scores, frame, snapshot, workdir: Path, spark) -> PublishOutcome:
     """The gate alone (read-only: no lease, no export, no registry writes)."""
-    _, info, scores, _ = _production_scores(config, settings, frame, snapshot, workdir, config.resolved_device, spark)
-    gate = check_gate(candidate.spec, candidate_scores.tasks, scores, config.tolerance, info)
+    _, info, scores, _, paired = _production_scores(config, settings, frame, snapshot, workdir,
+                                                    config.resolved_device, spark)
+    evidence = gate_evidence(config, candidate.spec, frame, candidate_scores.predictions, paired)
+    gate = check_gate(candidate.spec, candidate_scores.tasks, scores, config.tolerance, info, evidence, config.floors)
     record = {"format": "ple-publish/1", "candidate": candidate.identity(), "snapshot": snapshot.summary(),
               "candidate_metrics": candidate_scores.tasks, "production": info, "production_metrics": scores,
-              "gate": gate.to_dict(), "status": "gate_passed" if gate.passed else "gate_failed", "check_only": True}
+              "gate": gate.to_dict(), "gate_evidence": asdict(evidence),
+              "status": "gate_passed" if gate.passed else "gate_failed", "check_only": True}
     messages = ([f.message() for f in gate.failures] if not gate.passed else
                 [f"quality gate passed against {'v' + info['version'] if info else 'no published model'} "
                  "(check only: nothing exported or registered)"])
@@ -164,7 +211,7 @@ def run_publish(config, workdir: Path, spark=None) -> PublishOutcome:
     except KeyError as error:
         raise EvaluationFailed(str(error).strip("'\"")) from None
     candidate_scores = score_model(candidate.loaded.model, candidate.spec, frame, config.batch_size, device,
-                                   config.calibration_bins, calibration=candidate.calibration)
+                                   config.calibration_bins, keep_predictions=True, calibration=candidate.calibration)
     if config.check_only:
         return check_only(config, settings, candidate, candidate_scores, frame, snapshot, workdir, spark)
     bundle = workdir / "bundle"
@@ -190,15 +237,18 @@ class PublishFailed(EvaluationFailed):
 def _publish_holding_lease(config, settings, lease, candidate, candidate_scores, frame, snapshot, bundle: Path,
                            record: dict[str, Any], workdir: Path, spark) -> PublishOutcome:
     device = config.resolved_device
-    production_version, production_info, production_scores, production = _production_scores(
+    production_version, production_info, production_scores, production, paired = _production_scores(
         config, settings, frame, snapshot, workdir, device, spark)
     if production is not None and production.sha256 == candidate.sha256:
         record["status"] = "unchanged"
         return PublishOutcome("unchanged", str(production_version.version),
                               messages=[f"the candidate is already {settings.model_name} "
                                         f"v{production_version.version} (@{config.alias}); nothing published"])
-    gate = check_gate(candidate.spec, candidate_scores.tasks, production_scores, config.tolerance, production_info)
-    record.update(production=production_info, production_metrics=production_scores, gate=gate.to_dict())
+    evidence = gate_evidence(config, candidate.spec, frame, candidate_scores.predictions, paired)
+    gate = check_gate(candidate.spec, candidate_scores.tasks, production_scores, config.tolerance, production_info,
+                      evidence, config.floors)
+    record.update(production=production_info, production_metrics=production_scores, gate=gate.to_dict(),
+                  gate_evidence=asdict(evidence))
     write_json(bundle / "metrics.json", {
         "snapshot": snapshot.summary(), "candidate": candidate_scores.tasks, "candidate_gates": candidate_scores.gates,
         "candidate_calibration_effect": candidate_scores.calibration_effect,

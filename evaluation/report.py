@@ -186,6 +186,33 @@ def time_series_figure(rows: list[dict[str, Any]], spec_tasks: dict[str, str], t
     return figure
 
 
+def health_over_time_figure(rows: list[dict[str, Any]], title: str):
+    """Backfill: per task, calibration (mean prediction / observed) with its interval, and the
+    prediction PSI against the validation day (right axis), per date."""
+    tasks = sorted({r["task"] for r in rows})
+    figure, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)), 3.4), squeeze=False)
+    for axis, task in zip(axes.flat, tasks):
+        points = sorted((r["dt"], r["calibration"], r.get("calibration_low"), r.get("calibration_high"))
+                        for r in rows if r["task"] == task and _finite(r.get("calibration")))
+        if points:
+            low = [p[1] - p[2] if _finite(p[2]) else 0.0 for p in points]
+            high = [p[3] - p[1] if _finite(p[3]) else 0.0 for p in points]
+            axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[low, high], marker="o", capsize=3)
+        axis.axhline(1.0, color="#999", linewidth=0.8)
+        drift = sorted((r["dt"], r["prediction_psi"]) for r in rows
+                       if r["task"] == task and _finite(r.get("prediction_psi")))
+        if drift:
+            twin = axis.twinx()
+            twin.plot([d[0] for d in drift], [d[1] for d in drift], color="#c60", marker="s", linestyle="--")
+            twin.set_ylabel("prediction PSI", fontsize=8, color="#c60")
+        axis.set_title(f"{task} calibration", fontsize=9)
+        axis.tick_params(axis="x", rotation=45, labelsize=7)
+        axis.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 # --- HTML -------------------------------------------------------------------------------
 
 REPORT_TEMPLATE = """<!doctype html>

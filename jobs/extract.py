@@ -21,11 +21,17 @@ from functools import reduce
 
 from pydantic import Field, model_validator
 
-from feature_eng.params import ExtractParams
+from feature_eng.health import DayHealthConfig
+from feature_eng.params import ExtractParams, shift_day
 from ple_runtime.config import JobConfig, Location, parse_job_config
 from ple_runtime.lake import InputError, Lake, default_data_dir
 
 ExtractError = InputError  # what the job reports as "extract failed: ..." (exit 1)
+DAY_HEALTH_EXIT_CODE = 4   # a day failed its health check: retrying cannot help (the DAG does not retry it)
+
+
+class DayHealthError(ExtractError):
+    """A day breached its health thresholds (feature_eng/health.py); the days before it are complete."""
 
 
 class ExtractConfig(JobConfig, ExtractParams):
@@ -45,6 +51,10 @@ class ExtractConfig(JobConfig, ExtractParams):
                                                "(D's history features and new ids then differ from an in-order run)")
     days_per_pass: int = Field(8, ge=1, le=31, description="days of a range extracted by the same Spark jobs "
                                                            "(one pass; the per-job costs are paid once per pass)")
+    day_health: DayHealthConfig = Field(default_factory=DayHealthConfig,
+                                        description="thresholds of the checks of each day against its trailing days")
+    accept_day_health: list[dt.date] = Field([], description="days to complete even when their health check "
+                                                             "breaches (recorded in the data-quality table)")
     pass_max_raw_mb: int = Field(256, ge=1, description="a pass also ends before its days' raw files exceed this "
                                                         "many MB (memory: a pass keeps its partitions' lines)")
     row_group_mb: float = Field(8.0, gt=0, description="Parquet row groups of the examples end at about this "
@@ -69,10 +79,8 @@ class ExtractConfig(JobConfig, ExtractParams):
 
 def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     """Extract every day of `config`, in order, in one Spark application; returns the data-quality
-    figures of each day. Raises ExtractError (inputs, tables) or ReconciliationError; the days
-    done before the one at fault are completed (quarantine and data quality written)."""
-    from pyspark.sql import DataFrame
-
+    figures of each day. Raises ExtractError (inputs, tables), ReconciliationError or DayHealthError;
+    the days done before the one at fault are completed (quarantine and data quality written)."""
     from feature_eng.features import parse_items, parse_users
     from feature_eng.pipeline import PassInputs, extract_days
     from feature_eng.validation import parse_partition
@@ -89,7 +97,8 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     tables.check_schemas()
     tables.check_order(days[0], config.allow_gap)
     plans = raw.plan(days, config.require_next_day, config.allow_incomplete)
-    results, quarantines = [], []
+    results, quarantines, health_error = [], [], None
+    earlier = tables.quality_figures(shift_day(days[0], -config.day_health.window_days), shift_day(days[0], -1))
     with Checkpoints() as run_scope:
         items = run_scope.persist(parse_items(raw.read_snapshot("items")))
         users = run_scope.persist(parse_users(raw.read_snapshot("users")))
@@ -114,19 +123,59 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
                     figures = tables.write_examples(outputs)
                     quarantines.append(run_scope.checkpoint(outputs.quarantine, eager=True))
                     timer("write vocabulary and examples")
-                for day in outputs.days:
-                    results.append(_report(day, figures[day], timer, vocabulary_version))
+                    profiles = tables.day_profiles(list(outputs.days))
+                    timer("day health profiles")
+                health_error = _complete_days(outputs.days, figures, profiles, earlier, config, results,
+                                             lambda day, f: _report(day, f, timer, vocabulary_version))
+                if health_error is not None:
+                    break
                 if outputs.error is not None:
                     raise outputs.error
         finally:  # the days done, even when a later one failed: their data-quality record completes them
-            if results:
-                started = time.perf_counter()
-                tables.write_quality(days[:len(results)], reduce(DataFrame.unionByName, quarantines), results)
-                print(f"[extract] quarantine and data quality of {len(results)} day(s) written in "
-                      f"{time.perf_counter() - started:.1f}s; tables: "
-                      + ", ".join(f"{name} v{version}" for name, version in tables.versions().items()),
-                      file=sys.stderr, flush=True)
+            if results or health_error is not None:
+                _write_quality(tables, days[:len(results) + (health_error is not None)], quarantines, results)
+    if health_error is not None:
+        raise health_error
     return results
+
+
+def _write_quality(tables, days: list[str], quarantines: list, results: list[dict]) -> None:
+    """Quarantine rows of `days`, data-quality records of the first len(results) of them (a last
+    day that failed its health check gets its quarantine rows, the evidence, but no record)."""
+    from pyspark.sql import DataFrame
+
+    started = time.perf_counter()
+    quarantine = reduce(DataFrame.unionByName, quarantines).where(f"dt <= '{days[-1]}'")
+    tables.write_quality(days, quarantine, results)
+    print(f"[extract] quarantine and data quality of {len(results)} day(s) written in "
+          f"{time.perf_counter() - started:.1f}s; tables: "
+          + ", ".join(f"{name} v{version}" for name, version in tables.versions().items()),
+          file=sys.stderr, flush=True)
+
+
+def _complete_days(days, figures, profiles, earlier: dict, config: ExtractConfig, results: list, report):
+    """Each day's figures with its profile and health figures, in order, appended to `results`
+    (and `earlier`, the next days' window) until a day whose health check stops it: its error."""
+    for day in days:
+        day_figures = {**figures[day], **profiles[day]}
+        error = _check_health(day, day_figures, earlier, config)
+        report(day, day_figures)
+        if error is not None:
+            return error
+        results.append(day_figures)
+        earlier[day] = day_figures
+    return None
+
+
+def _check_health(day: str, figures: dict[str, float], earlier: dict, config: ExtractConfig):
+    """Completes `figures` with the day's health figures; a DayHealthError when the day stops."""
+    from feature_eng.health import assess_day
+
+    health = assess_day(day, figures, earlier, config.day_health, config.stats_window_days,
+                        config.accept_day_health)
+    figures.update(health.figures())
+    print(health.report(), file=sys.stderr, flush=True)
+    return DayHealthError(health.error_message()) if health.stops else None
 
 
 UTC_ZONES = ("UTC", "Etc/UTC", "GMT", "Z", "+00:00")
@@ -190,7 +239,8 @@ def _report(day: str, figures: dict[str, float], timer: _StepTimer, vocabulary_v
     """The day's summary table (stdout)."""
     from feature_eng.quality import format_summary
 
-    print(format_summary(day, {**figures, "pass_seconds": round(sum(timer.steps.values()), 1),
+    shown = {k: v for k, v in figures.items() if not k.startswith(("profile:", "health:"))}
+    print(format_summary(day, {**shown, "pass_seconds": round(sum(timer.steps.values()), 1),
                                "pass_days": timer.days}))
     print(f"vocabulary read at v{vocabulary_version}", flush=True)
     return figures
@@ -202,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run(config)
+    except DayHealthError as err:
+        print(f"extract stopped: {err}", file=sys.stderr)
+        return DAY_HEALTH_EXIT_CODE
     except (ExtractError, ReconciliationError) as err:
         print(f"extract failed: {err}", file=sys.stderr)
         return 1

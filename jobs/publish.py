@@ -28,7 +28,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from evaluation.config import ModelReference, TimeTravelConfig
-from evaluation.gate import GATE_FAILED_EXIT_CODE, Tolerances
+from evaluation.gate import GATE_FAILED_EXIT_CODE, Floors, Tolerances
 from ple_runtime.config import Location, parse_job_config
 
 
@@ -43,6 +43,8 @@ class PublishConfig(TimeTravelConfig):
     check_only: bool = Field(False, description="run the gate only (no export, nothing registered); exit 3 if it fails")
     tolerance: Tolerances = Field(default_factory=Tolerances,
                                   description="allowed worsening vs production (--set tolerance.default.auc=0.01)")
+    floors: Floors = Field(default_factory=Floors, description="what every candidate must clear, first model "
+                                                               "included (--set floors.calibration_band=[0.8,1.25])")
     alias: str = Field("production", description="alias moved to the new version")
     lock_timeout_s: float = Field(600.0, gt=0, description="longest wait for the publish lease")
     lease_ttl_s: float = Field(60.0, gt=0, description="a publisher whose lease shows no heartbeat for this long is "

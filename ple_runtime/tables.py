@@ -76,7 +76,8 @@ class LakeTables:
                 f"the lake {self.lake.root}/lake holds extracted days up to {earlier[-1]} but not {previous}: "
                 f"extract {shift_day(earlier[-1], 1)}..{previous} first (days run in order: {first_day}'s history "
                 "features and new vocabulary ids depend on the days before it), or pass --allow-gap to extract "
-                f"{first_day} anyway. Nothing was written.")
+                f"{first_day} anyway. (A day stopped by its health check has no record until it is extracted "
+                "again, fixed or with --accept-day-health: its extract log says why.) Nothing was written.")
 
     def pinned_vocabulary(self):
         """(the vocabulary at its latest version, that version): the ids a day uses are exactly
@@ -96,6 +97,38 @@ class LakeTables:
             return self.spark.createDataFrame([], S.EXAMPLES_SCHEMA).select(*HISTORY_COLUMNS)
         return (self.spark.read.format("delta").load(self.lake.examples)
                 .where(F.col("dt").between(*params.history_range(first_day))).select(*HISTORY_COLUMNS))
+
+    def quality_figures(self, first: str, last: str) -> dict[str, dict[str, float]]:
+        """{day: {metric: value}} of the data-quality records of first..last (a few hundred rows a
+        day: the day-health window)."""
+        from pyspark.sql import functions as F
+
+        if not self.exists(self.lake.data_quality):
+            return {}
+        rows = (self.spark.read.format("delta").load(self.lake.data_quality)
+                .where(F.col("dt").between(first, last)).collect())
+        result: dict[str, dict[str, float]] = {}
+        for row in rows:
+            result.setdefault(row["dt"], {})[row["metric"]] = row["value"]
+        return result
+
+    def day_profiles(self, days: list[str]) -> dict[str, dict[str, float]]:
+        """{day: {profile:<feature>:<bin>: count}} of the examples of `days` as written (two small
+        Spark jobs: the days' first new vocabulary ids, then one aggregation of the examples)."""
+        from pyspark.sql import functions as F
+
+        from feature_eng.health import day_profiles
+
+        floors = {}
+        if self.exists(self.lake.vocabulary):
+            floors = {(r["first_seen_dt"], r["vocabulary"]): r["floor"] for r in (
+                self.spark.read.format("delta").load(self.lake.vocabulary).where(F.col("first_seen_dt").isin(days))
+                .groupBy("first_seen_dt", "vocabulary").agg(F.min("id").alias("floor")).collect())}
+        examples = self.spark.read.format("delta").load(self.lake.examples).where(F.col("dt").isin(days))
+        result: dict[str, dict[str, float]] = {day: {} for day in days}
+        for row in day_profiles(examples, floors).collect():
+            result[row["dt"]][row["metric"]] = row["value"]
+        return result
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -123,7 +156,9 @@ class LakeTables:
 
     def write_quality(self, days: list[str], quarantine, figures: list[dict[str, float]]) -> None:
         """The quarantine rows and data-quality figures of `days` (consecutive), one Delta commit
-        each, data_quality last: a day with a data-quality record is complete."""
+        each, data_quality last: a day with a data-quality record is complete. `figures` may stop
+        before the last day (a day that failed its health check): that day gets its quarantine
+        rows but no data-quality record (a record written earlier is removed)."""
         where = _days_between(days[0], days[-1])
         quarantined = int(sum(f["quarantined"] for f in figures))
         replace_where(quarantine, self.lake.quarantine, where, files=files_for(quarantined))

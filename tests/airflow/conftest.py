@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO_ROOT / "airflow_dags"
@@ -36,6 +37,15 @@ TINY_SETTINGS = {
     "train_workers": "2",
     "spark_driver_memory": "1g",
 }
+# A model trained one epoch on days of 600 impressions may not clear the gate's floors (an AUC
+# interval containing 0.5): these tests check the wiring, so the floors are off here
+# (tests/evaluation/test_publish.py checks them).
+NO_FLOORS_CONFIG = AIRFLOW_HOME / "publish_no_floors.yaml"
+NO_FLOORS_CONFIG.write_text(yaml.safe_dump({
+    **yaml.safe_load((REPO_ROOT / "conf" / "publish.yaml").read_text()),
+    "floors": {"chance_auc": False, "prior_logloss_tolerance": None, "single_task_tolerance": None,
+               "calibration_band": None}}))
+TINY_SETTINGS["publish_config"] = str(NO_FLOORS_CONFIG)
 os.environ.update({f"AIRFLOW_VAR_PLE_{name.upper()}": value for name, value in TINY_SETTINGS.items()})
 os.environ["AIRFLOW_VAR_PLE_DATA_DIR"] = str(PLE_DATA_DIR)
 # Connections are defined at deployment (README); here, through Airflow's environment form.

@@ -95,3 +95,25 @@ def test_a_metrics_table_of_the_first_layout_is_migrated(spark, lake_root, train
     new = table.where("dt = '2026-01-05'").collect()
     assert len(new) == 3 and all(r.bootstrap_resamples == 100 for r in new)
     assert all(r.gauc is not None for r in new if r.task != "watch_ratio")
+
+
+def test_calibration_and_prediction_drift_against_the_validation_day(spark, lake_root, trained_models, tmp_path):
+    from ple_model.model_file import load_model, save_model
+
+    loaded = load_model(trained_models["ple"] / "model.pt")
+    table = str(lake_root / "lake" / "examples")
+    validated = {"table": table, "version": 0, "partitions": ['{"dt": "2026-01-05"}']}  # as training records it
+    model_dir = tmp_path / "validated_on_0105"
+    save_model(model_dir / "model.pt", loaded.model, loaded.spec, loaded.model_name, loaded.hyperparameters,
+               metadata={**loaded.metadata, "validation_snapshot": validated})
+    metrics_table = str(tmp_path / "metrics")
+    assert backfill_main(["--model", str(model_dir), "--data-dir", str(lake_root), "--metrics-table", metrics_table,
+                          "--out", str(tmp_path / "out"), "--start", "2026-01-05", "--end", "2026-01-06"]) == 0
+    rows = {(r.dt, r.task): r for r in spark.read.format("delta").load(metrics_table).collect()}
+    assert {r.drift_reference_dt for r in rows.values()} == {"2026-01-05"}
+    # the validation day against itself: no drift at all; another day: some, finite
+    assert all(rows[("2026-01-05", t)].prediction_psi == 0.0 for t in ("play", "share", "watch_ratio"))
+    assert all(0 < rows[("2026-01-06", t)].prediction_psi < 1 for t in ("play", "share", "watch_ratio"))
+    assert all(r.calibration_low < r.calibration < r.calibration_high for r in rows.values())
+    html = (tmp_path / "out" / "backfill.html").read_text()
+    assert "Calibration and prediction drift over time" in html and "(vs 2026-01-05)" in html

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evaluation.gate import Tolerances, check_gate
+from evaluation.gate import Floors, GateEvidence, Tolerances, check_gate
 from ple_model import ModelSpec
 
 
@@ -84,3 +84,55 @@ def test_per_task_overrides_win_over_the_default(spec):
     assert result.passed
     with pytest.raises(ValueError, match="must be >= 0"):
         Tolerances(tasks={"play": {"auc": -0.1}}).for_task("play", "auc")
+
+
+# --- floors: what every candidate must clear, the first model of a registry included -----------------
+
+def _evidence(play_low=0.70, play_high=0.80, share_low=0.70, share_high=0.80, prior=0.6):
+    return GateEvidence(auc_intervals={"play": {"low": play_low, "high": play_high},
+                                       "share": {"low": share_low, "high": share_high}},
+                        prior_logloss={"play": prior, "share": prior})
+
+
+def test_a_first_model_whose_auc_interval_contains_chance_is_refused(spec):
+    result = check_gate(spec, _metrics(share_auc=0.5059), None, Tolerances(),
+                        evidence=_evidence(share_low=0.4960, share_high=0.5158), floors=Floors())
+    assert not result.passed
+    assert [(f.task, f.metric, f.reason) for f in result.failures] == [("share", "auc", "auc_contains_chance")]
+    assert "[0.4960, 0.5158] contains 0.5" in result.failures[0].message()
+    # the same model with an interval clear of 0.5 passes; so does a gate without floors (as before)
+    assert check_gate(spec, _metrics(), None, Tolerances(), evidence=_evidence(), floors=Floors()).passed
+    assert check_gate(spec, _metrics(share_auc=0.5059), None, Tolerances(),
+                      evidence=_evidence(share_low=0.4960, share_high=0.5158)).passed
+
+
+def test_worse_than_the_base_rate_and_outside_the_calibration_band_are_refused(spec):
+    candidate = _metrics(play_logloss=0.7)
+    candidate["share"]["calibration"] = 3.0
+    candidate["watch"]["calibration"] = 1.1
+    result = check_gate(spec, candidate, None, Tolerances(), evidence=_evidence(prior=0.65),
+                        floors=Floors(prior_logloss_tolerance=0.01))
+    assert sorted((f.task, f.reason) for f in result.failures) == [
+        ("play", "worse_than_prior"), ("share", "calibration_outside_band")]
+    assert "outside the band [0.5, 2]" in next(f.message() for f in result.failures if f.task == "share")
+    narrow = Floors(calibration_band=None, calibration_tasks={"watch": (0.95, 1.05)}, prior_logloss_tolerance=None)
+    assert [(f.task, f.reason) for f in check_gate(spec, candidate, None, Tolerances(), evidence=_evidence(),
+                                                   floors=narrow).failures] == [("watch", "calibration_outside_band")]
+
+
+def test_production_comparison_uses_the_paired_interval(spec):
+    tolerances = Tolerances(default={"auc": 0.01, "logloss": 0.01, "mse": 0.01})
+    worse = _metrics(play_auc=0.73)  # 0.02 worse than production: beyond the tolerance as a point
+    noisy = GateEvidence(production={"play": {"auc": {"low": -0.05, "high": 0.01, "method": "delong"}}})
+    assert check_gate(spec, worse, _metrics(), tolerances, evidence=noisy).passed  # could be no worse at all
+    sure = GateEvidence(production={"play": {"auc": {"low": -0.03, "high": -0.015, "method": "delong"}}})
+    result = check_gate(spec, worse, _metrics(), tolerances, evidence=sure)
+    assert [(f.task, f.metric, f.reason) for f in result.failures] == [("play", "auc", "worse_than_production")]
+    assert "interval [-0.030000, -0.015000] (delong) lies below -0.01" in result.failures[0].message()
+
+
+def test_confidently_worse_than_the_single_task_baseline_is_refused(spec):
+    evidence = GateEvidence(single_task={"play": {"metric": "auc", "low": -0.08, "high": -0.03},
+                                         "share": {"metric": "auc", "low": -0.08, "high": 0.02}})
+    result = check_gate(spec, _metrics(), None, Tolerances(), evidence=evidence, floors=Floors())
+    assert [(f.task, f.reason) for f in result.failures] == [("play", "worse_than_single_task")]

@@ -18,7 +18,7 @@ from ple_model import model_inputs
 from evaluation_tables import DATES, day_frame
 from jobs.evaluate import main as evaluate_main
 from jobs.publish import main as publish_main
-from ple_model.model_file import load_model
+from ple_model.model_file import load_model, save_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,10 +28,35 @@ def _publish(model_dir, data_root, lake_root, *extra):
                          "--table", str(lake_root / "lake" / "examples"), "--onnx-exporter", "torchscript", *extra])
 
 
+NO_FLOORS = ["--set", "floors={chance_auc: false, prior_logloss_tolerance: null, single_task_tolerance: null, "
+                     "calibration_band: null}"]
+
+
+def _constant_model(trained: Path, out: Path) -> Path:
+    """The model of `trained` with every weight zero: the same prediction for every row."""
+    loaded = load_model(trained / "model.pt")
+    with torch.no_grad():
+        for parameter in loaded.model.parameters():
+            parameter.zero_()
+    save_model(out / "model.pt", loaded.model, loaded.spec, loaded.model_name, loaded.hyperparameters,
+               metadata=loaded.metadata)
+    return out
+
+
 def test_gate_blocks_a_worse_model_and_passes_a_better_one(lake_root, trained_models, tmp_path, capsys):
     settings = registry_settings(str(tmp_path))
-    # Nothing published yet: the gate only asks for finite metrics.
-    assert _publish(trained_models["ple_bad"], tmp_path, lake_root) == 0
+    # Nothing published yet: the floors still apply. A model no better than chance is refused, the
+    # reason named per binary task and recorded; nothing registered.
+    assert _publish(_constant_model(trained_models["ple_bad"], tmp_path / "constant"), tmp_path, lake_root) == 3
+    err = capsys.readouterr().err
+    for task in ("play", "share"):
+        assert f"{task}.auc: AUC 0.5000 with interval [" in err and "contains 0.5: no better than chance" in err
+    assert list_versions(settings) == []
+    record = json.loads(next((tmp_path / "reports" / "publish").rglob("*.json")).read_text())
+    assert {(f["task"], f["reason"]) for f in record["gate"]["failures"]} >= {
+        ("play", "auc_contains_chance"), ("share", "auc_contains_chance")}
+    # Without the floors (the gate as it was), an untrained model with finite metrics is published.
+    assert _publish(trained_models["ple_bad"], tmp_path, lake_root, *NO_FLOORS) == 0
     assert str(version_by_alias(settings).version) == "1"
     # Better on every task: passes, the alias moves.
     assert _publish(trained_models["ple"], tmp_path, lake_root) == 0
@@ -55,7 +80,7 @@ def test_gate_blocks_a_worse_model_and_passes_a_better_one(lake_root, trained_mo
                          "--data-dir", str(tmp_path), "--check-only"]) == 3
     assert len(list_versions(settings)) == 2
     # A tolerance wide enough lets it through (per-task + global settings are honoured).
-    loose = ["--set", "tolerance.default={auc: 1.0, logloss: 1.0, mse: 1.0}"]
+    loose = ["--set", "tolerance.default={auc: 1.0, logloss: 1.0, mse: 1.0}", *NO_FLOORS]
     assert _publish(trained_models["ple_bad"], tmp_path, lake_root, *loose) == 0
     assert str(version_by_alias(settings).version) == "3"
 
