@@ -41,7 +41,7 @@ from ple_runtime import storage
 from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
 
-from .comparison import RANKING_KEY, REPORTED_METRICS, PairedScores, ranking_utility
+from .comparison import RANKING_KEY, REPORTED_METRICS, PairedScores
 from .config import EvaluationFailed, RankingSettings, UncertaintySettings
 from .model_health import add_prediction_drift, task_health, validation_reference
 from .model_refs import ResolvedModel, find_model_files, load_or_fail, load_production
@@ -230,7 +230,6 @@ def evaluate_on_snapshot(snapshot: DateSnapshot, candidate: ResolvedModel, *, pr
     """Score every model on the snapshot's rows; returns the evaluation record (JSON-safe).
     The rows are read and scored batch by batch (evaluation/streaming.py); `frame` scores given rows instead."""
     options = options or ScoringOptions()
-    spec = candidate.spec
     keyed_models = [("candidate", candidate)] + ([("production", production)] if production is not None else [])
     keyed_models += [(f"single_task/{i}", m) for i, m in enumerate(single_task)]
     keyed_models += [(f"compare/{i}", m) for i, m in enumerate(compare)]

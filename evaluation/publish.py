@@ -259,24 +259,8 @@ def _publish_holding_lease(config, settings, lease, candidate, candidate_scores,
     if not gate.passed:
         record["status"] = "gate_failed"
         return PublishOutcome("gate_failed", gate=gate, messages=[f.message() for f in gate.failures])
-    tags = {"ple.model_sha256": candidate.sha256, "ple.model_name": candidate.loaded.model_name,
-            "ple.eval_table": snapshot.table, "ple.eval_date": snapshot.date,
-            "ple.eval_table_version": str(snapshot.version),
-            "ple.code_commit": str(code_version().get("commit")), "ple.gate": "passed",
-            "ple.calibration": candidate.calibration.method if candidate.calibration is not None else "none",
-            "ple.replaces_version": str(production_info["version"]) if production_info else "none"}
-    params = {"model_name": candidate.loaded.model_name, "source": candidate.ref,
-              **{f"hp.{k}": v for k, v in candidate.loaded.hyperparameters.items()}}
-    lease.check()
-    model_version = interrupted_publish(settings, tags)
-    if model_version is not None:   # registered by a publish that died before moving the alias: complete it
-        record["completes_interrupted_publish"] = str(model_version.version)
-    else:
-        model_version = register_bundle(settings, bundle, tags=tags, params=params,
-                                        metrics=headline(candidate_scores.tasks),
-                                        description=f"{candidate.label} evaluated on {snapshot.table} "
-                                                    f"{snapshot.partition_column}={snapshot.date} v{snapshot.version}")
-    record.update(version=str(model_version.version), run_id=model_version.run_id)
+    model_version = _register_candidate(settings, lease, candidate, candidate_scores, snapshot, bundle, record,
+                                        production_info)
     try:
         lease.check()
         move_alias(settings, model_version.version, config.alias)  # last: the alias only sees complete versions
@@ -295,6 +279,30 @@ def _publish_holding_lease(config, settings, lease, candidate, candidate_scores,
                           messages=[f"{done} {settings.model_name} v{model_version.version} and moved "
                                     f"@{config.alias} to it"
                                     + (f" (was v{production_info['version']})" if production_info else "")])
+
+
+def _register_candidate(settings: RegistrySettings, lease, candidate, candidate_scores, snapshot, bundle: Path,
+                        record: dict[str, Any], production_info: dict[str, Any] | None):
+    """Registers the bundle (or finds the version an interrupted publish registered) and records it."""
+    tags = {"ple.model_sha256": candidate.sha256, "ple.model_name": candidate.loaded.model_name,
+            "ple.eval_table": snapshot.table, "ple.eval_date": snapshot.date,
+            "ple.eval_table_version": str(snapshot.version),
+            "ple.code_commit": str(code_version().get("commit")), "ple.gate": "passed",
+            "ple.calibration": candidate.calibration.method if candidate.calibration is not None else "none",
+            "ple.replaces_version": str(production_info["version"]) if production_info else "none"}
+    params = {"model_name": candidate.loaded.model_name, "source": candidate.ref,
+              **{f"hp.{k}": v for k, v in candidate.loaded.hyperparameters.items()}}
+    lease.check()
+    model_version = interrupted_publish(settings, tags)
+    if model_version is not None:   # registered by a publish that died before moving the alias: complete it
+        record["completes_interrupted_publish"] = str(model_version.version)
+    else:
+        model_version = register_bundle(settings, bundle, tags=tags, params=params,
+                                        metrics=headline(candidate_scores.tasks),
+                                        description=f"{candidate.label} evaluated on {snapshot.table} "
+                                                    f"{snapshot.partition_column}={snapshot.date} v{snapshot.version}")
+    record.update(version=str(model_version.version), run_id=model_version.run_id)
+    return model_version
 
 
 def interrupted_publish(settings: RegistrySettings, tags: dict[str, str]):

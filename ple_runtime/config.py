@@ -135,6 +135,15 @@ def _set_dotted(target: dict, dotted: str, value: Any) -> None:
     target[keys[-1]] = value
 
 
+def mapping_from_text(value: Any) -> Any:
+    """A mapping setting given on the command line arrives as text (`--model-params '{num_levels: 2}'`):
+    read it as YAML/JSON; anything else passes through for pydantic to validate."""
+    if isinstance(value, str):
+        parsed = yaml.safe_load(value)
+        return {} if parsed is None else parsed
+    return value
+
+
 def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ple_runtime.config import JobConfig, Location, is_remote
+from ple_runtime.config import JobConfig, Location, is_remote, mapping_from_text
 
 
 class TrainConfig(JobConfig):
@@ -141,13 +141,7 @@ class TrainConfig(JobConfig):
     @field_validator("model_params", "weighting_params", "vocab_sizes", "selection_metrics", mode="before")
     @classmethod
     def _mapping_from_text(cls, value: Any) -> Any:
-        # `--model-params '{num_levels: 2}'` arrives as text: read it as YAML/JSON.
-        if isinstance(value, str):
-            import yaml
-
-            parsed = yaml.safe_load(value)
-            return {} if parsed is None else parsed
-        return value
+        return mapping_from_text(value)
 
     @field_validator("model")
     @classmethod

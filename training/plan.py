@@ -222,8 +222,6 @@ def default_vocabulary_table(config: TrainConfig) -> str | None:
 
 def vocabulary_sizes(table: str, version: int | None = None) -> tuple[dict[str, int], dict[str, Any]]:
     """{vocabulary name: max id + 1} from the vocabulary table at `version`, and where it came from."""
-    import pyarrow.compute as pc
-
     from .vocabulary import read_rows
 
     version = latest_delta_version(table) if version is None else version

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ple_runtime.config import ConfigError, JobConfig, Location, load_config_file, validate_config
+from ple_runtime.config import ConfigError, JobConfig, Location, load_config_file, mapping_from_text, validate_config
 
 from .config import TrainConfig
 
@@ -109,13 +109,7 @@ class TuneConfig(JobConfig):
     @field_validator("train", "search", mode="before")
     @classmethod
     def _mapping_from_text(cls, value: Any) -> Any:
-        # `--search '{lr: {type: float, low: 0.001, high: 0.01}}'` arrives as text: read it as YAML/JSON.
-        if isinstance(value, str):
-            import yaml
-
-            parsed = yaml.safe_load(value)
-            return {} if parsed is None else parsed
-        return value
+        return mapping_from_text(value)
 
     @model_validator(mode="after")
     def _check(self) -> "TuneConfig":
