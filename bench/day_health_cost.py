@@ -10,7 +10,7 @@ per-day profile (Spark: the day's first new vocabulary ids, one aggregation of t
 examples), the read of the window's data-quality records, and the comparison in Python.
 Prints each part, its share of the second day's extract time (the anchor, measured in the
 same run), the machine and the load average before and after (a loaded machine slows both
-sides; the share is the figure that survives it). docs/measurements/health.md records runs.
+sides; the share is the figure that survives it). docs/measurements/day_health.md records runs.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The weightings are interleaved over --repeats rounds and the median step time
 is reported, with its ratio to `static` measured in the same rounds (the
 anchor): the machine is shared, so absolute times drift with the load.
 
-    .venv/bin/python bench/weighting_cost.py                       # docs/measurements/tune.md
+    .venv/bin/python bench/weighting_cost.py                       # docs/measurements/weightings.md
     .venv/bin/python bench/weighting_cost.py --batch 1024 --repeats 5
 """
 
