@@ -20,7 +20,7 @@ SENSOR = "wait_for_next_day_raw"
 DAY, NEXT_DAY = "2026-03-10", "2026-03-11"   # no other test's runs or raw partitions are near these days
 
 
-def test_the_sensor_waits_while_the_next_day_is_incomplete_then_the_run_proceeds(dagbag):
+def test_the_sensor_waits_while_the_next_day_is_incomplete_then_the_run_proceeds(dagbag, tmp_path, monkeypatch):
     import pendulum
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.taskreschedule import TaskReschedule
@@ -31,7 +31,9 @@ def test_the_sensor_waits_while_the_next_day_is_incomplete_then_the_run_proceeds
     sensor = dag.get_task(SENSOR)
     assert sensor.mode == "reschedule"              # a waiting sensor frees its worker slot between pokes
     sensor.poke_interval = 1                         # the DAG's 600 s, shortened for the test
-    marker = Path(os.environ["AIRFLOW_VAR_PLE_DATA_DIR"], "raw", "events", f"dt={NEXT_DAY}", "_SUCCESS")
+    # its own data root: a raw/ folder in the shared one would stop test_pipeline_dags' `ple generate`
+    monkeypatch.setenv("AIRFLOW_VAR_PLE_DATA_DIR", str(tmp_path / "data"))
+    marker = tmp_path / "data" / "raw" / "events" / f"dt={NEXT_DAY}" / "_SUCCESS"
     marker.parent.mkdir(parents=True, exist_ok=True)   # the partition is being written: no marker yet
     sensor.timeout = 600                             # a sensor that never sees the marker fails the test
     written_at: list[float] = []
