@@ -291,7 +291,7 @@ def _volume_and_quarantine_checks(figures, window, config: DayHealthConfig) -> l
 
 def _label_checks(figures, window, config: DayHealthConfig) -> list[Check]:
     """Relative change of each label's rate (mean for watch_ratio) against the window's
-    example-weighted mean, enforced when it is also `label_z` standard errors away."""
+    example-weighted mean, enforced when it is also `label_z` standard errors (two-sample) away."""
     checks = []
     n = figures.get("examples", 0.0)
     for label in LABELS:
@@ -303,8 +303,11 @@ def _label_checks(figures, window, config: DayHealthConfig) -> list[Check]:
         if base <= 0:
             continue
         change = abs(figures[label] / base - 1.0)
-        # binomial standard error of the day's rate (a bound for a mean in [0, 1] too)
-        error = math.sqrt(max(base * (1 - base), 1e-12) / max(n, 1.0))
+        # two-sample standard error of the difference with the pooled rate (a bound for a mean in
+        # [0, 1] too): the window's rate is an estimate as well, and a rare label (comment ~0.2%)
+        # over a small window is a few events
+        pooled = (figures[label] * n + base * total) / max(n + total, 1.0)
+        error = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / max(n, 1.0) + 1 / total))
         significant = abs(figures[label] - base) >= config.label_z * error
         checks.append(Check(f"label_change:{label.split(':', 1)[1]}", change, config.max_label_change, "max",
                             significant))

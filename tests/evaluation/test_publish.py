@@ -331,7 +331,8 @@ def test_alias_failure_after_registering_leaves_a_complete_unaliased_version(lak
     import evaluation.publish
 
     settings = registry_settings(str(tmp_path))
-    assert _publish(trained_models["ple_bad"], tmp_path, lake_root) == 0          # v1 @production
+    # v1 @production: the deliberately weak model, past the floors (this test is about the registry)
+    assert _publish(trained_models["ple_bad"], tmp_path, lake_root, *NO_FLOORS) == 0
 
     def broken_alias_move(*args, **kwargs):
         raise ConnectionError("registry went away")

@@ -14,6 +14,7 @@ import torch
 import fault_callbacks
 import training_tables as synth
 from ple_runtime.config import ConfigError, parse_job_config
+from ple_runtime.lineage import file_sha256, write_json
 from training.checkpoint import CheckpointMismatch
 from training.config import TrainConfig
 from training.launch import run_training
@@ -92,6 +93,8 @@ def test_a_checkpoint_of_another_world_size_is_refused(tables, tmp_path):
     state = torch.load(path, weights_only=False)
     state["world_size"] = 2
     torch.save(state, path)
+    # ... written whole: its digest matches (a mismatch would read as a torn file, test_failure_paths.py)
+    write_json(path.with_name(path.name + ".digest.json"), {"bytes": path.stat().st_size, "sha256": file_sha256(path)})
     with pytest.raises(CheckpointMismatch, match="written by 2 workers .* this run has 1"):
         run_training(config(tables, out, "--epochs", "2", "--resume"))
     # And the plan refuses another --workers before any worker starts.
