@@ -227,6 +227,27 @@ def _published(config: PipelineConfig, candidate: Path) -> str | None:
     return str(production.version)
 
 
+def _refused_before(config: PipelineConfig, candidate: Path) -> Path | None:
+    """The record of a gate refusal of exactly this model, on the test day's same rows, against the
+    same production version: the verdict stands, so a re-run reuses it instead of asking again."""
+    from evaluation.registry import registry_settings, version_by_alias
+    from evaluation.snapshot import recorded_version
+
+    production = version_by_alias(registry_settings(config.data_dir))
+    verdict_key = (file_sha256(candidate / "model.pt"), config.test_day,
+                   recorded_version(Lake(config.data_dir).examples, config.test_day),
+                   str(production.version) if production is not None else None)
+    for path in sorted(Path(Lake(config.data_dir).reports, "publish").glob("publish-*-gate_failed.json"),
+                       reverse=True):
+        record = json.loads(path.read_text())
+        snapshot, was = record.get("snapshot") or {}, (record.get("production") or {}).get("version")
+        key = ((record.get("candidate") or {}).get("sha256"), snapshot.get("date"), snapshot.get("version"),
+               str(was) if was is not None else None)
+        if key == verdict_key:
+            return path
+    return None
+
+
 def _generate(config: PipelineConfig, generate) -> bool:
     from jobs.generate import run as generate_raw_logs
 
@@ -309,6 +330,10 @@ def _publish(config: PipelineConfig, publish) -> bool:
     if version is not None:
         print(f"{config.publish_model} is already production (version {version}): reused")
         return True
+    refused = None if config.force else _refused_before(config, Path(publish.model))
+    if refused is not None:
+        print(f"the quality gate already refused {config.publish_model} on these rows (record {refused}): reused")
+        return True
     try:
         with tempfile.TemporaryDirectory(prefix="ple-publish-") as workdir:
             outcome = run_publish(publish, Path(workdir))
@@ -371,7 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {stage:<22} {seconds:7.1f} s  {record['stages'][stage]}")
     print(f"\nreport:          {record['outputs']['report']}")
     print(f"metrics:         {record['outputs']['metrics']}")
-    print(f"registry:        {record['outputs']['registry']} (MLflow, model `ple_video`, alias `production`)")
+    from evaluation.registry import registry_settings, version_by_alias
+
+    production = version_by_alias(registry_settings(config.data_dir))
+    held = (f"alias `production` -> v{production.version}" if production is not None
+            else "nothing published yet: the quality gate refused the model (see above)")
+    print(f"registry:        {record['outputs']['registry']} (MLflow, model `ple_video`, {held})")
     print(f"pipeline record: {Path(config.data_dir, 'pipeline_record.json')}")
     return 0
 
