@@ -168,6 +168,19 @@ def _max_experts(gates) -> int:
     return max((len({e for u in level.values() for e in u["mean_weight"]}) for level in gates), default=1)
 
 
+def _date_axis(axis, title: str) -> None:
+    """One task's panel of a per-date figure: its title, slanted dates, a light grid."""
+    axis.set_title(title, fontsize=9)
+    axis.tick_params(axis="x", rotation=45, labelsize=7)
+    axis.grid(alpha=0.3)
+
+
+def _titled(figure, title: str):
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 def time_series_figure(rows: list[dict[str, Any]], spec_tasks: dict[str, str], title: str):
     """Backfill: one subplot per task, the Eq. 11 metric per date (rows: dt, task, auc/mse/...)."""
     tasks = sorted({r["task"] for r in rows})
@@ -178,12 +191,8 @@ def time_series_figure(rows: list[dict[str, Any]], spec_tasks: dict[str, str], t
         points = sorted((r["dt"], r.get(metric)) for r in rows if r["task"] == task and _finite(r.get(metric)))
         if points:
             axis.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-        axis.set_title(f"{task} {metric.upper()}", fontsize=9)
-        axis.tick_params(axis="x", rotation=45, labelsize=7)
-        axis.grid(alpha=0.3)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    return figure
+        _date_axis(axis, f"{task} {metric.upper()}")
+    return _titled(figure, title)
 
 
 def health_over_time_figure(rows: list[dict[str, Any]], title: str):
@@ -205,12 +214,8 @@ def health_over_time_figure(rows: list[dict[str, Any]], title: str):
             twin = axis.twinx()
             twin.plot([d[0] for d in drift], [d[1] for d in drift], color="#c60", marker="s", linestyle="--")
             twin.set_ylabel("prediction PSI", fontsize=8, color="#c60")
-        axis.set_title(f"{task} calibration", fontsize=9)
-        axis.tick_params(axis="x", rotation=45, labelsize=7)
-        axis.grid(alpha=0.3)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    return figure
+        _date_axis(axis, f"{task} calibration")
+    return _titled(figure, title)
 
 
 # --- HTML -------------------------------------------------------------------------------
