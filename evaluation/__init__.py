@@ -1,6 +1,7 @@
 """Evaluate, compare, publish, backfill and experiment with multi-task models (docs/EVALUATION.md).
 
-    from evaluation.snapshot import resolve_date_snapshot, read_date_snapshot   # which rows (Delta time travel)
+    from ple_runtime.snapshot import resolve_date_snapshot   # which rows (Delta time travel; shared with training)
+    from evaluation.snapshot_rows import read_date_snapshot   # those rows as pandas (pyarrow or Spark)
     from evaluation.model_refs import load_model_ref      # run folder / model.pt / models:/name/3 / @production
     from evaluation.scoring import score_model            # per-task metrics, calibration curves, gate usage
     from evaluation.comparison import PairedScores        # intervals and paired differences on the same rows

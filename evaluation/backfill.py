@@ -1,7 +1,7 @@
 """What `ple backfill` does: one model over a range of past dates, each on its own snapshot.
 
 For every date the version read is the one recorded for that date
-(evaluation/snapshot.py), so a date's figures do not change when later dates
+(ple_runtime/snapshot.py), so a date's figures do not change when later dates
 are appended. Results go to a Delta table (default <data>/lake/backfill_metrics),
 one row per (model_id, dt, task), written with MERGE after each date: a crash
 keeps the dates already done, and a re-run with --force replaces rows instead
@@ -29,12 +29,13 @@ from typing import Any
 
 from ple_model.metrics import GAIN_METRIC
 from ple_runtime.lineage import code_version, write_json
+from ple_runtime.snapshot import resolve_date_snapshot
 
 from .model_health import add_prediction_drift, validation_reference
 from .model_refs import ResolvedModel
 from .report import figure_to_base64, health_over_time_figure, render_html, time_series_figure
 from .evaluate import ScoringOptions, evaluate_on_snapshot
-from .snapshot import resolve_date_snapshot
+
 
 # The first table layout; ADDED_COLUMNS came later and are added to old tables (module doc).
 BASE_DDL = ("model_id STRING, model_ref STRING, dt STRING, task STRING, table_path STRING, table_version BIGINT, "

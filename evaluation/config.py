@@ -101,7 +101,7 @@ class TimeTravelConfig(ScoringConfig):
         if self.version is not None and self.timestamp is not None:
             raise ValueError("give --version or --timestamp, not both")
         if self.timestamp is not None:
-            from evaluation.snapshot import parse_timestamp
+            from ple_runtime.delta_log import parse_timestamp
 
             parse_timestamp(self.timestamp)  # a bad timestamp fails here, with the field named
         return self

@@ -40,6 +40,7 @@ from ple_model.prediction import predict
 from ple_runtime import storage
 from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
+from ple_runtime.snapshot import DateSnapshot, SnapshotError, resolve_date_snapshot
 
 from .comparison import RANKING_KEY, REPORTED_METRICS, PairedScores
 from .config import EvaluationFailed, RankingSettings, UncertaintySettings
@@ -48,7 +49,7 @@ from .model_refs import ResolvedModel, find_model_files, load_or_fail, load_prod
 from .registry import registry_settings
 from .report import evaluation_report
 from .scoring import calibration_change, score_predictions
-from .snapshot import DateSnapshot, SnapshotError, iter_date_snapshot, resolve_snapshot_or_fail
+from .snapshot_rows import iter_date_snapshot
 from .streaming import (DEFAULT_MEMORY_BUDGET_MB, DEFAULT_ROWS_PER_BATCH, CompactStore, DayArrays, PassSettings,
                         ScoredModel, aligned_batch_rows, frame_batches, score_day)
 
@@ -343,7 +344,7 @@ def calibrate_models(models: Iterable[ResolvedModel], table: str, date, options:
     from ple_model.calibration import fit_calibration
 
     models = list(models)
-    snapshot = resolve_snapshot_or_fail(table, date, partition_column=partition_column)
+    snapshot = resolve_date_snapshot(table, date, partition_column=partition_column)
     wanted = list(dict.fromkeys(c for m in models for c in source_columns(m.spec)))
     keyed = {f"model{i}": model for i, model in enumerate(models)}
     scored = [ScoredModel(key, model.loaded.model, model.spec) for key, model in keyed.items()]
@@ -424,8 +425,8 @@ def run_evaluation(config, workdir: Path, spark=None) -> dict[str, Any]:
     """Evaluate per an EvaluateConfig; writes metrics.json + report.html; returns paths and the record."""
     device = config.resolved_device
     settings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model)
-    snapshot = resolve_snapshot_or_fail(config.table_path, config.date, config.version, config.timestamp,
-                                        config.partition_column)
+    snapshot = resolve_date_snapshot(config.table_path, config.date, version=config.version,
+                                     timestamp=config.timestamp, partition_column=config.partition_column)
     candidate = load_or_fail(config.model, settings, workdir / "candidate", device)
     production, note = (None, "comparison with the published model turned off")
     if config.with_production:

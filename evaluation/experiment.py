@@ -29,13 +29,14 @@ from ple_model import model_inputs
 from ple_model.metrics import GAIN_METRIC
 from ple_model.model_inputs import source_columns
 from ple_model.prediction import predict
+from ple_runtime.snapshot import resolve_date_snapshot
 
 from .comparison import RANKING_KEY, PairedScores, ranking_utility
 from .evaluate import ScoringOptions
 from .model_refs import ResolvedModel, load_model_ref
 from .registry import registry_settings
 from .scoring import score_predictions
-from .snapshot import read_date_snapshot, resolve_snapshot_or_fail
+from .snapshot_rows import read_date_snapshot
 
 EXPERIMENT_FORMAT = "ple-experiment/1"
 BASELINE = "single_task"
@@ -146,7 +147,7 @@ def evaluate_all(config, runs: dict[str, dict[str, Any]], spark=None, log=print)
 
         calibrate_models(models.values(), config.table_path, config.validation_date, options, config.calibration_method,
                          config.partition_column, spark)
-    snapshot = resolve_snapshot_or_fail(config.table_path, config.test_date, partition_column=config.partition_column)
+    snapshot = resolve_date_snapshot(config.table_path, config.test_date, partition_column=config.partition_column)
     wanted = list(dict.fromkeys(c for m in models.values() for c in source_columns(m.spec)))
     utility_columns = list(config.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
     frame = read_date_snapshot(snapshot, wanted + [config.ranking.user_column, *utility_columns], options.reader,

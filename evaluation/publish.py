@@ -47,7 +47,9 @@ from .registry import (RegistrySettings, move_alias, publish_lease, register_bun
                        version_by_alias)
 from .config import EvaluationFailed
 from .scoring import headline, score_model
-from .snapshot import read_date_snapshot, resolve_snapshot_or_fail
+from ple_runtime.snapshot import resolve_date_snapshot
+
+from .snapshot_rows import read_date_snapshot
 
 
 @dataclass
@@ -104,8 +106,8 @@ def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot
 def resolve_publish_snapshot(config, candidate: ResolvedModel):
     """--date (+ version/timestamp), or the exact snapshot a `ple evaluate` metrics.json read."""
     if config.metrics is None:
-        return resolve_snapshot_or_fail(config.table_path, config.date, config.version, config.timestamp,
-                                        config.partition_column)
+        return resolve_date_snapshot(config.table_path, config.date, version=config.version,
+                                     timestamp=config.timestamp, partition_column=config.partition_column)
     path = Path(config.metrics)
     if not path.is_file():
         raise EvaluationFailed(f"--metrics {path} does not exist")
@@ -117,8 +119,8 @@ def resolve_publish_snapshot(config, candidate: ResolvedModel):
     recorded = evaluation["snapshot"]
     if config.date is not None and config.date.isoformat() != recorded["date"]:
         raise EvaluationFailed(f"--date {config.date} differs from the date {recorded['date']} in --metrics {path}")
-    return resolve_snapshot_or_fail(recorded["table"], recorded["date"], recorded["version"], None,
-                                    recorded.get("partition_column", config.partition_column))
+    return resolve_date_snapshot(recorded["table"], recorded["date"], version=recorded["version"],
+                                 partition_column=recorded.get("partition_column", config.partition_column))
 
 
 def gate_evidence(config, spec, frame, candidate_predictions: dict, production_predictions: dict | None

@@ -7,7 +7,7 @@
 
 The model is a run folder / model.pt, `models:/<name>/<version>`,
 `models:/<name>@<alias>` or `@production`. The version read by default is the
-one recorded for the date (evaluation/snapshot.py). Every compared figure gets
+one recorded for the date (ple_runtime/snapshot.py). Every compared figure gets
 a confidence interval (`--set uncertainty.level=0.9`, `uncertainty.resamples`);
 GAUC and NDCG@k of the ranking score per user (`--set ranking.k=20`);
 `--calibrate-on 2026-01-07` fits post-hoc calibration on a validation day first.

@@ -185,7 +185,7 @@ def _extracted_days(data_dir: str) -> set[str]:
 
     Read from the table's Delta log, so a re-run that has nothing to extract
     starts no Spark session."""
-    from training import resolve_snapshot
+    from ple_runtime.snapshot import resolve_snapshot
 
     path = Lake(data_dir).data_quality
     if not Path(path, "_delta_log").is_dir():
@@ -211,7 +211,7 @@ def _same_config(path: Path, config) -> bool:
 def _evaluation_inputs(config: PipelineConfig, evaluate, models: list[Path]) -> dict[str, Any]:
     """What an evaluation's result depends on: its config, the models' bytes and the table
     version recorded for the test day (a re-extract of that day moves it)."""
-    from evaluation.snapshot import recorded_version
+    from ple_runtime.snapshot import recorded_version
 
     return {"config": config_as_dict(evaluate), "models": {str(m): file_sha256(m / "model.pt") for m in models},
             "table_version": recorded_version(Lake(config.data_dir).examples, config.test_day)}
@@ -231,7 +231,7 @@ def _refused_before(config: PipelineConfig, candidate: Path) -> Path | None:
     """The record of a gate refusal of exactly this model, on the test day's same rows, against the
     same production version: the verdict stands, so a re-run reuses it instead of asking again."""
     from evaluation.registry import registry_settings, version_by_alias
-    from evaluation.snapshot import recorded_version
+    from ple_runtime.snapshot import recorded_version
 
     production = version_by_alias(registry_settings(config.data_dir))
     verdict_key = (file_sha256(candidate / "model.pt"), config.test_day,
