@@ -119,7 +119,7 @@ def train_day(config) -> dict:
 def evaluate_day(data_dir: Path, run: Path, day: str) -> dict:
     """Test-day figures of the new model: per task AUC/GAUC with intervals, calibration before/after."""
     from evaluation.evaluate import run_evaluation
-    from jobs.evaluate import EvaluateConfig
+    from evaluation.config import EvaluateConfig
 
     config = EvaluateConfig.model_validate({"model": str(run), "date": day, "data_dir": str(data_dir),
                                             "out": str(data_dir / "reports" / "month" / day)})
@@ -138,8 +138,8 @@ def evaluate_day(data_dir: Path, run: Path, day: str) -> dict:
 
 
 def publish_day(data_dir: Path, run: Path, day: str, metrics: str) -> str:
-    from evaluation.publish import run_publish
-    from jobs.publish import PublishConfig
+    from publishing.publish import run_publish
+    from publishing.config import PublishConfig
 
     config = PublishConfig.model_validate({"model": str(run), "date": day, "data_dir": str(data_dir),
                                            "metrics": metrics})

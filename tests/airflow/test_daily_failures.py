@@ -99,7 +99,7 @@ print(json.dumps({"ok": True}))
 """
 _REGISTRY = """
 import json, sys
-from evaluation.registry import list_versions, registry_settings, version_by_alias
+from model_registry.registry import list_versions, registry_settings, version_by_alias
 settings = registry_settings(sys.argv[1])
 print(json.dumps({"alias": str(version_by_alias(settings).version),
                   "versions": sorted(str(v.version) for v in list_versions(settings))}))

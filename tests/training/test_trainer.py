@@ -313,7 +313,8 @@ def test_auto_precision_resolves_by_the_hardware(tmp_path):
 
 
 def test_the_pipeline_passes_its_precision_to_every_training_run(tmp_path):
-    from jobs.pipeline import PipelineConfig, stage_configs
+    from orchestration.config import PipelineConfig
+    from orchestration.pipeline import stage_configs
 
     configs = stage_configs(PipelineConfig(data_dir=str(tmp_path), precision="auto"))
     assert {model: train.precision for model, train in configs.train.items()} == {
