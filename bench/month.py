@@ -5,7 +5,7 @@
 
 For each of `--days` consecutive days D (after two days that are only extracted: the first
 training range needs D-2), in each mode, the steps of airflow_dags/ple_daily.py, called through
-the jobs' run functions as jobs/pipeline.py calls them (one process, one SparkSession):
+the jobs' run functions as orchestration/pipeline.py calls them (one process, one SparkSession):
   extract D (D+1's raw partition is there: late engagement), train, evaluate on D against the
   published model, publish behind the quality gate (a refusal is a decision, not an error).
 Modes (each in its own data root under --root, sharing one generated raw-log folder):

@@ -1,12 +1,7 @@
 """The whole chain (`ple pipeline`): every stage through the same typed `run(config)` its own job calls.
 
-Stages, each skipped when its output is already there (so a re-run reuses work):
-  1. generate  raw event logs for `days` days (with a little fault injection)
-  2. extract   every day into the examples Delta table (Spark, local)
-  3. train     PLE and the baselines needed for the MTL gain (Horovod, `workers` local processes)
-               on days 1..N-2, validating on day N-1
-  4. evaluate  the published candidate on day N (the test day), with MTL gain and an HTML report
-  5. publish   behind the quality gate, into the local MLflow registry
+The stages (jobs/pipeline.py lists them; docs/PIPELINE.md says when each is reused) run in order, each
+skipped when its output is already there, so a re-run reuses work.
 `run(config)` returns the pipeline record (stage timings, what was reused, where the outputs are);
 a stage that fails raises StageFailed (a StageError carrying that stage's exit code).
 """

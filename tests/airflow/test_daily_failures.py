@@ -81,7 +81,7 @@ def test_the_sensor_waits_while_the_next_day_is_incomplete_then_the_run_proceeds
 _GATE_SETUP = """
 import json, sys
 from pathlib import Path
-sys.path.insert(0, "tests/evaluation")
+sys.path.insert(0, "tests")
 from evaluation_tables import day_frame, problem, train_tiny, write_days
 from jobs.evaluate import main as evaluate
 from jobs.publish import main as publish
