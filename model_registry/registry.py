@@ -19,7 +19,7 @@ this package (model_registry/), so none of them imports another to find a model.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
