@@ -37,7 +37,7 @@ DAY = DAYS[2]
 def copied_day(data: Path, copies: int, root: Path) -> Path:
     """A Parquet table whose partition `dt=DAY` is `copies` hard links of each of the day's Delta files."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from evaluation.snapshot import resolve_date_snapshot
+    from ple_runtime.snapshot import resolve_date_snapshot
 
     files = resolve_date_snapshot(str(data / "lake" / "examples"), DAY).files
     table = root / f"examples-x{copies}"

@@ -5,7 +5,7 @@
 
 For each of `--days` consecutive days D (after two days that are only extracted: the first
 training range needs D-2), in each mode, the steps of airflow_dags/ple_daily.py, called through
-the jobs' run functions as jobs/pipeline.py calls them (one process, one SparkSession):
+the jobs' run functions as orchestration/pipeline.py calls them (one process, one SparkSession):
   extract D (D+1's raw partition is there: late engagement), train, evaluate on D against the
   published model, publish behind the quality gate (a refusal is a decision, not an error).
 Modes (each in its own data root under --root, sharing one generated raw-log folder):
@@ -119,7 +119,7 @@ def train_day(config) -> dict:
 def evaluate_day(data_dir: Path, run: Path, day: str) -> dict:
     """Test-day figures of the new model: per task AUC/GAUC with intervals, calibration before/after."""
     from evaluation.evaluate import run_evaluation
-    from jobs.evaluate import EvaluateConfig
+    from evaluation.config import EvaluateConfig
 
     config = EvaluateConfig.model_validate({"model": str(run), "date": day, "data_dir": str(data_dir),
                                             "out": str(data_dir / "reports" / "month" / day)})
@@ -138,8 +138,8 @@ def evaluate_day(data_dir: Path, run: Path, day: str) -> dict:
 
 
 def publish_day(data_dir: Path, run: Path, day: str, metrics: str) -> str:
-    from evaluation.publish import run_publish
-    from jobs.publish import PublishConfig
+    from publishing.publish import run_publish
+    from publishing.config import PublishConfig
 
     config = PublishConfig.model_validate({"model": str(run), "date": day, "data_dir": str(data_dir),
                                            "metrics": metrics})

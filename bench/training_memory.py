@@ -30,7 +30,7 @@ from scale import DAYS, REPO, StageFailed, _embedding_bytes, _table_state_bytes,
 
 def copied_days(data: Path, copies: int, root: Path) -> Path:
     sys.path.insert(0, str(REPO))
-    from evaluation.snapshot import resolve_date_snapshot
+    from ple_runtime.snapshot import resolve_date_snapshot
 
     table = root / f"examples-x{copies}"
     shutil.rmtree(table, ignore_errors=True)

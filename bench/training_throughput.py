@@ -457,7 +457,7 @@ def precision(args, work: Path, model_params: dict) -> None:
           f"{steps['bf16'] / steps['fp32']:.2f}x (target >= 1.6x end to end)")
     print(f"\nvalidation AUC, {args.precision_validation_rows:,} rows, the last round's two models:")
     precision_auc(spec_path, validation, runs["fp32"][-1]["out"], runs["bf16"][-1]["out"])
-    from training.snapshot import resolve_parquet_snapshot
+    from ple_runtime.snapshot import resolve_parquet_snapshot
 
     spec = __import__("ple_model").ModelSpec.model_validate(make_spec(args.scaling_user_rows))
     loader = loader_rate(resolve_parquet_snapshot(str(work / "table")).urls, spec, args.batch_size,
@@ -507,7 +507,7 @@ def main() -> None:
         write_table(work / "table", args.rows, args.row_group_rows, args.files, user_rows=args.scaling_user_rows)
         write_table(work / "validation", 8192, 8192, 1, user_rows=args.scaling_user_rows, seed=2)
         if "loader" in args.sections:
-            from training.snapshot import resolve_parquet_snapshot
+            from ple_runtime.snapshot import resolve_parquet_snapshot
 
             spec = ModelSpec.model_validate(make_spec(args.scaling_user_rows))
             urls = resolve_parquet_snapshot(str(work / "table")).urls

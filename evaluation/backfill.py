@@ -1,7 +1,7 @@
 """What `ple backfill` does: one model over a range of past dates, each on its own snapshot.
 
 For every date the version read is the one recorded for that date
-(evaluation/snapshot.py), so a date's figures do not change when later dates
+(ple_runtime/snapshot.py), so a date's figures do not change when later dates
 are appended. Results go to a Delta table (default <data>/lake/backfill_metrics),
 one row per (model_id, dt, task), written with MERGE after each date: a crash
 keeps the dates already done, and a re-run with --force replaces rows instead
@@ -22,19 +22,23 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model_registry.model_refs import ResolvedModel, load_or_fail
+from model_registry.registry import registry_settings
 from ple_model.metrics import GAIN_METRIC
 from ple_runtime.lineage import code_version, write_json
+from ple_runtime.snapshot import resolve_date_snapshot
 
+from .config import BackfillConfig
 from .model_health import add_prediction_drift, validation_reference
-from .model_refs import ResolvedModel
 from .report import figure_to_base64, health_over_time_figure, render_html, time_series_figure
 from .evaluate import ScoringOptions, evaluate_on_snapshot
-from .snapshot import resolve_date_snapshot
+
 
 # The first table layout; ADDED_COLUMNS came later and are added to old tables (module doc).
 BASE_DDL = ("model_id STRING, model_ref STRING, dt STRING, task STRING, table_path STRING, table_version BIGINT, "
@@ -142,7 +146,19 @@ def done_dates(rows: list[dict[str, Any]], tasks: list[str]) -> set[str]:
     return {d for d, done in by_date.items() if set(tasks) <= done}
 
 
-def run_backfill(config, model: ResolvedModel, spark, log=print) -> BackfillOutcome:
+def run(config: BackfillConfig, spark=None, log=print) -> BackfillOutcome:
+    """`ple backfill`'s stage: load the model (a temporary folder for downloads), then run_backfill."""
+    with tempfile.TemporaryDirectory(prefix="ple-backfill-") as workdir:
+        settings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model)
+        model = load_or_fail(config.model, settings, Path(workdir), config.resolved_device)
+        if spark is None:
+            from ple_runtime.spark import get_spark
+
+            spark = get_spark("ple-backfill")
+        return run_backfill(config, model, spark, log)
+
+
+def run_backfill(config: BackfillConfig, model: ResolvedModel, spark, log=print) -> BackfillOutcome:
     outcome = BackfillOutcome()
     table = config.metrics_table_path
     ensure_metrics_table(spark, table, log)

@@ -1,20 +1,24 @@
-"""Settings shared by the jobs that score a model on table snapshots
-(`ple evaluate`, `ple publish`, `ple backfill`, `ple experiment`): which model,
+"""Settings of the jobs that score a model on table snapshots: the shared part
+(`ple evaluate`, `ple publish`, `ple backfill`, `ple experiment`: which model,
 which table, which registry, how rows are read, and how figures are computed
-(intervals, GAUC/ranking, calibration). Each job's config extends these."""
+(intervals, GAUC/ranking, calibration)), and `ple evaluate`'s and `ple backfill`'s
+own configs (`EvaluateConfig`, `BackfillConfig`). `ple publish`'s config extends
+these in publishing/config.py."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ple_runtime.config import JobConfig, Location, absolute_location
+from ple_runtime.errors import StageError
 from ple_runtime.lake import Lake, default_data_dir
 
 
-class EvaluationFailed(RuntimeError):
+class EvaluationFailed(StageError):
     """An evaluation cannot run (missing date, missing model...); the message says what to fix."""
 
 
@@ -101,7 +105,45 @@ class TimeTravelConfig(ScoringConfig):
         if self.version is not None and self.timestamp is not None:
             raise ValueError("give --version or --timestamp, not both")
         if self.timestamp is not None:
-            from evaluation.snapshot import parse_timestamp
+            from ple_runtime.delta_log import parse_timestamp
 
             parse_timestamp(self.timestamp)  # a bad timestamp fails here, with the field named
         return self
+
+
+class EvaluateConfig(TimeTravelConfig):
+    """Evaluate a model on one date of a Delta table: per-task metrics, MTL gain, report."""
+
+    date: dt.date = Field(..., description="the date partition to evaluate on, YYYY-MM-DD")
+    out: Location | None = Field(None, description="output folder (default <data>/reports/evaluate/<model>/<date>-v<version>)")
+    single_task_runs: list[Location] = Field(default_factory=list,
+                                        description="single-task runs (folders, model.pt files, or folders of runs) "
+                                                    "for the MTL gain")
+    compare: list[ModelReference] = Field(default_factory=list, description="more models to put on the seesaw plot")
+    with_production: bool = Field(True, description="also score the published model (registry alias)")
+    production_alias: str = Field("production", description="registry alias of the published model")
+
+
+class BackfillConfig(ScoringConfig):
+    """Evaluate a model over past dates into a metrics Delta table."""
+
+    start: dt.date = Field(..., description="first date (inclusive)")
+    end: dt.date = Field(..., description="last date (inclusive)")
+    metrics_table: Location | None = Field(None, description="Delta table of results (default <data>/lake/backfill_metrics)")
+    out: Location | None = Field(None, description="plot folder (default <data>/reports/backfill/<model id>)")
+    force: bool = Field(False, description="re-evaluate dates already in the metrics table")
+    debug_tracebacks: bool = Field(False, description="print the traceback of failed dates")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BackfillConfig":
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+    @property
+    def metrics_table_path(self) -> str:
+        return self.metrics_table or Lake(self.data_dir).backfill_metrics
+
+    def out_path(self, model) -> str:
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.model_id)
+        return self.out or str(Path(Lake(self.data_dir).reports, "backfill", name))

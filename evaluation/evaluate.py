@@ -26,6 +26,7 @@ Writes <out>/metrics.json and <out>/report.html.
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -33,6 +34,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from model_registry.model_refs import ResolvedModel, find_model_files, load_or_fail, load_production
+from model_registry.registry import registry_settings
 from ple_model import model_inputs
 from ple_model.metrics import GAIN_METRIC, mtl_gain
 from ple_model.model_inputs import source_columns
@@ -40,15 +43,14 @@ from ple_model.prediction import predict
 from ple_runtime import storage
 from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
+from ple_runtime.snapshot import DateSnapshot, SnapshotError, resolve_date_snapshot
 
 from .comparison import RANKING_KEY, REPORTED_METRICS, PairedScores
-from .config import EvaluationFailed, RankingSettings, UncertaintySettings
+from .config import EvaluateConfig, EvaluationFailed, RankingSettings, UncertaintySettings
 from .model_health import add_prediction_drift, task_health, validation_reference
-from .model_refs import ResolvedModel, find_model_files, load_or_fail, load_production
-from .registry import registry_settings
 from .report import evaluation_report
 from .scoring import calibration_change, score_predictions
-from .snapshot import DateSnapshot, SnapshotError, iter_date_snapshot, resolve_snapshot_or_fail
+from .snapshot_rows import iter_date_snapshot
 from .streaming import (DEFAULT_MEMORY_BUDGET_MB, DEFAULT_ROWS_PER_BATCH, CompactStore, DayArrays, PassSettings,
                         ScoredModel, aligned_batch_rows, frame_batches, score_day)
 
@@ -112,9 +114,10 @@ def predict_model(model: ResolvedModel, frame: pd.DataFrame, options: ScoringOpt
 
 def score_snapshot(snapshot: DateSnapshot, keyed_models: list[tuple[str, ResolvedModel]], options: ScoringOptions,
                    spark=None, frame: pd.DataFrame | None = None) -> tuple[DayArrays, list[tuple[str, Scored]]]:
-    """One pass over the rows (the first model is the candidate: its spec gives labels and sample spaces):
-    every model scores every batch; returns the compact arrays and a Scored per model, in order."""
-    spec = keyed_models[0][1].spec
+    """One pass over the rows (the first model is the reference, the candidate: its spec gives labels and sample
+    spaces, and its failure fails the pass): every model scores every batch; returns the compact arrays and a
+    Scored per model, in order."""
+    first, spec = keyed_models[0][0], keyed_models[0][1].spec
     available = set(frame.columns) if frame is not None else snapshot_columns(snapshot)
     wanted = source_columns(spec) + [c for _, m in keyed_models[1:] for c in source_columns(m.spec) if c in available]
     utility_columns = list(options.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
@@ -127,14 +130,14 @@ def score_snapshot(snapshot: DateSnapshot, keyed_models: list[tuple[str, Resolve
     models = []
     for key, model in keyed_models:
         missing = [c for c in source_columns(model.spec) if c not in available]
-        error = f"the table lacks columns {missing} that this model's spec needs" if missing and key != "candidate" \
+        error = f"the table lacks columns {missing} that this model's spec needs" if missing and key != first \
             else None
         models.append(ScoredModel(key, model.loaded.model, model.spec, error))
     settings = PassSettings(options.batch_size, options.device, options.ranking.user_column, options.ranking, spec,
-                            required=("candidate",))
+                            required=(first,))
     budget = None if options.memory_budget_mb is None else options.memory_budget_mb * 2 ** 20
     with CompactStore(budget, options.spill_dir) as store:
-        day = score_day(batches, models, {"candidate": spec}, store, settings)
+        day = score_day(batches, models, {first: spec}, store, settings)
     day.rows_per_batch = rows
     scored = [(key, Scored(model, day.predictions.get(key), day.gates.get(key), error=m.error))
               for (key, model), m in zip(keyed_models, models)]
@@ -240,18 +243,17 @@ def evaluate_on_snapshot(snapshot: DateSnapshot, candidate: ResolvedModel, *, pr
     return evaluation_record(snapshot, keyed, day, options, production_note)
 
 
-def evaluation_record(snapshot: DateSnapshot, keyed: list[tuple[str, Scored]], day: DayArrays,
-                      options: ScoringOptions, production_note: str | None = None) -> dict[str, Any]:
-    """Every figure of the record from the scored models (`keyed`: candidate first, then production,
-    single_task/i, compare/i) and the day's labels, sample spaces, users and utility."""
-    scored_candidate = keyed[0][1]
-    spec = scored_candidate.model.spec
-    if scored_candidate.error:
-        raise ValueError(f"cannot score {scored_candidate.model.label}: {scored_candidate.error}")
-    labels, masks = day.labels["candidate"], day.masks["candidate"]
-    production_scored = next((s for k, s in keyed if k == "production"), None)
-    baselines = [s for k, s in keyed if k.startswith("single_task/")]
-    compared = [s for k, s in keyed if k.startswith("compare/")]
+def paired_scores(keyed: list[tuple[str, Scored]], day: DayArrays,
+                  options: ScoringOptions) -> tuple[PairedScores, dict[str, dict[str, Any] | None]]:
+    """The scoring core of `ple evaluate`, `ple backfill` and `ple experiment`: every scored model's per-task
+    metrics on its served predictions (calibrated when it carries a calibration; raw_tasks keeps the figures
+    before) and its predictions added to one PairedScores on the day's rows (the first model's labels).
+    Not yet computed: callers may add more prediction sets first."""
+    first, reference = keyed[0]
+    if reference.error:
+        raise ValueError(f"cannot score {reference.model.label}: {reference.error}")
+    spec = reference.model.spec
+    labels, masks = day.labels[first], day.masks[first]
     paired = PairedScores(spec, labels, masks, users=day.users, utility=day.utility,
                           uncertainty=options.uncertainty, ranking=options.ranking, ranking_note=day.ranking_note)
 
@@ -268,7 +270,20 @@ def evaluation_record(snapshot: DateSnapshot, keyed: list[tuple[str, Scored]], d
     for key, scored in keyed:
         if not scored.error:
             paired.add(key, scored.predictions)
+    return paired, task_metrics
 
+
+def evaluation_record(snapshot: DateSnapshot, keyed: list[tuple[str, Scored]], day: DayArrays,
+                      options: ScoringOptions, production_note: str | None = None) -> dict[str, Any]:
+    """Every figure of the record from the scored models (`keyed`: candidate first, then production,
+    single_task/i, compare/i) and the day's labels, sample spaces, users and utility."""
+    paired, task_metrics = paired_scores(keyed, day, options)
+    scored_candidate = keyed[0][1]
+    spec = scored_candidate.model.spec
+    labels, masks = day.labels["candidate"], day.masks["candidate"]
+    production_scored = next((s for k, s in keyed if k == "production"), None)
+    baselines = [s for k, s in keyed if k.startswith("single_task/")]
+    compared = [s for k, s in keyed if k.startswith("compare/")]
     system = _single_task_system(keyed)
     if system:
         paired.add(SINGLE_TASK_SYSTEM, system)
@@ -343,7 +358,7 @@ def calibrate_models(models: Iterable[ResolvedModel], table: str, date, options:
     from ple_model.calibration import fit_calibration
 
     models = list(models)
-    snapshot = resolve_snapshot_or_fail(table, date, partition_column=partition_column)
+    snapshot = resolve_date_snapshot(table, date, partition_column=partition_column)
     wanted = list(dict.fromkeys(c for m in models for c in source_columns(m.spec)))
     keyed = {f"model{i}": model for i, model in enumerate(models)}
     scored = [ScoredModel(key, model.loaded.model, model.spec) for key, model in keyed.items()]
@@ -420,12 +435,18 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_evaluation(config, workdir: Path, spark=None) -> dict[str, Any]:
+def run(config: EvaluateConfig, spark=None) -> dict[str, Any]:
+    """`ple evaluate`'s stage (also `ple pipeline`'s): run_evaluation with a temporary folder for downloads."""
+    with tempfile.TemporaryDirectory(prefix="ple-evaluate-") as workdir:
+        return run_evaluation(config, Path(workdir), spark)
+
+
+def run_evaluation(config: EvaluateConfig, workdir: Path, spark=None) -> dict[str, Any]:
     """Evaluate per an EvaluateConfig; writes metrics.json + report.html; returns paths and the record."""
     device = config.resolved_device
     settings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model)
-    snapshot = resolve_snapshot_or_fail(config.table_path, config.date, config.version, config.timestamp,
-                                        config.partition_column)
+    snapshot = resolve_date_snapshot(config.table_path, config.date, version=config.version,
+                                     timestamp=config.timestamp, partition_column=config.partition_column)
     candidate = load_or_fail(config.model, settings, workdir / "candidate", device)
     production, note = (None, "comparison with the published model turned off")
     if config.with_production:

@@ -92,7 +92,9 @@ def validation_reference(model, options, spark=None) -> dict[str, Any]:
     from ple_model import model_inputs
 
     from .evaluate import predict_model
-    from .snapshot import read_date_snapshot, resolve_snapshot_or_fail
+    from ple_runtime.snapshot import resolve_date_snapshot
+
+    from .snapshot_rows import read_date_snapshot
     from ple_model.model_inputs import source_columns
 
     found = validation_day(model)
@@ -100,7 +102,7 @@ def validation_reference(model, options, spark=None) -> dict[str, Any]:
         return {"note": "the model's lineage names no single validation day"}
     table, date, version = found
     try:
-        snapshot = resolve_snapshot_or_fail(table, date, version, None, "dt")
+        snapshot = resolve_date_snapshot(table, date, version=version, partition_column="dt")
         frame = read_date_snapshot(snapshot, source_columns(model.spec), options.reader, spark)
     except Exception as error:  # noqa: BLE001 (a vacuumed or moved validation day must not stop an evaluation)
         return {"note": f"validation day {date} of {table} unreadable: {type(error).__name__}: {error}"}

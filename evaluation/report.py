@@ -246,7 +246,7 @@ REPORT_TEMPLATE = """<!doctype html>
 """
 
 
-def _cell(value: Any, cls: str | None = None) -> dict[str, Any]:
+def table_cell(value: Any, cls: str | None = None) -> dict[str, Any]:
     if isinstance(value, float):
         text = "n/a" if not math.isfinite(value) else (f"{value:.5f}" if abs(value) < 1000 else f"{value:.0f}")
     elif value is None:
@@ -257,25 +257,25 @@ def _cell(value: Any, cls: str | None = None) -> dict[str, Any]:
 
 
 def _number(value: Any) -> str:
-    return _cell(value)["text"]
+    return table_cell(value)["text"]
 
 
 def _interval_cell(interval: dict[str, Any] | None) -> dict[str, Any]:
     if not interval or interval.get("low") is None:
-        return _cell("")
-    return _cell(f"[{interval['low']:.5f}, {interval['high']:.5f}]")
+        return table_cell("")
+    return table_cell(f"[{interval['low']:.5f}, {interval['high']:.5f}]")
 
 
 def _improvement_cells(change: dict[str, Any]) -> list[dict[str, Any]]:
     """[improvement (marked * when its interval excludes 0), interval]."""
     value = change.get("improvement")
     if value is None or not math.isfinite(value):
-        return [_cell(None), _cell("")]
+        return [table_cell(None), table_cell("")]
     mark = "*" if change.get("significant") else ""
     css = "good" if value > 0 else "bad" if value < 0 else None
     text = f"{value:+.5f}{mark}"
     bounds = (f"[{change['low']:+.5f}, {change['high']:+.5f}]" if change.get("low") is not None else "")
-    return [{"text": text, "cls": css}, _cell(bounds)]
+    return [{"text": text, "cls": css}, table_cell(bounds)]
 
 
 def _methods_note(record: dict[str, Any]) -> str:
@@ -314,7 +314,7 @@ def _evaluated_section(record: dict[str, Any]) -> list[dict[str, Any]]:
     snapshot, candidate, production = record["snapshot"], record["model"], record.get("production")
     sections.append({"title": "What was evaluated", "images": [], "table": {
         "header": ["item", "value"],
-        "rows": [[_cell(k), _cell(v)] for k, v in [
+        "rows": [[table_cell(k), table_cell(v)] for k, v in [
             ("model", f"{candidate['label']} ({candidate['identity']['model_name']}, {candidate['model_id']})"),
             ("table", snapshot["table"]), ("date", f"{snapshot['partition_column']}={snapshot['date']}"),
             ("table version", f"{snapshot['version']} (chosen by {snapshot['chosen_by']}; latest "
@@ -337,12 +337,12 @@ def _metrics_section(record: dict[str, Any], spec: ModelSpec, level: float) -> l
                  "positives"] if task.type == "binary"
                 else ["mse", "mae", "ece", "calibration", "mean_label", "mean_prediction", "count"])
         for key in keys:
-            row = [_cell(task.name), _cell(key), _cell(metrics.get(key)),
+            row = [table_cell(task.name), table_cell(key), table_cell(metrics.get(key)),
                    _interval_cell((metrics.get("intervals") or {}).get(key))]
             if production:
-                row.append(_cell((production["tasks"].get(task.name) or {}).get(key)))
+                row.append(table_cell((production["tasks"].get(task.name) or {}).get(key)))
                 compared = (record.get("production_comparison") or {}).get(task.name, {}).get(key)
-                row += _improvement_cells(compared) if compared else [_cell(""), _cell("")]
+                row += _improvement_cells(compared) if compared else [table_cell(""), table_cell("")]
             rows.append(row)
     sections.append({"title": "Per-task metrics (inside each task's sample space)", "images": [],
                      "table": {"header": header, "rows": rows},
@@ -362,20 +362,20 @@ def _gain_section(record: dict[str, Any], level: float) -> list[dict[str, Any]]:
         gain_rows = []
         for t, g in gain["gain"].items():
             interval = (gain.get("interval") or {}).get(t)
-            gain_rows.append([_cell(t), _cell(gain["metric"].get(t)), _cell(candidate["tasks"][t].get(gain["metric"][t])),
-                              _cell(gain["single_task_metric"].get(t)), _cell(gain["single_task_model"].get(t)),
+            gain_rows.append([table_cell(t), table_cell(gain["metric"].get(t)), table_cell(candidate["tasks"][t].get(gain["metric"][t])),
+                              table_cell(gain["single_task_metric"].get(t)), table_cell(gain["single_task_model"].get(t)),
                               *_improvement_cells({"improvement": g, **(interval or {})})])
             gauc = (gain.get("gauc_gain") or {}).get(t)
             if gauc and gauc.get("improvement") is not None:
                 mine = candidate["tasks"][t].get("gauc")
-                gain_rows.append([_cell(t), _cell("gauc"), _cell(mine), _cell(mine - gauc["difference"]),
-                                  _cell(gain["single_task_model"].get(t)), *_improvement_cells(gauc)])
+                gain_rows.append([table_cell(t), table_cell("gauc"), table_cell(mine), table_cell(mine - gauc["difference"]),
+                                  table_cell(gain["single_task_model"].get(t)), *_improvement_cells(gauc)])
         ranking_gain = gain.get("ranking_gain")
         if ranking_gain:
             system = gain.get("single_task_system_ranking") or {}
-            gain_rows.append([_cell("ranking score"), _cell(f"ndcg@{system.get('k')}"),
-                              _cell((candidate.get("ranking") or {}).get("ndcg")), _cell(system.get("ndcg")),
-                              _cell("single-task system"), *_improvement_cells(ranking_gain)])
+            gain_rows.append([table_cell("ranking score"), table_cell(f"ndcg@{system.get('k')}"),
+                              table_cell((candidate.get("ranking") or {}).get("ndcg")), table_cell(system.get("ndcg")),
+                              table_cell("single-task system"), *_improvement_cells(ranking_gain)])
         sections.append({"title": "MTL gain (Eq. 11) against single-task models", "images": [],
                          "table": {"header": ["task", "metric", "multi-task", "single-task", "baseline model", "gain",
                                               f"{level:.0%} interval"], "rows": gain_rows},
@@ -396,8 +396,8 @@ def _ranking_section(record: dict[str, Any], level: float) -> list[dict[str, Any
     for entry in [candidate, production, *(record.get("compare") or [])]:
         ranking = (entry or {}).get("ranking") or {}
         if ranking.get("ndcg") is not None:
-            ranking_rows.append([_cell(entry["label"]), _cell(ranking["ndcg"]), _interval_cell(ranking.get("interval")),
-                                 _cell(ranking.get("users")), _cell(ranking.get("users_skipped"))])
+            ranking_rows.append([table_cell(entry["label"]), table_cell(ranking["ndcg"]), _interval_cell(ranking.get("interval")),
+                                 table_cell(ranking.get("users")), table_cell(ranking.get("users_skipped"))])
     settings = (record.get("uncertainty") or {}).get("ranking") or {}
     if ranking_rows:
         sections.append({"title": f"Ranking score: NDCG@{settings.get('k')} per user", "images": [],
@@ -420,10 +420,10 @@ def _calibration_change_section(record: dict[str, Any]) -> list[dict[str, Any]]:
         for task, change in ((calibration or {}).get("tasks") or {}).items():
             before, after = change["before"], change["after"]
             loss = "logloss" if "logloss" in after else "mse"
-            calibration_rows.append([_cell(entry["label"]), _cell(task), _cell(before.get("ece")),
-                                     _cell(after.get("ece")), _cell(before.get("calibration")),
-                                     _cell(after.get("calibration")), _cell(f"{loss} {_number(before.get(loss))}"),
-                                     _cell(f"{loss} {_number(after.get(loss))}")])
+            calibration_rows.append([table_cell(entry["label"]), table_cell(task), table_cell(before.get("ece")),
+                                     table_cell(after.get("ece")), table_cell(before.get("calibration")),
+                                     table_cell(after.get("calibration")), table_cell(f"{loss} {_number(before.get(loss))}"),
+                                     table_cell(f"{loss} {_number(after.get(loss))}")])
     if calibration_rows:
         source = candidate.get("calibration") or {}
         fitted_on = source.get("fitted_on") or {}
@@ -461,8 +461,8 @@ def _gates_section(record: dict[str, Any]) -> list[dict[str, Any]]:
              if e and e.get("gates")]
     if gated:
         images = [figure_to_base64(gate_heatmap_figure(label, gates)) for label, gates in gated]
-        entropy_rows = [[_cell(label), _cell(level_index + 1), _cell(gate), _cell(usage["entropy"]),
-                         _cell(usage["normalized_entropy"])]
+        entropy_rows = [[table_cell(label), table_cell(level_index + 1), table_cell(gate), table_cell(usage["entropy"]),
+                         table_cell(usage["normalized_entropy"])]
                         for label, gates in gated for level_index, level in enumerate(gates)
                         for gate, usage in level.items()]
         sections.append({"title": "Gates: expert use per task per level", "images": images,
@@ -480,5 +480,5 @@ def _errors_section(record: dict[str, Any]) -> list[dict[str, Any]]:
                                                  *(record.get("compare") or [])] if e and e.get("error")]
     if errors:
         sections.append({"title": "Models that could not be scored", "images": [], "table": {
-            "header": ["model", "error"], "rows": [[_cell(l), _cell(e)] for l, e in errors]}})
+            "header": ["model", "error"], "rows": [[table_cell(l), table_cell(e)] for l, e in errors]}})
     return sections

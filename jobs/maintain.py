@@ -55,8 +55,8 @@ class MaintainConfig(JobConfig):
 
 def run(config: MaintainConfig, spark=None) -> dict:
     """Maintain each existing table; returns the report (also written to JSON)."""
-    from evaluation.pins import registered_pins
-    from evaluation.registry import registry_settings
+    from model_registry.pins import registered_pins
+    from model_registry.registry import registry_settings
     from ple_runtime import delta_log
     from ple_runtime.lineage import run_context, write_json
     from ple_runtime.spark import get_spark

@@ -14,13 +14,16 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from ple_runtime.config import parse_job_config
+    from orchestration.config import write_best_pipeline
     from training.tune import TuneConfig, run_study
 
     config = parse_job_config(TuneConfig, argv, prog="ple tune")
     summary = run_study(config)
     best = summary["best"]
+    if best:  # the same settings for `ple pipeline --config` (training does not know the pipeline's settings)
+        write_best_pipeline(config.out, summary)
     print(f"ple tune: {len(summary['trials'])} trials in {summary['storage']}; " +
-          (f"best trial {best['number']} ({best['value']:+.5f}): {config.out}/best_train.yaml"
+          (f"best trial {best['number']} ({best['value']:+.5f}): {config.out}/best_train.yaml and best_pipeline.yaml"
            if best else "no trial completed"))
     return 0 if best else 1
 

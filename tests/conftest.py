@@ -12,6 +12,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # evaluation_fixtures, evaluation_tables, next to this file
+# The fixtures shared by tests/evaluation, tests/publishing and tests/orchestration (one session instance each).
+from evaluation_fixtures import examples_problem, lake_root, mlflow_server, trained_models  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def spark():

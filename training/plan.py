@@ -26,11 +26,11 @@ from ple_runtime import storage
 from ple_runtime.config import ConfigError, config_as_dict
 from ple_runtime.delta_log import DeltaLogError
 from ple_runtime.lineage import write_json
+from ple_runtime.snapshot import (Snapshot, SnapshotError, date_range_filter, days_between, is_delta_table,
+                                  last_commit_writing, latest_delta_version, resolve_snapshot)
 
 from .config import TrainConfig
 from .incremental import TrainingDecision, decide
-from .snapshot import (Snapshot, SnapshotError, date_range_filter, days_between, is_delta_table,
-                       last_commit_writing, latest_delta_version, resolve_snapshot)
 from .storage import open_parquet
 from .warm_start import WarmStartRecord, prepare_warm_start
 

@@ -23,8 +23,7 @@
   its settings are tried again.
 - MLflow: one run per trial (its settings as parameters, per-task validation
   metrics per epoch, the objective, the run folder as a tag).
-- Output: <out>/best_train.yaml (`ple train --config`), <out>/best_pipeline.yaml
-  (`ple pipeline --config`), <out>/study.json (every trial, parameter importances).
+- Output: <out>/best_train.yaml (`ple train --config`), <out>/study.json (every trial, parameter importances).
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ple_runtime.config import ConfigError, JobConfig, Location, load_config_file, mapping_from_text, validate_config
+from ple_runtime.errors import StageError
 
 from .config import TrainConfig
 
@@ -207,7 +207,7 @@ def sample_settings(trial, search: dict[str, Distribution], base_weighting: str)
 
 # --- one trial: epochs through `ple train`'s path -------------------------------------------
 
-class TrialFailed(RuntimeError):
+class TrialFailed(StageError):
     """A trial's training failed (bad sampled settings, a crashed worker): the study goes on."""
 
 
@@ -449,16 +449,6 @@ def best_settings(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, A
     return {k: merged[k] for k in dict.fromkeys(keys) if k in merged}
 
 
-def pipeline_settings(best: dict[str, Any]) -> dict[str, Any]:
-    """The same settings as `ple pipeline --config` takes them (model_params per model; its own fields only)."""
-    from jobs.pipeline import PipelineConfig
-
-    model = best.get("model", "ple")
-    values = {k: v for k, v in best.items() if k in PipelineConfig.model_fields and k not in ("model", "model_params")}
-    values["model_params"] = {model: best.get("model_params", {})}
-    return values
-
-
 def write_results(config: TuneConfig, study, base: dict[str, Any], reference: Path) -> dict[str, Any]:
     import yaml
 
@@ -478,8 +468,6 @@ def write_results(config: TuneConfig, study, base: dict[str, Any], reference: Pa
                   f"(mean normalized validation change vs {reference}).\n")
         (out / "best_train.yaml").write_text(header + "# ple train --config THIS --table ... --out ...\n"
                                              + yaml.safe_dump(settings, sort_keys=False))
-        (out / "best_pipeline.yaml").write_text(header + "# ple pipeline --config THIS\n"
-                                                + yaml.safe_dump(pipeline_settings(settings), sort_keys=False))
         summary["best"] = {"number": best.number, "value": best.value, "settings": settings,
                            "run_folder": best.user_attrs.get("run_folder")}
     (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))

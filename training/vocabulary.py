@@ -22,8 +22,8 @@ from typing import Any
 
 from ple_runtime import delta_log
 from ple_runtime.config import ConfigError
+from ple_runtime.snapshot import Snapshot, last_commit_writing, resolve_snapshot
 
-from .snapshot import Snapshot, last_commit_writing, resolve_snapshot
 from .storage import open_parquet
 
 NAME_COLUMNS = ("vocabulary", "vocab", "feature", "name")

@@ -1,7 +1,7 @@
 """Warm start (`ple train --init-from REF`): the first weights of a run taken from an earlier model.
 
 On the driver, before any worker starts (`prepare_warm_start`, called by the plan):
-- REF is resolved as evaluation resolves models (evaluation/model_refs.py): a run folder, a
+- REF is resolved as evaluation resolves models (model_registry/model_refs.py): a run folder, a
   model.pt, or a registry reference (models:/ple_video@production, downloaded);
 - the old model and the new plan are compared: model name, hyperparameters, tasks (name, type,
   label, sample space) and features (name, type, embedding size, hashing, length). Any
@@ -101,7 +101,7 @@ def resolve_init_model(config: TrainConfig) -> dict[str, Any]:
     """{"model_file", "payload", "run_record", "bundle_dir", "registry", ...} of --init-from."""
     from ple_model.model_file import read_model_file
 
-    from evaluation.model_refs import _model_file, _run_record, parse_model_ref
+    from model_registry.model_refs import _model_file, _run_record, parse_model_ref
 
     ref = parse_model_ref(config.init_from, "ple_video")
     source: dict[str, Any] = {"bundle_dir": None, "registry": None}
@@ -122,8 +122,8 @@ def resolve_init_model(config: TrainConfig) -> dict[str, Any]:
 
 
 def _download_registry_model(config: TrainConfig, ref) -> dict[str, Any]:
-    from evaluation.model_refs import _model_file
-    from evaluation.registry import download_version, get_version, registry_settings, version_by_alias
+    from model_registry.model_refs import _model_file
+    from model_registry.registry import download_version, get_version, registry_settings, version_by_alias
 
     data_dir = posixpath.dirname(posixpath.dirname(str(config.table or config.train_path).rstrip("/")))
     settings = registry_settings(data_dir, config.init_tracking_uri, ref.registered_name)
@@ -146,7 +146,7 @@ def _download_registry_model(config: TrainConfig, ref) -> dict[str, Any]:
 def _downloaded_bundle(target: Path) -> Path | None:
     """An intact bundle of this very version already downloaded into `target` (the incremental decision
     and the warm start both resolve the reference): reused, not downloaded twice."""
-    from evaluation.bundle import verify_bundle
+    from model_registry.bundle import verify_bundle
 
     found = sorted(target.glob("**/manifest.json")) if target.is_dir() else []
     return found[0].parent if found and not verify_bundle(found[0].parent) else None
@@ -202,7 +202,7 @@ def _plain(value: Any) -> Any:
 def _old_vocabulary(source: dict[str, Any], new_vocabulary: dict[str, Any] | None) -> dict[str, Any]:
     """{"pinned": {table, version} | None, "ids": vocabulary name -> {raw value: id}} of the old model:
     its bundle's vocabulary.parquet (registry models), else its vocabulary table at its pinned version."""
-    from evaluation.bundle import model_vocabulary_version
+    from model_registry.bundle import model_vocabulary_version
 
     from .vocabulary import ids_by_value
 

@@ -39,7 +39,7 @@ TINY_SETTINGS = {
 }
 # A model trained one epoch on days of 600 impressions may not clear the gate's floors (an AUC
 # interval containing 0.5): these tests check the wiring, so the floors are off here
-# (tests/evaluation/test_publish.py checks them).
+# (tests/publishing/test_publish.py checks them).
 NO_FLOORS_CONFIG = AIRFLOW_HOME / "publish_no_floors.yaml"
 NO_FLOORS_CONFIG.write_text(yaml.safe_dump({
     **yaml.safe_load((REPO_ROOT / "conf" / "publish.yaml").read_text()),

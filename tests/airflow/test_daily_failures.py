@@ -81,7 +81,7 @@ def test_the_sensor_waits_while_the_next_day_is_incomplete_then_the_run_proceeds
 _GATE_SETUP = """
 import json, sys
 from pathlib import Path
-sys.path.insert(0, "tests/evaluation")
+sys.path.insert(0, "tests")
 from evaluation_tables import day_frame, problem, train_tiny, write_days
 from jobs.evaluate import main as evaluate
 from jobs.publish import main as publish
@@ -99,7 +99,7 @@ print(json.dumps({"ok": True}))
 """
 _REGISTRY = """
 import json, sys
-from evaluation.registry import list_versions, registry_settings, version_by_alias
+from model_registry.registry import list_versions, registry_settings, version_by_alias
 settings = registry_settings(sys.argv[1])
 print(json.dumps({"alias": str(version_by_alias(settings).version),
                   "versions": sorted(str(v.version) for v in list_versions(settings))}))

@@ -87,7 +87,7 @@ def test_backfill_evaluation_dag_maps_one_task_per_date(dagbag, tiny_lake):
     # pipeline's own snapshot reader (this Airflow environment has no Delta reader).
     rows = main_env_python(
         "import json, sys, pyarrow.parquet as pq\n"
-        "from training import resolve_snapshot\n"
+        "from ple_runtime.snapshot import resolve_snapshot\n"
         "snapshot = resolve_snapshot(sys.argv[1])\n"
         "pairs = [(d, t) for p in snapshot.paths for d, t in zip(*pq.read_table(p, columns=['dt', 'task']).to_pydict().values())]\n"
         "print(json.dumps(sorted(pairs)))",

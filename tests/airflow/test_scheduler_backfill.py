@@ -26,7 +26,7 @@ DAGS_FOLDER = Path(__file__).resolve().parents[2] / "airflow_dags"
 LABELS_BY_DAY = """
 import json, sys
 import pyarrow.parquet as pq
-from training import resolve_snapshot
+from ple_runtime.snapshot import resolve_snapshot
 out = {}
 for day in sys.argv[2:]:
     snapshot = resolve_snapshot(sys.argv[1], {"dt": day})

@@ -180,7 +180,7 @@ def test_train_on_executors_evaluate_and_publish_to_the_registry_server(cluster,
 
     published = ple(cluster, "publish", "--model", str(run), "--table", examples, "--date", END,
                     "--registered-model", "ple_cluster", "--out", str(tmp_path / "publish"),
-                    # one epoch on small days may not clear the floors (tests/evaluation/test_publish.py checks them)
+                    # one epoch on small days may not clear the floors (tests/publishing/test_publish.py checks them)
                     "--set", "floors={chance_auc: false, prior_logloss_tolerance: null, single_task_tolerance: null, "
                              "calibration_band: null}")
     assert published.returncode == 0, published.stderr[-5000:]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from evaluation_tables import DATES, day_frame, write_days
-from evaluation.registry import get_version, registry_settings
+from model_registry.registry import get_version, registry_settings
 from jobs.evaluate import main as evaluate_main
 from jobs.maintain import main as maintain_main
 from jobs.publish import main as publish_main

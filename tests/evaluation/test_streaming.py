@@ -10,9 +10,10 @@ import pytest
 
 from evaluation.comparison import ranking_utility
 from evaluation.evaluate import ScoringOptions, evaluation_record, evaluate_on_snapshot, predict_model
-from evaluation.model_refs import load_or_fail
-from evaluation.registry import registry_settings
-from evaluation.snapshot import read_date_snapshot, resolve_date_snapshot
+from model_registry.model_refs import load_or_fail
+from model_registry.registry import registry_settings
+from evaluation.snapshot_rows import read_date_snapshot
+from ple_runtime.snapshot import resolve_date_snapshot
 from evaluation.streaming import CompactStore, DayArrays, parquet_batches
 from ple_model import model_inputs
 from ple_model.model_inputs import source_columns

@@ -174,7 +174,7 @@ def test_exports_apply_the_same_map_as_evaluation(tmp_path):
     evaluation's numpy path gives: an isotonic map, a Platt map and a linear one (one export, three tasks)."""
     import onnxruntime
 
-    from evaluation.export import PositionalModel, export_model, sample_inputs
+    from publishing.export import PositionalModel, export_model, sample_inputs
     from ple_model import build_model
 
     spec = ModelSpec.model_validate({

@@ -59,11 +59,11 @@ def test_ple_exports_to_onnx_with_a_dynamic_batch(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")
 def test_hashed_sparse_trained_model_exports_through_evaluation_and_hashes_alike(tmp_path):
-    """The serving exports (evaluation/export.py) of a model with a hashed open vocabulary, trained with sparse
+    """The serving exports (publishing/export.py) of a model with a hashed open vocabulary, trained with sparse
     gradients: TorchScript and ONNX reproduce PyTorch on raw 40-bit ids, so the hash runs inside the graphs."""
     import onnxruntime
 
-    from evaluation.export import export_model
+    from publishing.export import export_model
     from ple_model import ModelSpec, set_sparse_gradients
 
     spec = ModelSpec.model_validate({

@@ -68,7 +68,7 @@ def assert_disjoint_shards(lake: dict, out: Path, run: dict, batch_size: int) ->
     import pyarrow.parquet as pq
 
     from training.data import row_groups_in_petastorm_order
-    from training.snapshot import resolve_snapshot
+    from ple_runtime.snapshot import resolve_snapshot
 
     rows_by_rank = json.loads((out / "debug" / "row_ids-epoch0000.json").read_text())["rows_by_rank"]
     ids = {int(rank): set(values) for rank, values in rows_by_rank.items()}

@@ -10,7 +10,7 @@ import training_tables as synth
 
 from ple_model import ModelSpec
 from training.data import DeterministicBatches, auto_shuffle_buffer, reader_queue_size, shard_layout
-from training.snapshot import resolve_parquet_snapshot
+from ple_runtime.snapshot import resolve_parquet_snapshot
 
 
 def test_buffer_and_queue_are_bounded_in_rows_and_every_row_is_read_once(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 
 import training_tables as synth
 from training import storage
-from training.snapshot import resolve_parquet_snapshot
+from ple_runtime.snapshot import resolve_parquet_snapshot
 
 def test_urls_of_one_snapshot_must_share_one_supported_filesystem():
     storage.check_urls(["s3a://b/t/1.parquet", "s3a://b/t/2.parquet"])

@@ -196,7 +196,7 @@ def test_default_shuffle_buffer_mixes_row_groups_of_several_files(tables):
     from one file at a time; the default (4 row groups, here the whole shard) mixes them from the start."""
     from ple_model import ModelSpec
     from training.data import DeterministicBatches, auto_shuffle_buffer, shard_layout
-    from training.snapshot import resolve_parquet_snapshot
+    from ple_runtime.snapshot import resolve_parquet_snapshot
 
     spec = ModelSpec.model_validate(json.loads((tables["root"] / "spec.yaml").read_text()))
     urls = resolve_parquet_snapshot(str(tables["root"] / "train")).urls   # 3 files x 500 rows, 1 row group each
@@ -216,7 +216,7 @@ def test_default_shuffle_buffer_mixes_row_groups_of_several_files(tables):
 
 def test_the_plan_round_trips_typed_and_loads_plans_with_retired_test_settings(tables, tmp_path):
     from training.plan import TrainingPlan, prepare_plan
-    from training.snapshot import Snapshot
+    from ple_runtime.snapshot import Snapshot
 
     plan = prepare_plan(config(tables, tmp_path / "run", "--epochs", "1"))
     loaded = TrainingPlan.load(tmp_path / "run" / "plan.json")
@@ -313,7 +313,8 @@ def test_auto_precision_resolves_by_the_hardware(tmp_path):
 
 
 def test_the_pipeline_passes_its_precision_to_every_training_run(tmp_path):
-    from jobs.pipeline import PipelineConfig, stage_configs
+    from orchestration.config import PipelineConfig
+    from orchestration.pipeline import stage_configs
 
     configs = stage_configs(PipelineConfig(data_dir=str(tmp_path), precision="auto"))
     assert {model: train.precision for model, train in configs.train.items()} == {

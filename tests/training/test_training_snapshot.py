@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TRAIN_DAYS, VALIDATION_DAY, date_args, record
 import training_tables as synth
-from training.snapshot import (SnapshotError, latest_delta_version, resolve_delta_snapshot,
+from ple_runtime.snapshot import (SnapshotError, latest_delta_version, resolve_delta_snapshot,
                                resolve_parquet_snapshot, resolve_with_spark)
 
 

@@ -98,7 +98,7 @@ def test_tune_resumes_an_interrupted_study_and_never_reads_the_test_day(lake, tm
     assert done.data.metrics["objective"] == pytest.approx(trials[2].value)
 
     # The best settings, as `ple train` and `ple pipeline` read them.
-    from jobs.pipeline import PipelineConfig
+    from orchestration.config import PipelineConfig
     from ple_runtime.config import parse_job_config
     from training.config import TrainConfig
 

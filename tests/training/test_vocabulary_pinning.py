@@ -33,7 +33,7 @@ def plan_for(root, out: str, train: tuple[str, str], validation: str, *extra: st
 
 
 def test_a_rerun_of_an_old_day_after_the_lake_grew_pins_the_same_vocabulary_and_plan(tmp_path):
-    from evaluation.bundle import export_vocabulary, model_vocabulary_version
+    from model_registry.bundle import export_vocabulary, model_vocabulary_version
 
     lake = tmp_path / "lake"
     examples, vocabulary = str(lake / "examples"), str(lake / "vocabulary")

@@ -151,8 +151,8 @@ def synth_date(text: str):
 def test_incremental_from_the_production_alias_of_a_real_registry(grown_lake, tmp_path):
     """Day 1's model published (real MLflow registry, SQLite): day 2 warm-starts from @production and reads
     the old vocabulary from the bundle; a backfill of day 1 does not."""
-    from evaluation.bundle import export_vocabulary, write_manifest
-    from evaluation.registry import move_alias, register_bundle, registry_settings
+    from model_registry.bundle import export_vocabulary, write_manifest
+    from model_registry.registry import move_alias, register_bundle, registry_settings
     from ple_runtime.lineage import file_sha256
 
     root = grown_lake
@@ -179,7 +179,8 @@ def test_incremental_from_the_production_alias_of_a_real_registry(grown_lake, tm
 
 
 def test_ple_pipeline_trains_only_the_published_model_incrementally(tmp_path):
-    from jobs.pipeline import PipelineConfig, stage_configs
+    from orchestration.config import PipelineConfig
+    from orchestration.pipeline import stage_configs
 
     configs = stage_configs(PipelineConfig(data_dir=str(tmp_path), training_mode="incremental",
                                            full_retrain_every_days=3))

@@ -6,7 +6,7 @@ Order, and why:
    `calibrate_on`; the bundle's model.pt and exports then carry and apply it).
 2. Build the whole bundle in a temp folder (exports checked against PyTorch).
    Slow, so it happens OUTSIDE the lease.
-3. Under the publish lease (evaluation.registry.publish_lease: held through
+3. Under the publish lease (publishing.lease.publish_lease: held through
    the registry, so publishers on several hosts serialise): read the CURRENT
    production version, score it on the same pinned rows, run the gate, and
    only if it passes log the finished bundle in one `log_artifacts` call,
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,22 +33,24 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.config import EvaluationFailed
+from evaluation.scoring import headline, score_model
+from evaluation.snapshot_rows import read_date_snapshot
+from model_registry.bundle import export_vocabulary, model_vocabulary_version, write_manifest
+from model_registry.model_refs import ResolvedModel, load_model_ref, load_or_fail
+from model_registry.registry import RegistrySettings, move_alias, register_bundle, registry_settings, version_by_alias
 from ple_model import model_inputs
 from ple_model.calibration import attach_calibration
 from ple_model.model_inputs import source_columns
 from ple_runtime.config import config_as_dict
 from ple_runtime.lake import Lake
 from ple_runtime.lineage import code_version, run_context, write_json
+from ple_runtime.snapshot import resolve_date_snapshot
 
-from .bundle import export_vocabulary, model_vocabulary_version, write_manifest
+from .config import PublishConfig
 from .export import export_model
 from .gate import GateEvidence, GateResult, base_rate_logloss, check_gate
-from .model_refs import ResolvedModel, load_model_ref, load_or_fail
-from .registry import (RegistrySettings, move_alias, publish_lease, register_bundle, registry_settings,
-                       version_by_alias)
-from .config import EvaluationFailed
-from .scoring import headline, score_model
-from .snapshot import read_date_snapshot, resolve_snapshot_or_fail
+from .lease import publish_lease
 
 
 @dataclass
@@ -104,8 +107,8 @@ def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot
 def resolve_publish_snapshot(config, candidate: ResolvedModel):
     """--date (+ version/timestamp), or the exact snapshot a `ple evaluate` metrics.json read."""
     if config.metrics is None:
-        return resolve_snapshot_or_fail(config.table_path, config.date, config.version, config.timestamp,
-                                        config.partition_column)
+        return resolve_date_snapshot(config.table_path, config.date, version=config.version,
+                                     timestamp=config.timestamp, partition_column=config.partition_column)
     path = Path(config.metrics)
     if not path.is_file():
         raise EvaluationFailed(f"--metrics {path} does not exist")
@@ -117,8 +120,8 @@ def resolve_publish_snapshot(config, candidate: ResolvedModel):
     recorded = evaluation["snapshot"]
     if config.date is not None and config.date.isoformat() != recorded["date"]:
         raise EvaluationFailed(f"--date {config.date} differs from the date {recorded['date']} in --metrics {path}")
-    return resolve_snapshot_or_fail(recorded["table"], recorded["date"], recorded["version"], None,
-                                    recorded.get("partition_column", config.partition_column))
+    return resolve_date_snapshot(recorded["table"], recorded["date"], version=recorded["version"],
+                                 partition_column=recorded.get("partition_column", config.partition_column))
 
 
 def gate_evidence(config, spec, frame, candidate_predictions: dict, production_predictions: dict | None
@@ -128,7 +131,7 @@ def gate_evidence(config, spec, frame, candidate_predictions: dict, production_p
     improvement over production (evaluation/comparison.py, same rows), and, from the `ple
     evaluate` record (--metrics) when it has one, the paired interval against the single-task
     baseline."""
-    from .comparison import REPORTED_METRICS, PairedScores
+    from evaluation.comparison import REPORTED_METRICS, PairedScores
 
     _, labels, masks = model_inputs(frame, spec)
     paired = PairedScores(spec, labels, masks, uncertainty=config.uncertainty)
@@ -196,13 +199,19 @@ def check_only(config, settings, candidate, candidate_scores, frame, snapshot, w
                                                   messages=messages))
 
 
-def run_publish(config, workdir: Path, spark=None) -> PublishOutcome:
+def run(config: PublishConfig, spark=None) -> PublishOutcome:
+    """`ple publish`'s stage (also `ple pipeline`'s): run_publish with a temporary folder for the bundle."""
+    with tempfile.TemporaryDirectory(prefix="ple-publish-") as workdir:
+        return run_publish(config, Path(workdir), spark)
+
+
+def run_publish(config: PublishConfig, workdir: Path, spark=None) -> PublishOutcome:
     settings: RegistrySettings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model)
     device = config.resolved_device
     candidate = load_or_fail(config.model, settings, workdir / "candidate", device)
     snapshot = resolve_publish_snapshot(config, candidate)
     if config.calibrate_on is not None:
-        from .evaluate import ScoringOptions, calibrate_models
+        from evaluation.evaluate import ScoringOptions, calibrate_models
 
         calibrate_models([candidate], config.table_path, config.calibrate_on, ScoringOptions.from_config(config),
                          config.calibration_method, config.partition_column, spark)
@@ -230,7 +239,7 @@ def run_publish(config, workdir: Path, spark=None) -> PublishOutcome:
     return _finish(config, record, outcome)
 
 
-class PublishFailed(EvaluationFailed):
+class PublishFailed(EvaluationFailed):  # a StageError: exit 1
     """A registry write failed after the gate passed; the record says what state the registry was left in."""
 
 
@@ -309,7 +318,7 @@ def interrupted_publish(settings: RegistrySettings, tags: dict[str, str]):
     """A version registered for the same model, evaluation snapshot and production version that
     no alias points at: a publish killed between registering and moving the alias (its bundle
     is complete: a version is only registered after its one upload finished). None if none."""
-    from .registry import client, list_versions
+    from model_registry.registry import client, list_versions
 
     versions = list_versions(settings)
     if not versions:

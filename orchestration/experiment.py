@@ -2,7 +2,7 @@
 
 For every (model, seed) the run is `ple train`'s own code (`training.launch.run_training` with a
 typed `TrainConfig`), written to <out>/runs/<model>/seed<k>/ and reused on a re-run when its
-settings are unchanged. Then every run is scored on the SAME rows of the test day (one read of
+settings are unchanged (orchestration/runs.py, the same "reuse or train" as `ple pipeline`). Then every run is scored on the SAME rows of the test day (one read of
 the snapshot, the first model's spec for labels and sample spaces), and:
 
 - per run: every task's metric with its interval (evaluation/comparison.py: DeLong for AUC, paired
@@ -17,7 +17,6 @@ Outputs: <out>/experiment.json, <out>/report.html and <out>/seesaw.md (the table
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -25,17 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from ple_model import model_inputs
+from evaluation.comparison import RANKING_KEY, PairedScores
+from evaluation.config import EvaluationFailed
+from evaluation.evaluate import ScoringOptions, calibrate_models, paired_scores, score_snapshot
+from model_registry.model_refs import ResolvedModel, load_model_ref
+from model_registry.registry import registry_settings
 from ple_model.metrics import GAIN_METRIC
-from ple_model.model_inputs import source_columns
-from ple_model.prediction import predict
+from ple_runtime.snapshot import resolve_date_snapshot
 
-from .comparison import RANKING_KEY, PairedScores, ranking_utility
-from .evaluate import ScoringOptions
-from .model_refs import ResolvedModel, load_model_ref
-from .registry import registry_settings
-from .scoring import score_predictions
-from .snapshot import read_date_snapshot, resolve_snapshot_or_fail
+from .config import ExperimentConfig
+from .runs import train_or_reuse
 
 EXPERIMENT_FORMAT = "ple-experiment/1"
 BASELINE = "single_task"
@@ -45,7 +43,7 @@ def run_key(model: str, seed: int) -> str:
     return f"{model}/seed{seed}"
 
 
-def train_config(config, model: str, seed: int):
+def train_config(config: ExperimentConfig, model: str, seed: int):
     """The TrainConfig of one run (typed: the same object `ple train` builds from its command line)."""
     from training.config import TrainConfig
 
@@ -60,31 +58,18 @@ def train_config(config, model: str, seed: int):
         "out": str(Path(config.out_path, "runs", model, f"seed{seed}")), **config.train_settings})
 
 
-def train_all(config, log=print) -> dict[str, dict[str, Any]]:
+def train_all(config: ExperimentConfig, log=print) -> dict[str, dict[str, Any]]:
     """Train every (model, seed) not already trained with the same settings; returns per run: path, seconds."""
-    from ple_runtime.config import config_as_dict
-    from ple_runtime.lineage import write_json
-    from training.launch import run_training
-
     runs: dict[str, dict[str, Any]] = {}
     for seed in config.seeds:
         for model in config.models:
             train = train_config(config, model, seed)
-            out = Path(train.out)
-            settings = config_as_dict(train)
-            stamp = out / "experiment_train_config.json"
             key = run_key(model, seed)
-            if (out / "model.pt").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
-                runs[key] = {"path": str(out), "seconds": None, "reused": True}
-                log(f"experiment: {key}: finished run with these settings found, reused")
-                continue
-            log(f"experiment: training {key} -> {out}")
             started = time.perf_counter()
-            status = run_training(train)
-            if status:
-                raise RuntimeError(f"training {key} exited with status {status} (see {out})")
-            write_json(stamp, settings)
-            runs[key] = {"path": str(out), "seconds": round(time.perf_counter() - started, 1), "reused": False}
+            reused = train_or_reuse(train, "experiment_train_config.json", log=lambda line: log(f"experiment: {line}"),
+                                    label=key)
+            runs[key] = {"path": train.out, "seconds": None if reused else round(time.perf_counter() - started, 1),
+                         "reused": reused}
     return runs
 
 
@@ -132,47 +117,19 @@ def _t_interval(values: list[float], level: float) -> dict[str, Any] | None:
             "significant": bool(low > 0 or high < 0)}
 
 
-def evaluate_all(config, runs: dict[str, dict[str, Any]], spark=None, log=print) -> dict[str, Any]:
-    """Score every run on the test day's rows; per run, per model across seeds, and the seesaw table."""
-    import torch
-
-    options = ScoringOptions(config.batch_size_eval, config.resolved_device, config.calibration_bins, config.reader,
-                             config.uncertainty, config.ranking)
+def _load_runs(config: ExperimentConfig, runs: dict[str, dict[str, Any]], options: ScoringOptions,
+               spark=None) -> dict[str, ResolvedModel]:
+    """Every run's model (calibrated on the validation day first when config.calibrate)."""
     settings = registry_settings(config.data_dir, None, "ple_video")
     models = {key: load_model_ref(run["path"], settings, device=options.device) for key, run in runs.items()}
-    spec = next(iter(models.values())).spec
     if config.calibrate:
-        from .evaluate import calibrate_models
-
         calibrate_models(models.values(), config.table_path, config.validation_date, options, config.calibration_method,
                          config.partition_column, spark)
-    snapshot = resolve_snapshot_or_fail(config.table_path, config.test_date, partition_column=config.partition_column)
-    wanted = list(dict.fromkeys(c for m in models.values() for c in source_columns(m.spec)))
-    utility_columns = list(config.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
-    frame = read_date_snapshot(snapshot, wanted + [config.ranking.user_column, *utility_columns], options.reader,
-                               spark)
-    _, labels, masks = model_inputs(frame, spec)
-    paired = PairedScores(spec, labels, masks, users=frame[config.ranking.user_column].to_numpy(),
-                          utility=ranking_utility(frame, spec, config.ranking), uncertainty=config.uncertainty,
-                          ranking=config.ranking)
-    started = time.perf_counter()
-    per_run: dict[str, dict[str, Any]] = {}
-    torch.set_num_threads(1)
-    for key, model in models.items():
-        features = model_inputs(frame, model.spec).features
-        predictions, gates = predict(model.loaded.model, model.spec, features, options.batch_size, options.device,
-                                     with_gates=True)
-        if model.calibration is not None:
-            predictions = model.calibration.apply_numpy(predictions)
-        paired.add(key, predictions)
-        per_run[key] = {"tasks": score_predictions(spec, predictions, labels, masks, options.calibration_bins),
-                        "gates": _gate_summary(gates), "parameters": _parameters(model),
-                        "run": runs[key], "calibration": model.calibration_source}
-    predict_seconds = time.perf_counter() - started
-    paired.compute()
-    log(f"experiment: scored {len(models)} runs on {len(frame)} rows in {predict_seconds:.0f} s, intervals in "
-        f"{sum(paired.seconds.values()):.0f} s")
+    return models
 
+
+def _add_gains(per_run: dict[str, dict[str, Any]], paired: PairedScores, spec) -> None:
+    """Per run: its intervals and ranking figures, and its gain over the single_task run of the same seed."""
     for key, entry in per_run.items():
         for task, figures in paired.task_figures(key).items():
             entry["tasks"][task].update(figures)
@@ -187,10 +144,49 @@ def evaluate_all(config, runs: dict[str, dict[str, Any]], spark=None, log=print)
                     entry["gain"][f"{task.name}.{metric}"] = paired.improvement(key, baseline, task.name, metric,
                                                                                 higher)
             entry["gain"][f"{RANKING_KEY}.ndcg"] = paired.improvement(key, baseline, RANKING_KEY, "ndcg", True)
+
+
+def evaluate_all(config: ExperimentConfig, runs: dict[str, dict[str, Any]], spark=None, log=print) -> dict[str, Any]:
+    """Score every run on the test day's rows (evaluation's scoring core: one streamed pass, the first run's
+    labels); per run, per model across seeds, and the seesaw table."""
+    options = ScoringOptions(config.batch_size_eval, config.resolved_device, config.calibration_bins, config.reader,
+                             config.uncertainty, config.ranking)
+    models = _load_runs(config, runs, options, spark)
+    snapshot = resolve_date_snapshot(config.table_path, config.test_date, partition_column=config.partition_column)
+    started = time.perf_counter()
+    day, keyed = score_snapshot(snapshot, list(models.items()), options, spark)
+    failed = {key: scored.error for key, scored in keyed if scored.error}
+    if failed:
+        raise EvaluationFailed(f"runs that cannot be scored on {snapshot.date}: {failed}")
+    paired, task_metrics = paired_scores(keyed, day, options)
+    predict_seconds = time.perf_counter() - started
+    paired.compute()
+    log(f"experiment: scored {len(models)} runs on {day.rows} rows in {predict_seconds:.0f} s, intervals in "
+        f"{sum(paired.seconds.values()):.0f} s")
+    per_run = {key: {"tasks": task_metrics[key], "gates": _gate_summary(scored.gates),
+                     "parameters": _parameters(scored.model), "run": runs[key],
+                     "calibration": scored.model.calibration_source} for key, scored in keyed}
+    spec = keyed[0][1].model.spec
+    _add_gains(per_run, paired, spec)
     summary = summarise(config, spec, per_run)
     return {"format": EXPERIMENT_FORMAT, "snapshot": snapshot.summary(), "runs": per_run, "models": summary,
             "uncertainty": paired.settings_record(), "spec": spec.model_dump(mode="json"),
             "seconds": {"predict": round(predict_seconds, 1), **paired.settings_record()["seconds"]}}
+
+
+def run(config: ExperimentConfig, spark=None, log=print) -> dict[str, Any]:
+    """`ple experiment`'s stage: train (or reuse) every run; unless train_only, score them all and write the
+    outputs. Returns {"runs", "record" (None when train_only), "paths"}."""
+    from ple_runtime.config import config_as_dict
+    from ple_runtime.lineage import run_context
+
+    runs = train_all(config, log)
+    if config.train_only:
+        return {"runs": runs, "record": None, "paths": {}}
+    record = evaluate_all(config, runs, spark, log)
+    record["config"] = config_as_dict(config)
+    record["context"] = run_context()
+    return {"runs": runs, "record": record, "paths": write_outputs(config, record)}
 
 
 def figure_names(spec) -> list[tuple[str, str, bool]]:
@@ -299,18 +295,14 @@ def seesaw_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def experiment_report(record: dict[str, Any]) -> str:
-    from ple_model import ModelSpec
+def _seesaw_section(record: dict[str, Any], names: list[tuple[str, str, bool]]) -> dict[str, Any]:
+    """Per model: every figure (mean ± sd over seeds) with its gain; coloured where the t interval excludes 0."""
+    from evaluation.report import table_cell
 
-    from .report import _cell, render_html
-
-    spec = ModelSpec.model_validate(record["spec"])
-    names = figure_names(spec)
     level = record["uncertainty"]["level"]
-    sections = []
     rows = []
     for model, entry in record["models"].items():
-        row = [_cell(model), _cell(entry["parameters"])]
+        row = [table_cell(model), table_cell(entry["parameters"])]
         for task, metric, _ in names:
             gain = _gain_text(entry["gains"].get(f"{task}.{metric}"))
             css = None
@@ -321,12 +313,19 @@ def experiment_report(record: dict[str, Any]) -> str:
                         "cls": css})
         rows.append(row)
     snapshot = record["snapshot"]
-    sections.append({"title": "Seesaw table", "images": [], "table": {
+    return {"title": "Seesaw table", "images": [], "table": {
         "header": ["model", "parameters", *[f"{t} {m}" for t, m, _ in names]], "rows": rows},
         "note": f"test day {snapshot['partition_column']}={snapshot['date']} (version {snapshot['version']}, "
                 f"{snapshot['rows']} rows). Mean ± sd over seeds; gain against single_task of the same seed, "
                 f"[{level:.0%} t interval over seeds]; ↑/↓ = seeds whose paired {level:.0%} interval on the test "
-                "day excludes 0."})
+                "day excludes 0."}
+
+
+def _runs_section(record: dict[str, Any], names: list[tuple[str, str, bool]]) -> dict[str, Any]:
+    """Every run's figures with their intervals, and its gain over single_task with the paired interval."""
+    from evaluation.report import table_cell
+
+    level = record["uncertainty"]["level"]
     run_rows = []
     for key, entry in record["runs"].items():
         for task, metric, _ in names:
@@ -334,33 +333,59 @@ def experiment_report(record: dict[str, Any]) -> str:
             interval = (((entry["tasks"].get(task) or {}).get("intervals") or {}).get(metric) if task != RANKING_KEY
                         else (entry.get("ranking") or {}).get("interval")) or {}
             gain = entry["gain"].get(f"{task}.{metric}") or {}
-            run_rows.append([_cell(key), _cell(f"{task}.{metric}"), _cell(value),
-                             _cell(f"[{interval['low']:.4f}, {interval['high']:.4f}]" if interval.get("low") is not None
-                                   else ""),
-                             _cell(gain.get("improvement")),
-                             _cell(f"[{gain['low']:+.4f}, {gain['high']:+.4f}]{'*' if gain['significant'] else ''}"
-                                   if gain.get("low") is not None else "")])
-    sections.append({"title": "Every run", "images": [], "table": {
+            run_rows.append([table_cell(key), table_cell(f"{task}.{metric}"), table_cell(value),
+                             table_cell(f"[{interval['low']:.4f}, {interval['high']:.4f}]"
+                                        if interval.get("low") is not None else ""),
+                             table_cell(gain.get("improvement")),
+                             table_cell(f"[{gain['low']:+.4f}, {gain['high']:+.4f}]{'*' if gain['significant'] else ''}"
+                                        if gain.get("low") is not None else "")])
+    return {"title": "Every run", "images": [], "table": {
         "header": ["run", "figure", "value", f"{level:.0%} interval", "gain vs single_task", "paired interval"],
-        "rows": run_rows}})
+        "rows": run_rows}}
+
+
+def _gate_section(record: dict[str, Any]) -> dict[str, Any] | None:
+    """Gate usage per model, level and gate (mean over seeds); None for models without gates."""
+    from evaluation.report import table_cell
+
     gate_rows = []
     for model, entry in record["models"].items():
         for level_index, gates in enumerate(entry.get("gates") or []):
             for gate, usage in gates.items():
-                gate_rows.append([_cell(model), _cell(level_index + 1), _cell(gate), _cell(usage["own"]),
-                                  _cell(usage["shared"]), _cell(usage["other"]), _cell(usage["normalized_entropy"])])
-    if gate_rows:
-        sections.append({"title": "Gate diagnostics (mean over seeds)", "images": [], "table": {
-            "header": ["model", "level", "gate", "weight on own experts", "on shared", "on others",
-                       "normalized entropy"], "rows": gate_rows},
-            "note": "MMoE's experts are all shared; PLE/CGC task gates may only mix their own and the shared "
-                    "experts; PLE's shared gate (levels before the last) mixes every expert, its own being the "
-                    "shared ones."})
-    calibration_rows = [[_cell(model), _cell(task), _cell(_pm(figure))]
+                gate_rows.append([table_cell(model), table_cell(level_index + 1), table_cell(gate),
+                                  table_cell(usage["own"]), table_cell(usage["shared"]), table_cell(usage["other"]),
+                                  table_cell(usage["normalized_entropy"])])
+    if not gate_rows:
+        return None
+    return {"title": "Gate diagnostics (mean over seeds)", "images": [], "table": {
+        "header": ["model", "level", "gate", "weight on own experts", "on shared", "on others",
+                   "normalized entropy"], "rows": gate_rows},
+        "note": "MMoE's experts are all shared; PLE/CGC task gates may only mix their own and the shared "
+                "experts; PLE's shared gate (levels before the last) mixes every expert, its own being the "
+                "shared ones."}
+
+
+def _calibration_section(record: dict[str, Any]) -> dict[str, Any]:
+    from evaluation.report import table_cell
+
+    calibration_rows = [[table_cell(model), table_cell(task), table_cell(_pm(figure))]
                         for model, entry in record["models"].items() for task, figure in entry["calibration"].items()]
-    sections.append({"title": "Calibration (mean prediction / observed, mean ± sd over seeds)", "images": [],
-                     "table": {"header": ["model", "task", "ratio"], "rows": calibration_rows}})
-    return render_html(f"Experiment on {snapshot['partition_column']}={snapshot['date']}", sections)
+    return {"title": "Calibration (mean prediction / observed, mean ± sd over seeds)", "images": [],
+            "table": {"header": ["model", "task", "ratio"], "rows": calibration_rows}}
+
+
+def experiment_report(record: dict[str, Any]) -> str:
+    """The experiment's self-contained HTML: seesaw table, every run, gate diagnostics, calibration."""
+    from ple_model import ModelSpec
+
+    from evaluation.report import render_html
+
+    names = figure_names(ModelSpec.model_validate(record["spec"]))
+    sections = [_seesaw_section(record, names), _runs_section(record, names), _gate_section(record),
+                _calibration_section(record)]
+    snapshot = record["snapshot"]
+    return render_html(f"Experiment on {snapshot['partition_column']}={snapshot['date']}",
+                       [section for section in sections if section is not None])
 
 
 def write_outputs(config, record: dict[str, Any]) -> dict[str, Path]:

@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from ple_model import ModelSpec
+from ple_runtime.errors import StageError
 
 
-class ExportMismatch(RuntimeError):
+class ExportMismatch(StageError):
     """An exported model does not reproduce PyTorch's outputs."""
 
 

@@ -1,6 +1,6 @@
 """The table versions registered models pin: what `ple maintain` must not vacuum.
 
-Each published version's bundle carries lineage.json (evaluation/bundle.py): the evaluation
+Each published version's bundle carries lineage.json (model_registry/bundle.py): the evaluation
 snapshot (table, date, version), the training and validation snapshots from the run record
 (table, version) and the vocabulary table version it shipped. Every version of every
 registered model counts (not only the aliased one: a rollback moves the alias back to an

@@ -67,7 +67,7 @@ def export_vocabulary(table: str, destination: Path, spark=None, version: int | 
     import pyarrow.parquet as pq
 
     from ple_runtime.config import absolute_location
-    from training.snapshot import SnapshotError, is_delta_table, resolve_delta_snapshot
+    from ple_runtime.snapshot import SnapshotError, is_delta_table, resolve_delta_snapshot
 
     local, asked = absolute_location(table), version
     if not is_delta_table(local):
@@ -84,7 +84,7 @@ def export_vocabulary(table: str, destination: Path, spark=None, version: int | 
         version, how = snapshot.version, "arrow"
     except SnapshotError:
         from ple_runtime.spark import get_spark
-        from training.snapshot import latest_delta_version
+        from ple_runtime.snapshot import latest_delta_version
 
         version = latest_delta_version(local) if version is None else version
         spark = spark or get_spark("ple-publish")

@@ -3,7 +3,7 @@
     tracking URI   config > $MLFLOW_TRACKING_URI > sqlite:///<data>/registry/mlflow.db
     artifacts      <data>/registry/artifacts for the local SQLite registry; a tracking server
                    (http[s]://) keeps them in its own artifact store (proxied uploads)
-    publish lease  registered model `<name>.publish-lease` (see `publish_lease`)
+    publish lease  registered model `<name>.publish-lease` (publishing/lease.py)
 
 A published version is a run whose artifacts hold one complete bundle under
 `bundle/` (logged in ONE `log_artifacts` call from a finished temp folder),
@@ -11,25 +11,17 @@ registered as a model version whose source is that folder. The `production`
 alias is moved last, so whoever resolves it sees the old version or a complete
 new one, never half of one.
 
-Publishers serialise through the registry itself, not a file lock, so
-publishers on different hosts against one tracking server serialise too: the
-lease is a ticket queue built on the registry's one atomic operation we need,
-creating a model version (the store gives every new version of a registered
-model the next number under a unique key, retrying on conflicts; deleted
-versions keep their numbers, so tickets are never reused).
+Publishers serialise through the registry itself (publishing/lease.py).
+Training (warm start), evaluation and publishing all read the registry through
+this package (model_registry/), so none of them imports another to find a model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import threading
-import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ple_runtime.lake import Lake
 
@@ -189,125 +181,3 @@ def move_alias(settings: RegistrySettings, version: str | int, alias: str = DEFA
 def _already_exists(error: Exception) -> bool:
     return ("RESOURCE_ALREADY_EXISTS" in (getattr(error, "error_code", "") or "")
             or "already exists" in str(error).lower())
-
-
-class LeaseLost(RuntimeError):
-    """A waiter judged this publisher's lease expired (no heartbeat for longer than its TTL)."""
-
-
-@dataclass
-class Lease:
-    """A held publish lease; `check()` before each registry write (fails if another publisher took over)."""
-
-    mlflow_client: Any
-    queue: str
-    ticket: int
-    holder: str
-    record: dict[str, Any] = field(default_factory=dict)
-
-    def check(self) -> None:
-        try:
-            version = self.mlflow_client.get_model_version(self.queue, str(self.ticket))
-        except Exception as error:  # noqa: BLE001
-            if _not_found(error):
-                raise LeaseLost(f"publish lease ticket {self.ticket} of {self.queue} was removed: another publisher "
-                                "judged this one dead (no heartbeat for longer than the lease TTL)") from None
-            raise
-        if version.tags.get("ple.lease.expired_by"):
-            raise LeaseLost(f"publish lease ticket {self.ticket} was expired by {version.tags['ple.lease.expired_by']}")
-
-
-@contextlib.contextmanager
-def publish_lease(settings: RegistrySettings, timeout_s: float = 600.0, ttl_s: float = 60.0,
-                  poll_s: float = 0.5) -> Iterator[Lease]:
-    """Exclusive lease around gate check + register + alias move, held through the registry.
-
-    A ticket queue: each publisher creates a version of the registered model
-    `<name>.publish-lease` (its ticket: the store numbers versions atomically)
-    tagged with its holder id, then waits until every lower ticket is gone. It
-    holds the lease from then until it deletes its ticket. While waiting and
-    holding, a thread bumps the ticket's `ple.lease.beat` tag every ttl/4 s. A
-    waiter that sees a lower ticket's beat unchanged for `ttl_s` seconds of
-    ITS OWN clock (so clocks of different hosts need not agree) marks it
-    expired and deletes it: a crashed publisher blocks the others for at most
-    `ttl_s`. The record says which tickets were waited for and which expired.
-    """
-    mlflow_client = client(settings)
-    try:
-        mlflow_client.create_registered_model(
-            settings.lease_name, description=f"publish lease queue of {settings.model_name} (ple publish); "
-                                             "not a model: every version is one publisher's ticket")
-    except Exception as error:  # noqa: BLE001
-        if not _already_exists(error):
-            raise
-    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    started = time.time()
-    ticket = int(mlflow_client.create_model_version(
-        # An absolute path: a tracking server refuses sources with relative paths.
-        settings.lease_name, source=f"ple-lease:/{settings.lease_name}/{holder.replace(':', '-')}",
-        tags={"ple.lease.holder": holder, "ple.lease.beat": "0", "ple.lease.ttl_s": str(ttl_s)},
-        await_creation_for=0).version)  # a ticket has no artifacts to wait for
-    stop = threading.Event()
-
-    def heartbeat() -> None:
-        beat = 0
-        while not stop.wait(ttl_s / 4):
-            beat += 1
-            try:
-                mlflow_client.set_model_version_tag(settings.lease_name, str(ticket), "ple.lease.beat", str(beat))
-            except Exception:  # noqa: BLE001 (a missed beat is retried; only a dead process stops beating)
-                pass
-
-    beater = threading.Thread(target=heartbeat, name="ple-publish-lease-heartbeat", daemon=True)
-    beater.start()
-    seen: dict[int, tuple[str, float]] = {}     # ticket -> (last beat seen, when it last changed, monotonic)
-    waited_for: set[int] = set()
-    expired: list[dict[str, Any]] = []
-    lease = None
-    try:
-        while True:
-            ahead = [v for v in mlflow_client.search_model_versions(f"name='{settings.lease_name}'")
-                     if int(v.version) < ticket]
-            now = time.monotonic()
-            alive = []
-            for version in ahead:
-                number, beat = int(version.version), version.tags.get("ple.lease.beat", "")
-                waited_for.add(number)
-                if number not in seen or seen[number][0] != beat:
-                    seen[number] = (beat, now)
-                if now - seen[number][1] > ttl_s:
-                    _expire(mlflow_client, settings.lease_name, number, holder)
-                    expired.append({"ticket": number, "holder": version.tags.get("ple.lease.holder")})
-                else:
-                    alive.append(number)
-            if not alive:
-                break
-            if time.time() - started > timeout_s:
-                raise TimeoutError(f"publish lease: waited {timeout_s:.0f} s behind tickets {sorted(alive)} of "
-                                   f"{settings.lease_name} at {settings.tracking_uri}")
-            time.sleep(poll_s)
-        lease = Lease(mlflow_client, settings.lease_name, ticket, holder, {
-            "kind": "registry lease", "queue": settings.lease_name, "ticket": ticket, "holder": holder,
-            "requested_at": started, "acquired_at": time.time(), "waited_s": time.time() - started,
-            "waited_for": sorted(waited_for), "expired": expired, "ttl_s": ttl_s})
-        yield lease
-    finally:
-        stop.set()
-        beater.join(timeout=5)
-        if lease is not None:
-            lease.record["released_at"] = time.time()   # stamped BEFORE the ticket goes: no waiter can precede it
-        try:
-            mlflow_client.delete_model_version(settings.lease_name, str(ticket))
-        except Exception as error:  # noqa: BLE001 (already expired and deleted by a waiter)
-            if not _not_found(error):
-                raise
-
-
-def _expire(mlflow_client, queue: str, ticket: int, by: str) -> None:
-    """Mark a dead publisher's ticket and delete it (it may already be gone)."""
-    try:
-        mlflow_client.set_model_version_tag(queue, str(ticket), "ple.lease.expired_by", by)
-        mlflow_client.delete_model_version(queue, str(ticket))
-    except Exception as error:  # noqa: BLE001
-        if not _not_found(error):
-            raise

@@ -35,9 +35,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .scoring import COMPARED_METRICS
-
-GATE_FAILED_EXIT_CODE = 3  # `ple publish`: distinct from errors (1) so a scheduler can tell "refused" from "broken"
+from evaluation.scoring import COMPARED_METRICS
 
 
 class Tolerances(BaseModel):
@@ -78,7 +76,7 @@ class Floors(BaseModel):
 
 @dataclass
 class GateEvidence:
-    """Figures of the candidate on the gate's rows beyond its point metrics (evaluation/publish.py)."""
+    """Figures of the candidate on the gate's rows beyond its point metrics (publishing/publish.py)."""
 
     auc_intervals: dict[str, dict[str, Any]] = field(default_factory=dict)   # task -> {low, high, level}
     prior_logloss: dict[str, float] = field(default_factory=dict)            # task -> logloss of the base rate

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.bundle import verify_bundle
-from evaluation.export import ExportMismatch, PositionalModel, export_model
-from evaluation.registry import download_version, list_versions, registry_settings, version_by_alias
+from model_registry.bundle import verify_bundle
+from publishing.export import ExportMismatch, PositionalModel, export_model
+from model_registry.registry import download_version, list_versions, registry_settings, version_by_alias
 from ple_model import model_inputs
 from evaluation_tables import DATES, day_frame
 from jobs.evaluate import main as evaluate_main
@@ -149,7 +149,7 @@ def test_default_exporter_with_platt_calibration_matches_pytorch(examples_proble
 def test_calibration_survives_model_file_export_and_load(examples_problem, trained_models, tmp_path):
     """A calibration fitted on one day is stored in model.pt, loads back with the model, and the TorchScript and
     ONNX exports (the default exporter) apply it (serving needs nothing else)."""
-    from evaluation.model_refs import load_model_ref
+    from model_registry.model_refs import load_model_ref
     from ple_model.prediction import predict
     from ple_model.calibration import attach_calibration, fit_calibration
 
@@ -197,7 +197,7 @@ def test_export_mismatch_is_an_error(trained_models, tmp_path, monkeypatch):
 def _lease_tickets(settings) -> list[int]:
     """Tickets now in the publish lease queue (publishers holding or waiting for the lease). Any error of the
     look-up propagates: a check of "no tickets left" must not pass because the registry could not be read."""
-    from evaluation.registry import client
+    from model_registry.registry import client
 
     assert settings.exists(), f"no registry at {settings.tracking_uri}"
     mlflow_client = client(settings)
@@ -300,7 +300,8 @@ def test_a_dead_publishers_lease_expires(tmp_path):
     """A ticket whose holder stopped beating (a crashed publisher) blocks the next one for the TTL, not forever."""
     import time
 
-    from evaluation.registry import client, publish_lease
+    from model_registry.registry import client
+    from publishing.lease import publish_lease
 
     settings = registry_settings(str(tmp_path))
     with publish_lease(settings, ttl_s=60):
@@ -328,7 +329,7 @@ def test_a_dead_publishers_lease_expires(tmp_path):
 
 def test_alias_failure_after_registering_leaves_a_complete_unaliased_version(lake_root, trained_models, tmp_path,
                                                                               monkeypatch, capsys):
-    import evaluation.publish
+    import publishing.publish
 
     settings = registry_settings(str(tmp_path))
     # v1 @production: the deliberately weak model, past the floors (this test is about the registry)
@@ -337,7 +338,7 @@ def test_alias_failure_after_registering_leaves_a_complete_unaliased_version(lak
     def broken_alias_move(*args, **kwargs):
         raise ConnectionError("registry went away")
 
-    monkeypatch.setattr(evaluation.publish, "move_alias", broken_alias_move)
+    monkeypatch.setattr(publishing.publish, "move_alias", broken_alias_move)
     capsys.readouterr()
     assert _publish(trained_models["ple"], tmp_path, lake_root, "--out", str(tmp_path / "records")) == 1
     err = capsys.readouterr().err

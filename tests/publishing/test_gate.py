@@ -1,4 +1,4 @@
-"""evaluation.gate.check_gate on hand-written metrics: every way a candidate passes or fails."""
+"""publishing.gate.check_gate on hand-written metrics: every way a candidate passes or fails."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evaluation.gate import Floors, GateEvidence, Tolerances, check_gate
+from publishing.gate import Floors, GateEvidence, Tolerances, check_gate
 from ple_model import ModelSpec
 
 

@@ -27,7 +27,8 @@ from ple_model.calibration import Calibration, read_calibration
 from ple_runtime.lineage import file_sha256
 from ple_model.model_file import LoadedModel, load_model
 
-from .config import EvaluationFailed
+from ple_runtime.errors import StageError
+
 from .registry import RegistrySettings, download_version, get_version, version_by_alias
 
 _VERSION_REF = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
@@ -153,12 +154,16 @@ def load_model_ref(text: str, settings: RegistrySettings, download_dir: str | Pa
                          if calibration else None)
 
 
+class ModelNotFound(StageError):
+    """A model reference that cannot be resolved or loaded; the message names the reference and why."""
+
+
 def load_or_fail(ref: str, settings: RegistrySettings, workdir: Path, device: str) -> ResolvedModel:
-    """load_model_ref, with the errors a user can fix as EvaluationFailed (the message names the reference)."""
+    """load_model_ref, with the errors a user can fix as ModelNotFound (the message names the reference)."""
     try:
         return load_model_ref(ref, settings, workdir, device)
     except (LookupError, FileNotFoundError, ValueError) as error:
-        raise EvaluationFailed(f"model {ref!r}: {error}") from None
+        raise ModelNotFound(f"model {ref!r}: {error}") from None
 
 
 def load_production(settings: RegistrySettings, alias: str, workdir: Path,

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evaluation.bundle import verify_bundle
-from evaluation.registry import client, download_version, list_versions, registry_settings, version_by_alias
+from model_registry.bundle import verify_bundle
+from model_registry.registry import client, download_version, list_versions, registry_settings, version_by_alias
 from evaluation_tables import DATES
 from jobs.publish import main as publish_main
 
@@ -19,8 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # `ple publish`, SIGKILLed by itself at the moment it would move the alias (after the upload and registration).
 KILLED_AT_ALIAS_MOVE = """
 import os, signal, sys
-import evaluation.publish
-evaluation.publish.move_alias = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+import publishing.publish
+publishing.publish.move_alias = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
 from jobs.publish import main
 sys.exit(main(sys.argv[1:]))
 """
