@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from feature_eng.features import parse_items
     from feature_eng.params import ExtractParams
     from feature_eng.validation import parse_partition, validate_lines
-    from ple_runtime.raw_logs import RawLogs
+    from extraction.raw_logs import RawLogs
     from ple_runtime.spark import get_spark
 
     spark = get_spark("ple-bench-json", {})

@@ -37,7 +37,7 @@ from ple_model import model_inputs
 from ple_model.metrics import GAIN_METRIC, mtl_gain
 from ple_model.model_inputs import source_columns
 from ple_model.prediction import predict
-from ple_runtime import storage
+from ple_runtime import arrow_storage as storage
 from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
 

@@ -32,7 +32,7 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from ple_runtime import delta_log, storage
+from ple_runtime import arrow_storage as storage, delta_log
 from ple_runtime.config import absolute_location
 from ple_runtime.delta_log import Commit, parse_timestamp  # noqa: F401 - re-exported for callers
 from ple_runtime.maintenance import missing_files

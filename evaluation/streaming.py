@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ple_runtime import storage
+from ple_runtime import arrow_storage as storage
 
 DEFAULT_ROWS_PER_BATCH = 65536
 DEFAULT_MEMORY_BUDGET_MB = 2048

@@ -129,8 +129,8 @@ class StageConfigs:
 def stage_configs(config: PipelineConfig) -> StageConfigs:
     """The pipeline's settings as each job's typed config (the same objects `ple <job>` builds)."""
     from jobs.evaluate import EvaluateConfig
-    from jobs.extract import ExtractConfig
-    from jobs.generate import GenerateConfig
+    from extraction.extract import ExtractConfig
+    from datagen.generate import GenerateConfig
     from jobs.publish import PublishConfig
     from training.config import TrainConfig
 
@@ -173,7 +173,7 @@ def _banner(index: int, name: str, what: str) -> None:
 
 def _generated_days(raw_events: Path) -> set[str]:
     """Days whose raw partition is complete (its _SUCCESS marker, written last)."""
-    from ple_runtime.raw_logs import MARKER
+    from extraction.raw_logs import MARKER
 
     if not raw_events.is_dir():
         return set()
@@ -249,7 +249,7 @@ def _refused_before(config: PipelineConfig, candidate: Path) -> Path | None:
 
 
 def _generate(config: PipelineConfig, generate) -> bool:
-    from jobs.generate import run as generate_raw_logs
+    from datagen.generate import run as generate_raw_logs
 
     lake = Lake(config.data_dir)
     missing = sorted(set(config.all_days) - _generated_days(Path(lake.raw, "events")))
@@ -261,8 +261,8 @@ def _generate(config: PipelineConfig, generate) -> bool:
 
 
 def _extract(config: PipelineConfig, extract) -> bool:
-    from feature_eng.quality import ReconciliationError
-    from jobs.extract import ExtractError, run as extract_days
+    from extraction.extract import run as extract_days
+    from ple_runtime.errors import StageError
 
     done = set() if config.force else _extracted_days(config.data_dir)
     missing = [d for d in config.all_days if d not in done]
@@ -272,7 +272,7 @@ def _extract(config: PipelineConfig, extract) -> bool:
     for first, last in _day_ranges(missing):
         try:
             extract_days(validate_config(type(extract), {**config_as_dict(extract), "start": first, "end": last}))
-        except (ExtractError, ReconciliationError) as error:
+        except StageError as error:
             raise StageFailed(f"extract {first}..{last}: {error}") from None
     return False
 

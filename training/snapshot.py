@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from ple_runtime import delta_log, storage
+from ple_runtime import arrow_storage as storage, delta_log
 
 DELTA_LOG = delta_log.DELTA_LOG
 
