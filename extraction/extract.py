@@ -82,13 +82,13 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     """Extract every day of `config`, in order, in one Spark application; returns the data-quality
     figures of each day. Raises InputError (inputs, tables), ReconciliationError or DayHealthError;
     the days done before the one at fault are completed (quarantine and data quality written)."""
-    from feature_eng.features import parse_items, parse_users
-    from feature_eng.extract_pass import PassInputs, extract_days
-    from feature_eng.validation import parse_partition
     from extraction.persistence import Checkpoints
     from extraction.raw_logs import ParsedPartitions, RawLogs
-    from ple_runtime.spark import get_spark
     from extraction.tables import LakeTables
+    from feature_eng.extract_pass import PassInputs, extract_days
+    from feature_eng.features import parse_items, parse_users
+    from feature_eng.validation import parse_partition
+    from ple_runtime.spark import get_spark
 
     spark = spark or get_spark("ple-extract")
     _require_utc(spark)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 
 from feature_eng import schema as S
-from feature_eng.params import ExtractParams, shift_day
-from feature_eng.features import HISTORY_COLUMNS
 from feature_eng.extract_pass import PassOutputs
-from ple_runtime.hadoop_storage import HadoopFileSystem
+from feature_eng.features import HISTORY_COLUMNS
+from feature_eng.params import ExtractParams, shift_day
 from ple_runtime.errors import InputError
+from ple_runtime.hadoop_storage import HadoopFileSystem
 from ple_runtime.lake import Lake
 
 ROWS_PER_FILE = 1_000_000

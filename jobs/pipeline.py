@@ -128,9 +128,9 @@ class StageConfigs:
 
 def stage_configs(config: PipelineConfig) -> StageConfigs:
     """The pipeline's settings as each job's typed config (the same objects `ple <job>` builds)."""
-    from jobs.evaluate import EvaluateConfig
-    from extraction.extract import ExtractConfig
     from datagen.generate import GenerateConfig
+    from extraction.extract import ExtractConfig
+    from jobs.evaluate import EvaluateConfig
     from jobs.publish import PublishConfig
     from training.config import TrainConfig
 

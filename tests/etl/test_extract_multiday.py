@@ -95,13 +95,13 @@ def test_passes_cut_a_range_by_days_and_raw_size(raw, spark):
 def test_a_day_that_does_not_add_up_ends_the_pass_before_it(spark, raw):
     """Reconciliation is per day: a pass stops before the first day whose lines do not add up,
     and its outputs hold only the days before (the job writes them, then fails)."""
-    from feature_eng.features import HISTORY_COLUMNS, parse_items, parse_users
+    from extraction.persistence import Checkpoints
+    from extraction.raw_logs import ParsedPartitions, RawLogs
     from feature_eng.extract_pass import PassInputs, extract_days
+    from feature_eng.features import HISTORY_COLUMNS, parse_items, parse_users
     from feature_eng.quality import ReconciliationError
     from feature_eng.schema import EXAMPLES_SCHEMA, VOCABULARY_SCHEMA
     from feature_eng.validation import parse_partition
-    from extraction.persistence import Checkpoints
-    from extraction.raw_logs import ParsedPartitions, RawLogs
 
     logs = RawLogs(spark, str(raw))
     plans = logs.plan(DAYS, require_next_day=False, allow_incomplete=False)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from ple_runtime.errors import InputError
-from ple_runtime.lake import Lake
 from extraction.raw_logs import MARKER, RawLogs
 from extraction.tables import LakeTables
+from ple_runtime.errors import InputError
+from ple_runtime.lake import Lake
 from tests.etl import scenario as sc
 
 

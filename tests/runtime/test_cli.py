@@ -43,8 +43,8 @@ def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
 
 
 def test_job_configs_resolve_relative_paths_and_defaults(tmp_path, monkeypatch):
-    from jobs.evaluate import EvaluateConfig
     from extraction.extract import ExtractConfig
+    from jobs.evaluate import EvaluateConfig
     from ple_runtime.config import parse_job_config
 
     monkeypatch.chdir(tmp_path)
