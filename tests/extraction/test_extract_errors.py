@@ -9,7 +9,7 @@ from jobs import extract
 from ple_runtime.config import ConfigError
 from ple_runtime.errors import InputError
 from ple_runtime.lake import Lake
-from tests.etl import scenario as sc
+from tests.extraction import scenario as sc
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from extraction.raw_logs import MARKER, RawLogs
 from extraction.tables import LakeTables
 from ple_runtime.errors import InputError
 from ple_runtime.lake import Lake
-from tests.etl import scenario as sc
+from tests.extraction import scenario as sc
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ from ple_runtime.errors import DAY_UNHEALTHY
 from ple_runtime.lake import Lake
 
 DAYS = ["2026-01-05", "2026-01-06"]  # the first is the second's window (healthy windows of several days:
-#                                       tests/etl/test_extract_multiday.py extracts its ranges with the checks on)
+#                                       tests/extraction/test_extract_multiday.py extracts its ranges with the checks on)
 
 
 @pytest.fixture(scope="module")
