@@ -42,12 +42,12 @@ def _timed(fn):
 
 def measure(args, data: Path) -> dict:
     from datagen.events import FaultRates, GeneratorSettings, generate
+    from extraction.extract import ExtractConfig, run
+    from extraction.tables import LakeTables
     from feature_eng.health import assess_day
     from feature_eng.params import shift_day
-    from jobs.extract import ExtractConfig, run
     from ple_runtime.lake import Lake
     from ple_runtime.spark import get_spark
-    from ple_runtime.tables import LakeTables
 
     days = [dt.date(2026, 1, 5), dt.date(2026, 1, 6)]
     settings = GeneratorSettings(users=args.users, items=args.items, days=2, start_date=days[0],

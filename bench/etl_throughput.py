@@ -40,7 +40,7 @@ def _load() -> str:
 
 
 def _extract(data: Path, args, **days) -> tuple[float, list[dict]]:
-    from jobs.extract import ExtractConfig, run
+    from extraction.extract import ExtractConfig, run
     from ple_runtime.spark import get_spark
 
     conf = dict(kv.split("=", 1) for kv in args.conf)

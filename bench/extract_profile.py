@@ -98,7 +98,7 @@ def _events(recording: Path, event: str) -> list[dict]:
 
 
 def run_extract(data: str, day: str, recording: Path, event_log: Path) -> tuple[float, float]:
-    from jobs.extract import ExtractConfig, run
+    from extraction.extract import ExtractConfig, run
     from ple_runtime.spark import LOCAL_DEFAULTS, get_spark
 
     shutil.rmtree(Path(data) / "lake", ignore_errors=True)

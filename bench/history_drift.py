@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _fresh(data_dir: Path, days: int, impressions: int) -> None:
-    from jobs.extract import ExtractConfig, run as extract
-    from jobs.generate import GenerateConfig, run as generate
+    from datagen.generate import GenerateConfig, run as generate
+    from extraction.extract import ExtractConfig, run as extract
 
     config = GenerateConfig(data_dir=str(data_dir), days=days, impressions_per_day=impressions, fault_rate=0.0,
                             overwrite=True)

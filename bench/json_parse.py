@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyspark.sql import functions as F
 
+    from extraction.raw_logs import RawLogs
     from feature_eng import schema as S
     from feature_eng.features import parse_items
     from feature_eng.params import ExtractParams
     from feature_eng.validation import parse_partition, validate_lines
-    from ple_runtime.raw_logs import RawLogs
     from ple_runtime.spark import get_spark
 
     spark = get_spark("ple-bench-json", {})

@@ -56,7 +56,7 @@ def require_warm_start() -> None:
 
 
 def generate_raw(args) -> Path:
-    from jobs.generate import GenerateConfig, run as generate
+    from datagen.generate import GenerateConfig, run as generate
 
     raw = args.root / "raw"
     total = WARMUP_DAYS + args.days + 1  # + D+1 of the last day
@@ -149,7 +149,7 @@ def publish_day(data_dir: Path, run: Path, day: str, metrics: str) -> str:
 
 
 def run_day(args, raw: Path, data_dir: Path, mode: str, index: int, previous: Path | None) -> dict:
-    from jobs.extract import ExtractConfig, run as extract
+    from extraction.extract import ExtractConfig, run as extract
 
     day = _day(args.start, index)
     started = time.perf_counter()

@@ -1,5 +1,5 @@
-"""Synthetic but realistic raw logs for the pipeline (numpy, no Spark): `ple generate`."""
+"""The generate stage: synthetic but realistic raw logs for the pipeline (numpy, no Spark).
 
-from datagen.events import FaultRates, GeneratorSettings, generate
-
-__all__ = ["FaultRates", "GeneratorSettings", "generate"]
+    generate.py   GenerateConfig and `run(config)` (`ple generate`)
+    events.py     the simulated world, one day of behaviour, injected faults, the files written
+"""

@@ -27,6 +27,7 @@ import gzip
 import json
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from feature_eng import schema as S
+from ple_runtime.errors import InputError
 
 DAY_MS = 86_400_000
 MARKER = "_SUCCESS"
@@ -228,9 +230,62 @@ class DayImpressions:
     engaged: np.ndarray      # bool: at least one engagement event
 
 
+@dataclass
+class _Plays:
+    """The played impressions (indexes into the day's impressions) and how each play went."""
+
+    played: np.ndarray
+    first: np.ndarray        # watch_ms of the first play event
+    second: np.ndarray       # watch_ms after a resume (0 when not resumed)
+    resumed: np.ndarray      # bool: paused and resumed (two play events)
+    play1_ts: np.ndarray
+    play2_ts: np.ndarray
+    end_ts: np.ndarray       # when the viewer stopped watching
+    done: np.ndarray         # share of the video watched, at most 1
+
+
 def simulate_day(world: World, day: dt.date, n_impressions: int, rng: np.random.Generator):
-    day_ms = _day_start_ms(day)
     n = n_impressions
+    user, item, ts, hour, position, device = _show(world, _day_start_ms(day), n, rng)
+    affinity = 0.6 * world.user_taste[user, world.item_category[item]]
+    plays = _play(world, user, item, ts, hour, position, device, affinity, rng)
+    played = plays.played
+    p_user, p_item = user[played], item[played]
+    age = world.user_age[p_user]
+    share_logit = (-4.0 + 0.9 * world.item_quality[item][played] + 1.6 * plays.done + world.user_share[p_user]
+                   + 0.3 * affinity[played] + AGE_SHARE_EFFECT[age])
+    comment_logit = (-4.6 + 1.3 * world.item_controversy[p_item] + 0.7 * plays.done
+                     + world.user_comment[p_user] + AGE_COMMENT_EFFECT[age])
+    shared = rng.random(len(played)) < _sigmoid(share_logit)
+    commented = rng.random(len(played)) < _sigmoid(comment_logit)
+
+    engaged = np.zeros(n, dtype=bool)
+    engaged[played] = True
+    parts = [
+        (np.full(n, IMPRESSION, np.int8), ts, np.arange(n), position),
+        (np.full(len(played), PLAY, np.int8), plays.play1_ts, played, plays.first),
+        (np.full(int(plays.resumed.sum()), PLAY, np.int8), plays.play2_ts[plays.resumed], played[plays.resumed],
+         plays.second[plays.resumed]),
+        (np.full(int(shared.sum()), SHARE, np.int8),
+         plays.end_ts[shared] + rng.exponential(20_000, int(shared.sum())).astype(np.int64),
+         played[shared], rng.integers(0, len(CHANNELS), int(shared.sum()))),
+        (np.full(int(commented.sum()), COMMENT, np.int8),
+         plays.end_ts[commented] + rng.exponential(45_000, int(commented.sum())).astype(np.int64),
+         played[commented], np.maximum(1, rng.lognormal(3.0, 0.8, int(commented.sum()))).astype(np.int64)),
+    ]
+    etype, ev_ts, imp, extra = (np.concatenate(cols) for cols in zip(*parts))
+    # delivery delay: usually a second or two; sometimes hours (offline clients)
+    delay = rng.exponential(1_500, len(ev_ts)).astype(np.int64)
+    offline = rng.random(len(ev_ts)) < 0.005
+    delay[offline] += rng.integers(0, 3 * HOUR_MS, int(offline.sum()))
+    recv = ev_ts + delay
+    impressions = DayImpressions(user, item, ts, recv[:n], position, device, engaged)
+    return impressions, DayEvents(etype, ev_ts.astype(np.int64), recv.astype(np.int64), imp, extra.astype(np.int64))
+
+
+def _show(world: World, day_ms: int, n: int, rng: np.random.Generator):
+    """The day's impressions: (user, item, ts, hour, position, device), users by activity, hours
+    by traffic, items by exposure among those already uploaded at the impression time."""
     user = np.minimum(np.searchsorted(world.user_cum_activity, rng.random(n) * world.user_cum_activity[-1],
                                       side="right"), len(world.user_activity) - 1)
     hour_cum = np.cumsum(HOUR_TRAFFIC) / HOUR_TRAFFIC.sum()
@@ -243,14 +298,17 @@ def simulate_day(world: World, day: dt.date, n_impressions: int, rng: np.random.
     item = world.items_by_upload[pick]
     position = np.minimum(rng.geometric(0.12, n) - 1, MAX_POSITION)
     device = np.where(rng.random(n) < 0.85, world.user_device[user], rng.integers(0, len(DEVICES), n))
+    return user, item, ts, hour, position, device
 
+
+def _play(world: World, user, item, ts, hour, position, device, affinity, rng: np.random.Generator) -> _Plays:
+    """Which impressions are played, and how much of each video is watched."""
     appeal, quality = world.item_appeal[item], world.item_quality[item]
-    affinity = 0.6 * world.user_taste[user, world.item_category[item]]
     age_days = np.maximum(ts - world.item_upload_ms[item], 0) / DAY_MS
     play_logit = (-0.9 + 1.1 * appeal + 0.25 * quality + world.user_play[user] + affinity
                   + DEVICE_PLAY[device] + HOUR_PLAY[hour] - 0.07 * position
                   - 0.2 * np.log1p(age_days) + 0.15 * np.log(world.user_activity[user]))
-    played = np.flatnonzero(rng.random(n) < _sigmoid(play_logit))
+    played = np.flatnonzero(rng.random(len(user)) < _sigmoid(play_logit))
 
     # completion: quality and taste help, click-bait appeal hurts, long videos are abandoned
     p_user, p_item, p_dev = user[played], item[played], device[played]
@@ -266,41 +324,11 @@ def simulate_day(world: World, day: dt.date, n_impressions: int, rng: np.random.
     resumed = rng.random(len(played)) < 0.10
     first = np.where(resumed, np.round(watch_total * rng.uniform(0.2, 0.8, len(played))), watch_total)
     first = first.astype(np.int64)
-    second = watch_total - first
     play1_ts = ts[played] + 1_000 + rng.exponential(15_000, len(played)).astype(np.int64)
     play2_ts = play1_ts + first + rng.exponential(600_000, len(played)).astype(np.int64)
+    second = watch_total - first
     end_ts = np.where(resumed, play2_ts + second, play1_ts + first)
-
-    done = np.minimum(ratio, 1.0)
-    age = world.user_age[p_user]
-    share_logit = (-4.0 + 0.9 * quality[played] + 1.6 * done + world.user_share[p_user]
-                   + 0.3 * affinity[played] + AGE_SHARE_EFFECT[age])
-    comment_logit = (-4.6 + 1.3 * world.item_controversy[p_item] + 0.7 * done
-                     + world.user_comment[p_user] + AGE_COMMENT_EFFECT[age])
-    shared = rng.random(len(played)) < _sigmoid(share_logit)
-    commented = rng.random(len(played)) < _sigmoid(comment_logit)
-
-    engaged = np.zeros(n, dtype=bool)
-    engaged[played] = True
-    parts = [
-        (np.full(n, IMPRESSION, np.int8), ts, np.arange(n), position),
-        (np.full(len(played), PLAY, np.int8), play1_ts, played, first),
-        (np.full(int(resumed.sum()), PLAY, np.int8), play2_ts[resumed], played[resumed], second[resumed]),
-        (np.full(int(shared.sum()), SHARE, np.int8),
-         end_ts[shared] + rng.exponential(20_000, int(shared.sum())).astype(np.int64),
-         played[shared], rng.integers(0, len(CHANNELS), int(shared.sum()))),
-        (np.full(int(commented.sum()), COMMENT, np.int8),
-         end_ts[commented] + rng.exponential(45_000, int(commented.sum())).astype(np.int64),
-         played[commented], np.maximum(1, rng.lognormal(3.0, 0.8, int(commented.sum()))).astype(np.int64)),
-    ]
-    etype, ev_ts, imp, extra = (np.concatenate(cols) for cols in zip(*parts))
-    # delivery delay: usually a second or two; sometimes hours (offline clients)
-    delay = rng.exponential(1_500, len(ev_ts)).astype(np.int64)
-    offline = rng.random(len(ev_ts)) < 0.005
-    delay[offline] += rng.integers(0, 3 * HOUR_MS, int(offline.sum()))
-    recv = ev_ts + delay
-    impressions = DayImpressions(user, item, ts, recv[:n], position, device, engaged)
-    return impressions, DayEvents(etype, ev_ts.astype(np.int64), recv.astype(np.int64), imp, extra.astype(np.int64))
+    return _Plays(played, first, second, resumed, play1_ts, play2_ts, end_ts, np.minimum(ratio, 1.0))
 
 
 # --- rendering to JSON lines -------------------------------------------------------------------
@@ -370,92 +398,146 @@ def _edit(line: str, fn) -> str:
     return json.dumps(record, separators=(",", ":"))
 
 
+# How each fault corrupts one line: (line, its event type, its index, rng, the partition's day
+# start in ms) -> (the corrupted line, the quarantine reason `ple extract` must give).
+# Every random draw happens here, in the order the lines are picked (the same seed, the same logs).
+
+def _truncate(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    return line[:int(rng.integers(1, len(line) - 1))], S.MALFORMED_JSON
+
+
+def _drop_field(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    required = S.COMMON_FIELDS + S.FIELDS_BY_TYPE[kind]
+    missing = required[int(rng.integers(0, len(required)))]
+    return _edit(line, lambda r: r.pop(missing)), S.missing_field(missing)
+
+
+_WRONG_VALUES = {"impression": ("position", "top"), "play": ("watch_ms", "12s"),
+                 "share": ("channel", {"name": "wechat"}), "comment": ("comment_len", "long")}
+
+
+def _wrong_type(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    field_name, value = _WRONG_VALUES[kind]
+    return _edit(line, lambda r: r.__setitem__(field_name, value)), S.bad_type(field_name)
+
+
+def _unknown_type(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    other = ("like", "follow", "dislike")[int(rng.integers(0, 3))]
+    return _edit(line, lambda r: r.__setitem__("event_type", other)), S.UNKNOWN_EVENT_TYPE
+
+
+def _unparseable_ts(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    bad = ("not-a-timestamp", "2026-02-30T25:61:00Z", "12:00 yesterday")[int(rng.integers(0, 3))]
+    return _edit(line, lambda r: r.__setitem__("ts", bad)), S.BAD_TIMESTAMP
+
+
+def _skew_clock(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    shift = int(rng.integers(3, 31)) * DAY_MS * (1 if rng.random() < 0.5 else -1)
+
+    def skew(r):
+        r["ts"] = (r["ts"] + shift if isinstance(r["ts"], int)
+                   else str(np.datetime_as_string(np.datetime64(r["ts"][:-1], "ms") + shift, unit="ms")) + "Z")
+    return _edit(line, skew), S.CLOCK_SKEW
+
+
+def _negative_watch(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    value = -int(rng.integers(1, 100_000))
+    return _edit(line, lambda r: r.__setitem__("watch_ms", value)), S.NEGATIVE_WATCH_MS
+
+
+def _absurd_watch(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    value = int(rng.integers(10**9, 10**11))
+    return _edit(line, lambda r: r.__setitem__("watch_ms", value)), S.ABSURD_WATCH_MS
+
+
+def _orphan(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    return _edit(line, lambda r: r.__setitem__("impression_id", f"im-orphan-{day_ms}-{k}")), S.ORPHAN_ENGAGEMENT
+
+
+def _unknown_item(line: str, kind: str, k: int, rng: np.random.Generator, day_ms: int) -> tuple[str, str]:
+    return _edit(line, lambda r: r.__setitem__("item_id", f"v-unknown-{k}")), S.UNKNOWN_ITEM
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One kind of corrupted line: its rate (a FaultRates field), which lines it may hit, how."""
+
+    rate: str
+    lines: str    # "clean": engagement lines and impressions nobody engaged with (corrupting an
+                  # impression that has engagement would turn its engagement into orphans);
+                  # "play", "engagement", "clean_impression"
+    corrupt: Callable[[str, str, int, np.random.Generator, int], tuple[str, str]]
+
+
+# In the order they are injected (each picks among the lines no earlier fault took).
+FAULTS = (
+    Fault("malformed", "clean", _truncate),
+    Fault("missing_field", "clean", _drop_field),
+    Fault("bad_type", "clean", _wrong_type),
+    Fault("unknown_event_type", "clean", _unknown_type),
+    Fault("bad_timestamp", "clean", _unparseable_ts),
+    Fault("clock_skew", "clean", _skew_clock),
+    Fault("negative_watch_ms", "play", _negative_watch),
+    Fault("absurd_watch_ms", "play", _absurd_watch),
+    Fault("orphan", "engagement", _orphan),
+    Fault("unknown_item", "clean_impression", _unknown_item),
+)
+
+
+class _LinePicker:
+    """Picks disjoint random sets of a partition's lines (a line gets at most one fault)."""
+
+    def __init__(self, n: int, rng: np.random.Generator):
+        self.n, self.rng = n, rng
+        self.used = np.zeros(n, dtype=bool)
+        self.order = rng.permutation(n)
+
+    def pick(self, rate: float, eligible: np.ndarray) -> np.ndarray:
+        if rate <= 0:
+            return np.empty(0, dtype=np.int64)
+        k = self.rng.binomial(self.n, rate)
+        chosen = self.order[(eligible & ~self.used)[self.order]][:k]
+        self.used[chosen] = True
+        return np.sort(chosen)
+
+
 def inject_faults(part: Partition, rates: FaultRates, rng: np.random.Generator, day_ms: int,
                   can_move_late: bool) -> tuple[Partition, Partition, dict[str, int], int]:
     """Return (this partition, lines moved to the next one, quarantine reason counts, duplicates)."""
     n = len(part.lines)
     lines = part.lines.copy()
-    used = np.zeros(n, dtype=bool)
-    order = rng.permutation(n)
-    is_play = part.etype == PLAY
+    picker = _LinePicker(n, rng)
     is_engagement = part.etype != IMPRESSION
+    eligible = {"clean": part.clean_target, "play": part.etype == PLAY, "engagement": is_engagement,
+                "clean_impression": part.clean_target & ~is_engagement}
     reasons: dict[str, int] = {}
-
-    def pick(rate: float, eligible: np.ndarray) -> np.ndarray:
-        if rate <= 0:
-            return np.empty(0, dtype=np.int64)
-        k = rng.binomial(n, rate)
-        chosen = order[(eligible & ~used)[order]][:k]
-        used[chosen] = True
-        return np.sort(chosen)
-
-    def count(reason: str) -> None:
-        reasons[reason] = reasons.get(reason, 0) + 1
-
-    # Corrupting an impression that has engagement would turn its engagement into orphans;
-    # only engagement lines and impressions nobody engaged with are corrupted.
-    corruptible = part.clean_target
-    for k in pick(rates.malformed, corruptible):
-        cut = int(rng.integers(1, len(lines[k]) - 1))
-        lines[k] = lines[k][:cut]
-        count(S.MALFORMED_JSON)
-    type_names = np.array(S.EVENT_TYPES)
-    for k in pick(rates.missing_field, corruptible):
-        name = type_names[part.etype[k]]
-        required = S.COMMON_FIELDS + S.FIELDS_BY_TYPE[name]
-        missing = required[int(rng.integers(0, len(required)))]
-        lines[k] = _edit(lines[k], lambda r, f=missing: r.pop(f))
-        count(S.missing_field(missing))
-    wrong_values = {"impression": ("position", "top"), "play": ("watch_ms", "12s"),
-                    "share": ("channel", {"name": "wechat"}), "comment": ("comment_len", "long")}
-    for k in pick(rates.bad_type, corruptible):
-        fld, value = wrong_values[type_names[part.etype[k]]]
-        lines[k] = _edit(lines[k], lambda r, f=fld, v=value: r.__setitem__(f, v))
-        count(S.bad_type(fld))
-    for k in pick(rates.unknown_event_type, corruptible):
-        kind = ("like", "follow", "dislike")[int(rng.integers(0, 3))]
-        lines[k] = _edit(lines[k], lambda r, v=kind: r.__setitem__("event_type", v))
-        count(S.UNKNOWN_EVENT_TYPE)
-    for k in pick(rates.bad_timestamp, corruptible):
-        bad = ("not-a-timestamp", "2026-02-30T25:61:00Z", "12:00 yesterday")[int(rng.integers(0, 3))]
-        lines[k] = _edit(lines[k], lambda r, v=bad: r.__setitem__("ts", v))
-        count(S.BAD_TIMESTAMP)
-    for k in pick(rates.clock_skew, corruptible):
-        shift = int(rng.integers(3, 31)) * DAY_MS * (1 if rng.random() < 0.5 else -1)
-
-        def skew(r, s=shift):
-            r["ts"] = (r["ts"] + s if isinstance(r["ts"], int)
-                       else str(np.datetime_as_string(np.datetime64(r["ts"][:-1], "ms") + s, unit="ms")) + "Z")
-        lines[k] = _edit(lines[k], skew)
-        count(S.CLOCK_SKEW)
-    for k in pick(rates.negative_watch_ms, is_play):
-        lines[k] = _edit(lines[k], lambda r, v=-int(rng.integers(1, 100_000)): r.__setitem__("watch_ms", v))
-        count(S.NEGATIVE_WATCH_MS)
-    for k in pick(rates.absurd_watch_ms, is_play):
-        lines[k] = _edit(lines[k], lambda r, v=int(rng.integers(10**9, 10**11)): r.__setitem__("watch_ms", v))
-        count(S.ABSURD_WATCH_MS)
-    for k in pick(rates.orphan, is_engagement):
-        lines[k] = _edit(lines[k], lambda r, j=int(k): r.__setitem__("impression_id", f"im-orphan-{day_ms}-{j}"))
-        count(S.ORPHAN_ENGAGEMENT)
-    for k in pick(rates.unknown_item, part.clean_target & ~is_engagement):
-        lines[k] = _edit(lines[k], lambda r, j=int(k): r.__setitem__("item_id", f"v-unknown-{j}"))
-        count(S.UNKNOWN_ITEM)
+    for fault in FAULTS:
+        for k in picker.pick(getattr(rates, fault.rate), eligible[fault.lines]):
+            lines[k], reason = fault.corrupt(lines[k], S.EVENT_TYPES[part.etype[k]], int(k), rng, day_ms)
+            reasons[reason] = reasons.get(reason, 0) + 1
 
     # Late: a clean engagement whose impression sits in this partition is delivered tomorrow.
-    late = pick(rates.late, is_engagement & (part.imp_part == day_ms // DAY_MS)) \
+    late = picker.pick(rates.late, is_engagement & (part.imp_part == day_ms // DAY_MS)) \
         if can_move_late else np.empty(0, dtype=np.int64)
-    dup = pick(rates.duplicate, np.ones(n, dtype=bool))
+    duplicated = picker.pick(rates.duplicate, np.ones(n, dtype=bool))
+    kept, moved = _deliver(Partition(lines, part.etype, part.recv_ms, part.ts_ms, part.clean_target, part.imp_part),
+                           late, duplicated, rng, day_ms)
+    return kept, moved, reasons, len(duplicated)
 
-    result = Partition(lines, part.etype, part.recv_ms, part.ts_ms, part.clean_target, part.imp_part)
-    moved = result.take(np.isin(np.arange(n), late))
+
+def _deliver(result: Partition, late: np.ndarray, duplicated: np.ndarray, rng: np.random.Generator,
+             day_ms: int) -> tuple[Partition, Partition]:
+    """(the lines kept in this partition plus the retried copies of `duplicated`, the `late` lines
+    moved to the next day's partition)."""
+    index = np.arange(len(result.lines))
+    moved = result.take(np.isin(index, late))
     if len(late):
         moved.recv_ms = day_ms + DAY_MS + rng.integers(0, 6 * HOUR_MS, len(late))
-    keep = ~np.isin(np.arange(n), late)
-    copies = result.take(np.isin(np.arange(n), dup))
-    copies.recv_ms = copies.recv_ms + rng.integers(1, 60_000, len(dup))  # a client retry
-    copies.clean_target = np.zeros(len(dup), dtype=bool)
-    kept = Partition.concat([result.take(keep), copies])
-    return kept, moved, reasons, len(dup)
+    keep = ~np.isin(index, late)
+    copies = result.take(np.isin(index, duplicated))
+    copies.recv_ms = copies.recv_ms + rng.integers(1, 60_000, len(duplicated))  # a client retry
+    copies.clean_target = np.zeros(len(duplicated), dtype=bool)
+    return Partition.concat([result.take(keep), copies]), moved
 
 
 # --- writing -----------------------------------------------------------------------------------------
@@ -498,12 +580,16 @@ def write_dimensions(world: World, raw_dir: Path) -> None:
     _write_lines(users_dir / "part-00000.json", user_lines, False, 0)
 
 
+class GeneratedLogsExist(InputError, FileExistsError):
+    """Logs of another generation are where this one would write (and overwrite is off)."""
+
+
 def prepare_output(raw_dir: Path, overwrite: bool) -> None:
     """Refuse to mix two generations; with overwrite, remove only what a generation writes."""
     owned = [raw_dir / "events", raw_dir / "items", raw_dir / "users", raw_dir / "_manifest.json"]
     existing = [p for p in owned if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(
+        raise GeneratedLogsExist(
             f"{existing[0]} already exists; pass --overwrite to replace the generated logs under {raw_dir}")
     for path in existing:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -535,47 +621,17 @@ def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool =
     world = build_world(settings, np.random.default_rng(world_seed))
     write_dimensions(world, raw_dir)
 
-    start_ms = _day_start_ms(settings.start_date)
-    first_part = start_ms // DAY_MS
-    carry: list[Partition] = []
+    carry: list[Partition] = []   # lines received after their day: they go to a later partition
     manifest_parts: dict[str, dict] = {}
-    dropped_after_end = 0
     pool = ThreadPoolExecutor(max_workers=max(1, min(settings.files_per_day, os.cpu_count() or 1)))
     try:
         for d in range(settings.days):
             day = settings.start_date + dt.timedelta(days=d)
-            rng = np.random.default_rng(day_seeds[d])
-            n_imp = int(round(settings.impressions_per_day * (1.15 if day.weekday() >= 5 else 1.0)))
-            imps, events = simulate_day(world, day, n_imp, rng)
-            lines = render_lines(day, imps, events, 0, rng)
-            imp_part = np.where(events.etype == IMPRESSION, -1, imps.recv_ms[events.imp] // DAY_MS)
-            clean_target = (events.etype != IMPRESSION) | ~imps.engaged[events.imp]
-            today = Partition(lines, events.etype, events.recv_ms, events.ts_ms, clean_target, imp_part)
-            pending = Partition.concat([today, *carry])
-            part_index = pending.recv_ms // DAY_MS
-            this_day = part_index == first_part + d
-            carry = [pending.take(~this_day)]
-            part = pending.take(this_day)
-            day_ms = start_ms + d * DAY_MS
-            part, moved, reasons, duplicates = inject_faults(
-                part, settings.faults, rng, day_ms, can_move_late=d + 1 < settings.days)
-            carry.append(moved)
-            out_dir = raw_dir / "events" / f"dt={day.isoformat()}"
-            written = write_partition(pool, out_dir, part, settings)
-            manifest_parts[day.isoformat()] = {
-                "lines": len(part.lines),
-                "events_by_type": {name: int((part.etype == code).sum()) for code, name in enumerate(S.EVENT_TYPES)},
-                "impressions_simulated": n_imp,
-                "quarantine": dict(sorted(reasons.items())),
-                "quarantined": int(sum(reasons.values())),
-                "duplicates": duplicates,
-                "late_moved_to_next_day": len(moved.lines),
-                "bytes_uncompressed": written,
-            }
+            manifest_parts[day.isoformat()], carry = _generate_day(
+                settings, world, d, np.random.default_rng(day_seeds[d]), carry, pool, raw_dir)
             if progress:
                 progress(day, manifest_parts[day.isoformat()])
-        leftover = Partition.concat(carry)
-        dropped_after_end = len(leftover.lines)
+        dropped_after_end = len(Partition.concat(carry).lines)
     finally:
         pool.shutdown()
 
@@ -583,12 +639,39 @@ def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool =
         "settings": settings.manifest_settings(),
         "partitions": manifest_parts,
         "totals": {
-            "lines": sum(p["lines"] for p in manifest_parts.values()),
-            "quarantined": sum(p["quarantined"] for p in manifest_parts.values()),
-            "duplicates": sum(p["duplicates"] for p in manifest_parts.values()),
-            "late_moved_to_next_day": sum(p["late_moved_to_next_day"] for p in manifest_parts.values()),
+            **{key: sum(p[key] for p in manifest_parts.values())
+               for key in ("lines", "quarantined", "duplicates", "late_moved_to_next_day")},
             "dropped_received_after_last_day": dropped_after_end,
         },
     }
     (raw_dir / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _generate_day(settings: GeneratorSettings, world: World, d: int, rng: np.random.Generator,
+                  carry: list[Partition], pool: ThreadPoolExecutor, raw_dir: Path) -> tuple[dict, list[Partition]]:
+    """Simulate day `d`, write the partition of the lines received that day (with its faults);
+    returns (its manifest entry, the lines received later: carried to the next days)."""
+    day = settings.start_date + dt.timedelta(days=d)
+    start_ms = _day_start_ms(settings.start_date)
+    n_imp = int(round(settings.impressions_per_day * (1.15 if day.weekday() >= 5 else 1.0)))
+    imps, events = simulate_day(world, day, n_imp, rng)
+    lines = render_lines(day, imps, events, 0, rng)
+    imp_part = np.where(events.etype == IMPRESSION, -1, imps.recv_ms[events.imp] // DAY_MS)
+    clean_target = (events.etype != IMPRESSION) | ~imps.engaged[events.imp]
+    today = Partition(lines, events.etype, events.recv_ms, events.ts_ms, clean_target, imp_part)
+    pending = Partition.concat([today, *carry])
+    this_day = pending.recv_ms // DAY_MS == start_ms // DAY_MS + d
+    part, moved, reasons, duplicates = inject_faults(
+        pending.take(this_day), settings.faults, rng, start_ms + d * DAY_MS, can_move_late=d + 1 < settings.days)
+    written = write_partition(pool, raw_dir / "events" / f"dt={day.isoformat()}", part, settings)
+    return {
+        "lines": len(part.lines),
+        "events_by_type": {name: int((part.etype == code).sum()) for code, name in enumerate(S.EVENT_TYPES)},
+        "impressions_simulated": n_imp,
+        "quarantine": dict(sorted(reasons.items())),
+        "quarantined": int(sum(reasons.values())),
+        "duplicates": duplicates,
+        "late_moved_to_next_day": len(moved.lines),
+        "bytes_uncompressed": written,
+    }, [pending.take(~this_day), moved]

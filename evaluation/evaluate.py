@@ -40,7 +40,7 @@ from ple_model import model_inputs
 from ple_model.metrics import GAIN_METRIC, mtl_gain
 from ple_model.model_inputs import source_columns
 from ple_model.prediction import predict
-from ple_runtime import storage
+from ple_runtime import arrow_storage
 from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
 from ple_runtime.snapshot import DateSnapshot, SnapshotError, resolve_date_snapshot
@@ -82,7 +82,7 @@ def snapshot_columns(snapshot: DateSnapshot) -> set[str]:
 
     if not snapshot.files:
         return set()
-    filesystem, path = storage.filesystem(snapshot.files[0])
+    filesystem, path = arrow_storage.filesystem(snapshot.files[0])
     return set(pq.read_schema(path, filesystem=filesystem).names)
 
 

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import pandas as pd
 
-from ple_runtime import storage
+from ple_runtime import arrow_storage
 from ple_runtime.config import absolute_location
 from ple_runtime.snapshot import DateSnapshot, SnapshotError, check_readable_as_parquet
 
@@ -80,7 +80,7 @@ def _read_with_arrow(snapshot: DateSnapshot, columns: list[str]) -> pd.DataFrame
     if snapshot.version is not None:
         check_readable_as_parquet(absolute_location(snapshot.table), snapshot.version)
     try:
-        return storage.read_parquet(snapshot.files, columns).to_pandas()
+        return arrow_storage.read_parquet(snapshot.files, columns).to_pandas()
     except KeyError as error:
         raise KeyError(f"{snapshot.table} ({snapshot.partition_column}={snapshot.date}, version "
                        f"{snapshot.version}): {error.args[0]}") from None

@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ple_runtime import storage
+from ple_runtime import arrow_storage
 
 DEFAULT_ROWS_PER_BATCH = 65536
 DEFAULT_MEMORY_BUDGET_MB = 2048
@@ -173,13 +173,13 @@ def _rebatched(tables: Iterator, rows: int) -> Iterator:
 
 def parquet_batches(locations: Sequence[str], columns: list[str], rows: int) -> Iterator[pd.DataFrame]:
     """`columns` of the Parquet files, in file order, as pandas frames of `rows` rows (the last shorter).
-    A file that lacks a column raises KeyError naming it (as `storage.read_parquet`)."""
+    A file that lacks a column raises KeyError naming it (as `arrow_storage.read_parquet`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     def tables():
         for location in locations:
-            source, path = storage.filesystem(location)
+            source, path = arrow_storage.filesystem(location)
             with source.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle)
                 present = parquet.schema_arrow.names

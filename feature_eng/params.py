@@ -1,6 +1,6 @@
 """The settings of the raw-logs -> examples transformations, as one typed object.
 
-`jobs.extract.ExtractConfig` IS an `ExtractParams` (it adds paths, dates and flags),
+`extraction.extract.ExtractConfig` IS an `ExtractParams` (it adds paths, dates and flags),
 so the job hands its validated config to `feature_eng` as it is: no field is copied.
 """
 

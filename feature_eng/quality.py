@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
+from ple_runtime.errors import StageError
 
-class ReconciliationError(RuntimeError):
-    """The lines of a day do not add up: a bug, never a data problem. Nothing is written."""
+
+class ReconciliationError(StageError):
+    """The lines of a day do not add up: a bug, never a data problem. Nothing is written.
+    (A StageError, so `ple extract` reports it in one line with exit 1; ple_runtime.errors is
+    a leaf module: feature_eng still reaches no path, session or write through it.)"""
 
 
 def status_figures(rows) -> dict[str, int]:

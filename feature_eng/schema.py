@@ -31,7 +31,7 @@ ALL_EVENT_FIELDS = COMMON_FIELDS + ("impression_id", "position", "device", "watc
 # Spark fills this column with the whole line when the line is not a JSON object.
 CORRUPT_COLUMN = "_corrupt_record"
 # The day a row is extracted for: lines of partition P are read for P-1, P and P+1, so one run
-# classifies and labels several days with the same Spark jobs, each as if alone (feature_eng.pipeline).
+# classifies and labels several days with the same Spark jobs, each as if alone (feature_eng.extract_pass).
 EXTRACT_DAY = "day"
 
 RAW_EVENT_STRING_SCHEMA = T.StructType(

@@ -46,11 +46,37 @@ def validate_lines(lines: DataFrame, params: ExtractParams = ExtractParams()) ->
     ts (timestamp), user_id, item_id, impression_id, position, device, watch_ms,
     channel, comment_len.
     """
+    fields = _field_columns(lines)
+    raw = {name: F.col(f"_raw_{name}") for name in S.ALL_EVENT_FIELDS}
+    integers = {name: F.col(f"_int_{name}") for name in S.INTEGER_FIELDS}
+    checks = _quarantine_checks(raw, integers, F.col("_ts"), params)
+    reason = reduce(lambda acc, check: acc.when(check[0], F.lit(check[1])),
+                    checks[1:], F.when(checks[0][0], F.lit(checks[0][1])))
+
+    return fields.select(
+        "dt", "source_file", "value",
+        F.xxhash64("value").alias("line_hash"),
+        reason.alias("reason"),
+        raw["event_id"].alias("event_id"),
+        raw["event_type"].alias("event_type"),
+        F.col("_ts").alias("ts"),
+        raw["user_id"].alias("user_id"),
+        raw["item_id"].alias("item_id"),
+        raw["impression_id"].alias("impression_id"),
+        integers["position"].cast("int").alias("position"),
+        raw["device"].alias("device"),
+        integers["watch_ms"].alias("watch_ms"),
+        raw["channel"].alias("channel"),
+        integers["comment_len"].alias("comment_len"),
+    )
+
+
+def _field_columns(lines: DataFrame) -> DataFrame:
+    """The lines with one column per field: `_raw_<f>` (blank -> null), `_ts`, `_int_<f>` (cast when
+    it is an integer), `_unparsed` and `_corrupt`. The checks refer to these columns, which keeps
+    the reason expression (and the code Spark generates for it) small."""
     json = F.from_json("value", S.RAW_EVENT_STRING_SCHEMA,
                        {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": S.CORRUPT_COLUMN})
-    # Step 1: one column per field (blank -> null, integers cast when they are integers).
-    # Step 2 refers to these columns, which keeps the reason expression (and the code
-    # Spark generates for it) small.
     fields = lines.select("dt", "source_file", "value", json.alias("_j")).select(
         "dt", "source_file", "value",
         F.col("_j").isNull().alias("_unparsed"),
@@ -58,20 +84,21 @@ def validate_lines(lines: DataFrame, params: ExtractParams = ExtractParams()) ->
         *(_blank_to_null(F.col(f"_j.{name}")).alias(f"_raw_{name}") for name in S.ALL_EVENT_FIELDS),
     )
     raw = {name: F.col(f"_raw_{name}") for name in S.ALL_EVENT_FIELDS}
-    fields = fields.select(
+    return fields.select(
         "*",
         parse_timestamp(raw["ts"]).alias("_ts"),
         *(F.when(raw[name].rlike(_INTEGER_PATTERN), raw[name].cast("long")).alias(f"_int_{name}")
           for name in S.INTEGER_FIELDS),
     )
+
+
+def _quarantine_checks(raw: dict[str, Column], integers: dict[str, Column], ts: Column,
+                       params: ExtractParams) -> list[tuple[Column, str]]:
+    """(condition, reason) in priority order: the first that holds names the problem."""
     etype = raw["event_type"]
-    ts = F.col("_ts")
-    integers = {name: F.col(f"_int_{name}") for name in S.INTEGER_FIELDS}
     partition_start = F.to_timestamp(F.col("dt"))
     earliest = partition_start - F.expr(f"INTERVAL {int(params.max_late_hours * 3600)} SECONDS")
     latest = partition_start + F.expr(f"INTERVAL {86400 + int(params.max_early_minutes * 60)} SECONDS")
-
-    # (condition, reason) in priority order: the first that holds names the problem
     checks: list[tuple[Column, str]] = [
         (F.trim(F.col("value")) == "", S.EMPTY_LINE),
         (F.col("_unparsed") | F.col("_corrupt").isNotNull(), S.MALFORMED_JSON),
@@ -86,7 +113,7 @@ def validate_lines(lines: DataFrame, params: ExtractParams = ExtractParams()) ->
     for event_type, type_fields in S.FIELDS_BY_TYPE.items():
         checks += [((etype == event_type) & integers[f].isNull(), S.bad_type(f))
                    for f in type_fields if f in S.INTEGER_FIELDS]
-    checks += [
+    return checks + [
         (ts.isNull(), S.BAD_TIMESTAMP),
         ((ts < earliest) | (ts >= latest), S.CLOCK_SKEW),
         ((etype == "play") & (integers["watch_ms"] < 0), S.NEGATIVE_WATCH_MS),
@@ -94,25 +121,6 @@ def validate_lines(lines: DataFrame, params: ExtractParams = ExtractParams()) ->
         ((etype == "impression") & (integers["position"] < 0), S.bad_value("position")),
         ((etype == "comment") & (integers["comment_len"] < 0), S.bad_value("comment_len")),
     ]
-    reason = reduce(lambda acc, check: acc.when(check[0], F.lit(check[1])),
-                    checks[1:], F.when(checks[0][0], F.lit(checks[0][1])))
-
-    return fields.select(
-        "dt", "source_file", "value",
-        F.xxhash64("value").alias("line_hash"),
-        reason.alias("reason"),
-        raw["event_id"].alias("event_id"),
-        etype.alias("event_type"),
-        ts.alias("ts"),
-        raw["user_id"].alias("user_id"),
-        raw["item_id"].alias("item_id"),
-        raw["impression_id"].alias("impression_id"),
-        integers["position"].cast("int").alias("position"),
-        raw["device"].alias("device"),
-        integers["watch_ms"].alias("watch_ms"),
-        raw["channel"].alias("channel"),
-        integers["comment_len"].alias("comment_len"),
-    )
 
 
 def parse_partition(lines: DataFrame, known_items: DataFrame, params: ExtractParams,

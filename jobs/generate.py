@@ -1,71 +1,28 @@
-"""`ple generate`: write realistic raw event logs (numpy, no Spark) under <data>/raw.
+"""`ple generate`: write realistic raw event logs (numpy, no Spark) under <data>/raw
+(the generate stage: datagen/generate.py).
 
     ple generate                                  # demo size: 2000 users, 500 items, 7 days
-    ple generate --impressions-per-day 3500000 --days 1 --no-gzip
     ple generate --fault-rate 0.002               # every fault kind at 0.2% of the lines
-    ple generate --set faults.duplicate=0.01 --set faults.late=0.005
 
-The manifest (<raw>/_manifest.json) lists per partition the lines written, the
-faults injected and the quarantine reason `ple extract` must give for each.
+Exit status: 0 done; 1 logs of another generation are there (--overwrite); 2 bad settings.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
-from pydantic import Field, model_validator
-
-from datagen.events import FaultRates, GeneratorSettings
-
-from ple_runtime.config import JobConfig, Location, parse_job_config
-from ple_runtime.lake import Lake, default_data_dir
-
-
-class GenerateConfig(JobConfig, GeneratorSettings):
-    """Write synthetic raw logs (events, item and user snapshots) for the pipeline."""
-
-    data_dir: Location = Field(default_factory=default_data_dir, description="data root; logs go to <data_dir>/raw")
-    raw_dir: Location | None = Field(None, description="write here instead of <data_dir>/raw")
-    fault_rate: float | None = Field(None, ge=0, le=0.05,
-                                     description="shortcut: every fault kind at this rate (overrides faults)")
-    overwrite: bool = Field(False, description="replace logs a previous generation wrote there")
-
-    @model_validator(mode="after")
-    def _fault_rate_sets_every_fault(self):
-        if self.fault_rate is not None and self.faults != FaultRates.uniform(self.fault_rate):
-            self.faults = FaultRates.uniform(self.fault_rate)
-        return self
-
-
-def run(config: GenerateConfig) -> dict:
-    """Write the logs `config` asks for; returns the manifest. Raises FileExistsError when logs of
-    another generation are there and `overwrite` is off."""
-    from datagen.events import generate
-
-    raw_dir = Path(config.raw_dir or Lake(config.data_dir).raw)
-    started = time.perf_counter()
-
-    def progress(day, part):
-        print(f"{day}: {part['lines']:>10,} lines, {part['quarantined']:,} faulty, "
-              f"{part['duplicates']:,} duplicates ({time.perf_counter() - started:.1f}s)", flush=True)
-
-    manifest = generate(config, raw_dir, overwrite=config.overwrite, progress=progress)
-    seconds = time.perf_counter() - started
-    lines = manifest["totals"]["lines"]
-    print(f"wrote {lines:,} lines in {seconds:.1f}s ({lines / max(seconds, 1e-9):,.0f} lines/s) "
-          f"under {raw_dir}; manifest: {raw_dir / '_manifest.json'}")
-    return manifest
+from datagen.generate import GenerateConfig, run
+from ple_runtime.config import parse_job_config
+from ple_runtime.errors import StageError
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_job_config(GenerateConfig, argv, prog="ple generate")
     try:
         run(config)
-    except FileExistsError as err:
+    except StageError as err:
         print(f"generate failed: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     return 0
 
 

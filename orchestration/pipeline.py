@@ -42,8 +42,8 @@ class StageConfigs:
 def stage_configs(config: PipelineConfig) -> StageConfigs:
     """The pipeline's settings as each job's typed config (the same objects `ple <job>` builds)."""
     from evaluation.config import EvaluateConfig
-    from jobs.extract import ExtractConfig
-    from jobs.generate import GenerateConfig
+    from extraction.extract import ExtractConfig
+    from datagen.generate import GenerateConfig
     from publishing.config import PublishConfig
     from training.config import TrainConfig
 
@@ -86,7 +86,7 @@ def _banner(index: int, name: str, what: str) -> None:
 
 def _generated_days(raw_events: Path) -> set[str]:
     """Days whose raw partition is complete (its _SUCCESS marker, written last)."""
-    from ple_runtime.raw_logs import MARKER
+    from extraction.raw_logs import MARKER
 
     if not raw_events.is_dir():
         return set()
@@ -158,7 +158,7 @@ def _refused_before(config: PipelineConfig, candidate: Path) -> Path | None:
 
 
 def _generate(config: PipelineConfig, generate) -> bool:
-    from jobs.generate import run as generate_raw_logs
+    from datagen.generate import run as generate_raw_logs
 
     lake = Lake(config.data_dir)
     missing = sorted(set(config.all_days) - _generated_days(Path(lake.raw, "events")))
@@ -170,8 +170,7 @@ def _generate(config: PipelineConfig, generate) -> bool:
 
 
 def _extract(config: PipelineConfig, extract) -> bool:
-    from feature_eng.quality import ReconciliationError
-    from jobs.extract import ExtractError, run as extract_days
+    from extraction.extract import run as extract_days
 
     done = set() if config.force else _extracted_days(config.data_dir)
     missing = [d for d in config.all_days if d not in done]
@@ -181,8 +180,10 @@ def _extract(config: PipelineConfig, extract) -> bool:
     for first, last in _day_ranges(missing):
         try:
             extract_days(validate_config(type(extract), {**config_as_dict(extract), "start": first, "end": last}))
-        except (ExtractError, ReconciliationError) as error:
-            raise StageFailed(f"days {first}..{last}: {error}") from None
+        except StageError as error:
+            failure = StageFailed(f"days {first}..{last}: {error}")
+            failure.exit_code = error.exit_code
+            raise failure from None
     return False
 
 

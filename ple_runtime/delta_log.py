@@ -20,7 +20,7 @@ compared: docs/CLUSTER.md ("One Delta log reader").
 What delta-rs does not give is the actions of ONE commit, and commit times by
 Delta's rule (see `version_at`), so `commits` reads the commit files themselves
 (JSON lines, a stable part of the Delta protocol) and their modification times
-through `ple_runtime.storage`; `version_at` is built on it.
+through `ple_runtime.arrow_storage`; `version_at` is built on it.
 
 Tables whose Parquet files are not simply the table's rows are refused with a
 `DeltaLogError` saying what to do (deletion vectors on live files, column mapping,
@@ -37,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from ple_runtime import storage
+from ple_runtime import arrow_storage
+from ple_runtime.errors import StageError
 
 DELTA_LOG = "_delta_log"
 _COMMIT_RE = re.compile(r"^(\d{20})\.json$")
@@ -48,7 +49,7 @@ _READABLE_FEATURES = {"timestampNtz", "vacuumProtocolCheck", "deletionVectors", 
                       "v2Checkpoint", "domainMetadata", "checkpointProtection"}
 
 
-class DeltaLogError(ValueError):
+class DeltaLogError(StageError, ValueError):
     """The table cannot be read as asked; the message names the table and says why."""
 
 
@@ -87,16 +88,16 @@ class Commit:
 
 def _table(table: str) -> str:
     """Local tables as absolute paths; URIs as given (file paths keep the caller's scheme)."""
-    return storage.local_path(table) if storage.is_local(table) else table.rstrip("/")
+    return arrow_storage.local_path(table) if arrow_storage.is_local(table) else table.rstrip("/")
 
 
 def _open(table: str, version: int | None = None):
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError, TableNotFoundError
 
-    options = storage.delta_rs_storage_options(table)
+    options = arrow_storage.delta_rs_storage_options(table)
     try:
-        return DeltaTable(storage.to_uri(table), version=version, storage_options=options)
+        return DeltaTable(arrow_storage.to_uri(table), version=version, storage_options=options)
     except TableNotFoundError as err:
         raise DeltaLogError(f"{table} is not a Delta table (no readable {DELTA_LOG}/): {err}") from err
     except (DeltaError, OSError) as err:
@@ -113,7 +114,7 @@ def is_delta_table(table: str) -> bool:
     from deltalake import DeltaTable
 
     try:
-        return DeltaTable.is_deltatable(storage.to_uri(table), storage.delta_rs_storage_options(table))
+        return DeltaTable.is_deltatable(arrow_storage.to_uri(table), arrow_storage.delta_rs_storage_options(table))
     except Exception:  # noqa: BLE001 - unreachable store, bad URI: not a table we can read
         return False
 
@@ -150,7 +151,7 @@ def snapshot(table: str, version: int | None = None,
         if not passes(values, partition_filter):
             continue
         # Log paths are URL-encoded (RFC 2396); the file names on storage are not.
-        path = relative if "://" in relative else storage.join(table, unquote(relative))
+        path = relative if "://" in relative else arrow_storage.join(table, unquote(relative))
         files.append(DeltaFile(path=path, size=columns["size_bytes"][i], partition_values=values,
                                num_records=records[i]))
     return DeltaSnapshot(table=table, version=int(delta.version()), files=tuple(sorted(files, key=lambda f: f.path)),
@@ -238,7 +239,7 @@ class _LogEntry:
 def _log_entries(table: str) -> list[_LogEntry]:
     from pyarrow import fs as pafs
 
-    filesystem, root = storage.filesystem(table)
+    filesystem, root = arrow_storage.filesystem(table)
     log_dir = f"{root}/{DELTA_LOG}"
     try:
         infos = filesystem.get_file_info(pafs.FileSelector(log_dir, allow_not_found=False))
@@ -259,7 +260,7 @@ def commits(table: str, partition_column: str = "dt") -> list[Commit]:
     OPTIMIZE changes none) and its time: the commit's inCommitTimestamp when present,
     else its file's modification time, made strictly increasing as Delta does."""
     table = _table(table)
-    filesystem, _ = storage.filesystem(table)
+    filesystem, _ = arrow_storage.filesystem(table)
     entries = sorted(((int(m.group(1)), e) for e in _log_entries(table) if (m := _COMMIT_RE.match(e.name))),
                      key=lambda item: item[0])
 

@@ -19,3 +19,8 @@ class StageError(RuntimeError):
     """A stage failed for a reason its job reports as one line; `exit_code` is what the job returns."""
 
     exit_code: int = FAILED
+
+
+class InputError(StageError):
+    """An input or table problem that stops a job before it writes; the message names the
+    path at fault and what to do."""

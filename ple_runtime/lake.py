@@ -21,11 +21,6 @@ from pathlib import Path
 DEFAULT_DATA_DIR = "ple_data"
 
 
-class InputError(RuntimeError):
-    """An input or table problem that stops a job before it writes; the message names the
-    path at fault and what to do."""
-
-
 def default_data_dir() -> str:
     return os.environ.get("PLE_DATA_DIR", DEFAULT_DATA_DIR)
 

@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ple_runtime import delta_log, storage
+from ple_runtime import arrow_storage, delta_log
 
 MARGIN_HOURS = 1.0  # a remove's deletionTimestamp is taken before its commit file is written
 
@@ -61,7 +61,7 @@ def table_files(table: str) -> TableFiles:
 
     latest = delta_log.snapshot(table)
     partitions = Counter(tuple(sorted(f.partition_values.items())) for f in latest.files)
-    filesystem, root = storage.filesystem(table)
+    filesystem, root = arrow_storage.filesystem(table)
     on_disk = [info for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
                if info.type == pafs.FileType.File and f"/{delta_log.DELTA_LOG}/" not in info.path
                and info.base_name.endswith(".parquet")]
@@ -76,7 +76,7 @@ def missing_files(paths) -> list[str]:
 
     gone = []
     for path in paths:
-        filesystem, inside = storage.filesystem(path)
+        filesystem, inside = arrow_storage.filesystem(path)
         if filesystem.get_file_info(inside).type == pafs.FileType.NotFound:
             gone.append(path)
     return gone

@@ -15,7 +15,7 @@ driver (~10 s and ~1 GB), cannot run inside a Horovod worker, and gives the same
 list; `tests/training/test_training_snapshot.py` checks that it does.
 
 A plain Parquet folder has no versions: its files are listed (sorted, through
-`ple_runtime.storage`, so also on object storage) and the list is hashed, so a run
+`ple_runtime.arrow_storage`, so also on object storage) and the list is hashed, so a run
 record still says exactly what was read.
 
 Partition values (`dt`) live in the directory names / the Delta log, not in the
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from ple_runtime import delta_log, storage
+from ple_runtime import arrow_storage, delta_log
 from ple_runtime.config import absolute_location
 from ple_runtime.delta_log import Commit, parse_timestamp
 from ple_runtime.errors import StageError
@@ -180,7 +180,7 @@ def resolve_parquet_snapshot(path: str, partition_filter: dict[str, Any] | None 
     """Every `*.parquet` file under `path` (or `path` itself), skipping `_*`/`.*` entries."""
     from pyarrow import fs
 
-    filesystem, root = storage.filesystem(path)
+    filesystem, root = arrow_storage.filesystem(path)
     info = filesystem.get_file_info(root)
     if info.type == fs.FileType.NotFound:
         raise SnapshotError(f"{path} does not exist")
@@ -190,12 +190,12 @@ def resolve_parquet_snapshot(path: str, partition_filter: dict[str, Any] | None 
         found = [i for i in filesystem.get_file_info(fs.FileSelector(root, recursive=True))
                  if i.type == fs.FileType.File and _is_data_file(posixpath.relpath(i.path, root))]
         table_root = root
-    table = table_root if storage.is_local(path) else _uri_like(path, table_root)
+    table = table_root if arrow_storage.is_local(path) else _uri_like(path, table_root)
     files = []
     for item in sorted(found, key=lambda i: i.path):
         parts = posixpath.relpath(item.path, table_root).split("/")[:-1]
         values = {k: unquote(v) for k, v in (p.split("=", 1) for p in parts if "=" in p)}
-        location = item.path if storage.is_local(path) else _uri_like(path, item.path)
+        location = item.path if arrow_storage.is_local(path) else _uri_like(path, item.path)
         files.append(SnapshotFile(path=location, size=item.size, partition_values=values))
     partition_filter = dict(partition_filter or {})
     files = [f for f in files if delta_log.passes(f.partition_values, partition_filter)]
@@ -206,7 +206,7 @@ def resolve_parquet_snapshot(path: str, partition_filter: dict[str, Any] | None 
 
 def _uri_like(location: str, bucket_path: str) -> str:
     """bucket/key inside an object store -> a URI in the scheme the caller used (s3a://bucket/key)."""
-    return f"{storage.scheme(location)}://{bucket_path}"
+    return f"{arrow_storage.scheme(location)}://{bucket_path}"
 
 
 def _is_data_file(relative: str) -> bool:
@@ -247,7 +247,7 @@ def resolve_with_spark(spark, table: str, version: int, partition_filter_sql: st
     frame = spark.read.format("delta").option("versionAsOf", version).load(table)
     if partition_filter_sql:
         frame = frame.where(partition_filter_sql)
-    return sorted(storage.local_path(f) if storage.is_local(f) else f for f in frame.inputFiles())
+    return sorted(arrow_storage.local_path(f) if arrow_storage.is_local(f) else f for f in frame.inputFiles())
 
 
 # --- one date at one version (evaluation) -----------------------------------------------------
@@ -324,7 +324,7 @@ def version_at_timestamp(table: str, timestamp: str | dt.datetime) -> int:
 def _exists(location: str) -> bool:
     from pyarrow import fs as pafs
 
-    filesystem, path = storage.filesystem(location)
+    filesystem, path = arrow_storage.filesystem(location)
     return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
 
@@ -335,7 +335,7 @@ def available_dates(table: str, version: int | None, partition_column: str = "dt
             files = resolve_delta_snapshot(location, version).files
         else:
             files = resolve_parquet_snapshot(location).files
-    except (SnapshotError, storage.StorageError, OSError):
+    except (SnapshotError, arrow_storage.StorageError, OSError):
         return []
     return sorted({f.partition_values.get(partition_column) for f in files} - {None})
 

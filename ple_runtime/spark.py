@@ -18,6 +18,8 @@ import glob
 import os
 from pathlib import Path
 
+from ple_runtime.errors import StageError
+
 DELTA_VERSION = "3.3.2"
 DELTA_JAR_NAMES = (f"delta-spark_2.12-{DELTA_VERSION}.jar", f"delta-storage-{DELTA_VERSION}.jar")
 # hadoop-aws must match pyspark's Hadoop; the SDK bundle is the one it was built against.
@@ -61,7 +63,7 @@ def default_driver_memory(master: str) -> str:
     return local_driver_memory() if master.startswith("local") else CLUSTER_DRIVER_MEMORY
 
 
-class SparkSetupError(RuntimeError):
+class SparkSetupError(StageError):
     """Spark cannot be started as configured; the message says what to fix."""
 
 

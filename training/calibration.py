@@ -21,7 +21,7 @@ from ple_model.calibration import attach_calibration, fit_calibration
 from ple_model.model_file import load_model
 from ple_model.model_inputs import source_columns
 from ple_model.prediction import predict
-from ple_runtime import storage
+from ple_runtime import arrow_storage
 from ple_runtime.lineage import write_json
 
 from .plan import TrainingPlan
@@ -45,7 +45,7 @@ def calibrate_model(plan: TrainingPlan) -> dict[str, Any] | None:
     if method == "none" or not model_file.is_file():
         return None
     loaded = load_model(model_file)
-    frame = storage.read_parquet(plan.validation_snapshot.paths, source_columns(loaded.spec)).to_pandas()
+    frame = arrow_storage.read_parquet(plan.validation_snapshot.paths, source_columns(loaded.spec)).to_pandas()
     inputs = model_inputs(frame, loaded.spec)
     predictions, _ = predict(loaded.model, loaded.spec, inputs.features, plan.config.validation_batch_size)
     calibration = fit_calibration(loaded.spec, predictions, inputs.labels, inputs.masks, method=method)

@@ -1,7 +1,7 @@
 """Petastorm over a pinned file list: sharded, shuffled, deterministic per (seed, epoch).
 
 - `make_batch_reader` reads the snapshot's Parquet files (file:// or s3://
-  URLs, see training/storage.py), one row group at a time; rank r of N reads
+  URLs, see training/petastorm_storage.py), one row group at a time; rank r of N reads
   the row groups whose index (in Petastorm's own order: files as given x row
   groups) is r mod N.
 - A petastorm TransformSpec (runs on the reader thread) turns the table's
@@ -34,7 +34,7 @@ import torch
 from ple_model import ModelSpec, model_inputs
 from ple_model.model_inputs import source_columns as spec_columns
 
-from .storage import open_parquet, petastorm_filesystem
+from .petastorm_storage import open_parquet, petastorm_filesystem
 
 # petastorm 0.13 drives pyarrow's legacy ParquetDataset: one FutureWarning per row group otherwise.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from ple_model import ModelSpec
-from ple_runtime import storage
+from ple_runtime import arrow_storage
 from ple_runtime.config import ConfigError, config_as_dict
 from ple_runtime.delta_log import DeltaLogError
 from ple_runtime.lineage import write_json
@@ -31,7 +31,7 @@ from ple_runtime.snapshot import (Snapshot, SnapshotError, date_range_filter, da
 
 from .config import TrainConfig
 from .incremental import TrainingDecision, decide
-from .storage import open_parquet
+from .petastorm_storage import open_parquet
 from .warm_start import WarmStartRecord, prepare_warm_start
 
 PLAN_FILE = "plan.json"
@@ -216,7 +216,7 @@ def default_vocabulary_table(config: TrainConfig) -> str | None:
         return config.vocabulary_table
     if config.table:
         # Named even when absent: the error then says where it was looked for.
-        return storage.join(posixpath.dirname(config.table.rstrip("/")), "vocabulary")
+        return arrow_storage.join(posixpath.dirname(config.table.rstrip("/")), "vocabulary")
     return None
 
 

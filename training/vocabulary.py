@@ -1,7 +1,7 @@
 """The vocabulary version a training plan pins, and the (value -> id) maps of a version.
 
 Extract writes a pass of days in this order: the vocabulary MERGE (the pass's new ids),
-then the pass's examples (ple_runtime/tables.py). So the vocabulary a day's examples were
+then the pass's examples (extraction/tables.py). So the vocabulary a day's examples were
 written against is the newest vocabulary version committed at or before the examples
 commit that last wrote that day. A plan pins, for the days it reads (training and
 validation), the newest such version:
@@ -24,7 +24,7 @@ from ple_runtime import delta_log
 from ple_runtime.config import ConfigError
 from ple_runtime.snapshot import Snapshot, last_commit_writing, resolve_snapshot
 
-from .storage import open_parquet
+from .petastorm_storage import open_parquet
 
 NAME_COLUMNS = ("vocabulary", "vocab", "feature", "name")
 ID_COLUMNS = ("id", "idx", "index")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ple_runtime import delta_log, storage
+from ple_runtime import arrow_storage, delta_log
 from tests.cluster.local_cluster import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def raw_logs(tmp_path_factory) -> Path:
 def upload(local: Path, uri: str) -> None:
     """Every file under `local` to `uri`, one at a time. Not pyarrow's fs.copy_files:
     with pyarrow 14 and S3 it hung for good on a 2-core CI machine (its nested thread pools)."""
-    target, path = storage.filesystem(uri)
+    target, path = arrow_storage.filesystem(uri)
     for file in sorted(p for p in local.rglob("*") if p.is_file()):
         # compression=None: pyarrow's default ("detect") would gzip the .gz files a second time
         with target.open_output_stream(f"{path}/{file.relative_to(local).as_posix()}", compression=None) as out:
@@ -73,7 +73,7 @@ def read_rows(table: str, columns: list[str]) -> list[dict]:
 
     rows = []
     for file in delta_log.snapshot(table).files:
-        filesystem, path = storage.filesystem(file.path)
+        filesystem, path = arrow_storage.filesystem(file.path)
         part = pq.read_table(path, filesystem=filesystem,
                              columns=[c for c in columns if c not in file.partition_values])
         rows.extend({**r, **file.partition_values} for r in part.to_pylist())
@@ -198,7 +198,7 @@ def test_train_on_executors_evaluate_and_publish_to_the_registry_server(cluster,
 def storage_listing(uri: str):
     from pyarrow import fs as pafs
 
-    filesystem, path = storage.filesystem(uri)
+    filesystem, path = arrow_storage.filesystem(uri)
     return [i for i in filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
             if i.type == pafs.FileType.File]
 

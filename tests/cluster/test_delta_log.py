@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from ple_runtime import delta_log, storage
+from ple_runtime import arrow_storage, delta_log
 
 D1, D2, D3 = "2026-02-01", "2026-02-02", "2026-02-03"
 
@@ -54,7 +54,7 @@ def _spark_files(spark, table: str, where_sql: str | None = None, **options) -> 
     if where_sql:
         frame = frame.where(where_sql)
     # Spark names local files file:/...; the reader gives the plain absolute path.
-    return sorted(f.removeprefix("file:") if storage.is_local(table) else f for f in frame.inputFiles())
+    return sorted(f.removeprefix("file:") if arrow_storage.is_local(table) else f for f in frame.inputFiles())
 
 
 def test_reader_matches_spark_at_every_version(history):
@@ -125,7 +125,7 @@ def _our_version_files(table: str, moment_ms: int) -> list[str] | str:
 
 def test_time_travel_by_timestamp_agrees_with_spark(history):
     spark, table, _ = history
-    if storage.is_local(table):
+    if arrow_storage.is_local(table):
         # Equal commit-file times, as S3's one-second modification times often give:
         # Delta makes them increasing (v1 at T, v2 at T+1 ms, ...); so must the reader.
         log = os.path.join(table, "_delta_log")
@@ -141,7 +141,7 @@ def test_time_travel_by_timestamp_agrees_with_spark(history):
     # commit (the reader gives the latest, checked below). Which version a time resolves to depends
     # on the commit times only, so on S3, once its times equal Spark's (above), three moments suffice.
     moments = sorted({m for ms in commit_ms.values() for m in (ms - 1, ms) if m <= commit_ms[latest]})
-    if not storage.is_local(table):
+    if not arrow_storage.is_local(table):
         moments = [moments[0], moments[1], moments[-1]]
     for moment in moments:
         spark_answer = _spark_version_files(spark, table, moment)
@@ -194,9 +194,9 @@ def test_not_a_table(tmp_path):
 
 
 def test_locations_keep_their_scheme():
-    assert storage.join("s3a://bucket/data", "lake", "examples") == "s3a://bucket/data/lake/examples"
-    assert storage.join("/data", "lake") == "/data/lake"
-    assert storage.to_uri("s3a://bucket/t") == "s3://bucket/t"
-    assert storage.to_uri("file:///tmp/x/../t") == "/tmp/t"
-    with pytest.raises(storage.StorageError, match="names no bucket"):
-        storage.filesystem("s3a:///key")
+    assert arrow_storage.join("s3a://bucket/data", "lake", "examples") == "s3a://bucket/data/lake/examples"
+    assert arrow_storage.join("/data", "lake") == "/data/lake"
+    assert arrow_storage.to_uri("s3a://bucket/t") == "s3://bucket/t"
+    assert arrow_storage.to_uri("file:///tmp/x/../t") == "/tmp/t"
+    with pytest.raises(arrow_storage.StorageError, match="names no bucket"):
+        arrow_storage.filesystem("s3a:///key")

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("ple_model", "ple_runtime", "training", "evaluation", "feature_eng", "jobs", "airflow_dags", "datagen")
+PACKAGES = ("ple_model", "ple_runtime", "training", "evaluation", "feature_eng", "jobs", "airflow_dags", "datagen",
+            "extraction", "maintenance")
 FOLDERS = (*PACKAGES, "tests", "bench", "scripts", "docs", "conf", ".ci")
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 # Cited on purpose although absent: designs that say they are not built.

@@ -44,7 +44,7 @@ def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
 
 def test_job_configs_resolve_relative_paths_and_defaults(tmp_path, monkeypatch):
     from evaluation.config import EvaluateConfig
-    from jobs.extract import ExtractConfig
+    from extraction.extract import ExtractConfig
     from ple_runtime.config import parse_job_config
 
     monkeypatch.chdir(tmp_path)

@@ -3,10 +3,14 @@ imports at the top and inside functions alike (a lazy import is still a dependen
 
     ple_model              -> nothing of ours (PyTorch only)
     ple_runtime            -> no domain package (the shared layer: config, errors, Delta log, snapshots, Spark)
+    feature_eng            -> ple_runtime.errors only (pure DataFrame transforms: no paths, sessions, writes)
+    datagen                -> feature_eng, ple_runtime (the raw-log generator and the generate stage)
     model_registry         -> ple_model, ple_runtime (read by training, evaluation, publishing, ple maintain)
+    extraction             -> feature_eng, ple_runtime (the extract stage)
     training, evaluation   -> never each other; through ple_runtime / model_registry only
     publishing             -> evaluation (scoring), model_registry; not training
-    orchestration          -> the stages' packages; not jobs (but see ALLOWED)
+    maintenance            -> model_registry (the versions models pin), ple_runtime
+    orchestration          -> the stages' packages; not jobs
     jobs                   -> anything (argv -> config -> run -> exit code)
     airflow_dags           -> none of our packages (the DAGs call the `ple` CLI)
 """
@@ -19,32 +23,30 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OURS = {"feature_eng", "datagen", "ple_model", "ple_runtime", "model_registry", "training", "evaluation",
-        "publishing", "orchestration", "jobs", "airflow_dags"}
-DOMAIN = OURS - {"ple_runtime"}
+OURS = ({path.parent.name for path in REPO_ROOT.glob("*/__init__.py")} - {"tests"}) | {"airflow_dags"}
 
-# package -> packages of ours it must not import
-FORBIDDEN = {
-    "ple_model": OURS - {"ple_model"},
-    "ple_runtime": DOMAIN,
-    "model_registry": OURS - {"model_registry", "ple_model", "ple_runtime"},
-    "training": {"evaluation", "publishing", "orchestration", "jobs", "airflow_dags"},
-    "evaluation": {"training", "publishing", "orchestration", "jobs", "airflow_dags"},
-    "publishing": {"training", "orchestration", "jobs", "airflow_dags"},
-    "orchestration": {"jobs", "airflow_dags"},
-    "airflow_dags": OURS - {"airflow_dags"},
+# package -> the packages of ours it may import (itself always)
+MAY_IMPORT = {
+    "ple_model": set(),
+    "ple_runtime": set(),
+    "feature_eng": {"ple_runtime"},
+    "datagen": {"feature_eng", "ple_runtime"},
+    "model_registry": {"ple_model", "ple_runtime"},
+    "extraction": {"feature_eng", "ple_runtime"},
+    "training": {"ple_model", "ple_runtime", "model_registry"},
+    "evaluation": {"ple_model", "ple_runtime", "model_registry"},
+    "publishing": {"ple_model", "ple_runtime", "model_registry", "evaluation"},
+    "maintenance": {"ple_runtime", "model_registry"},
+    "orchestration": OURS - {"jobs", "airflow_dags"},
+    "airflow_dags": set(),
 }
+FORBIDDEN = {package: OURS - allowed - {package} for package, allowed in MAY_IMPORT.items()}
+# Finer than packages: feature_eng's errors derive from the one base class, and nothing else of the runtime.
+MAY_IMPORT_MODULES = {"feature_eng": {"ple_runtime": ("ple_runtime.errors",)}}
 
-# (importing module, imported package) pairs that break the rule today, each with why and who removes it.
-ALLOWED = {
-    # The extract side is being restructured (issue 23): ple_runtime/raw_logs.py and tables.py still use
-    # feature_eng's schema and transforms. The lead removes these two after merging that work.
-    ("ple_runtime.raw_logs", "feature_eng"),
-    ("ple_runtime.tables", "feature_eng"),
-    # `ple pipeline` runs generate and extract through their jobs' typed configs and run functions, which
-    # live in jobs/ until the extract side gives them packages of their own (then: import those).
-    ("orchestration.pipeline", "jobs"),
-}
+def test_every_package_of_ours_has_a_rule():
+    """A new package must say what it may import, or nothing would check it."""
+    assert OURS - {"jobs"} == set(MAY_IMPORT), "add the new package to MAY_IMPORT"
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -56,15 +58,20 @@ def _modules() -> list[tuple[str, Path]]:
     return found
 
 
-def _imports(path: Path) -> list[tuple[str, int]]:
-    """Top-level names of every absolute import in the file (relative imports stay in the package)."""
+def _imported_modules(path: Path) -> list[tuple[str, int]]:
+    """Every absolute import in the file, as the module it names (relative imports stay in the package)."""
     names = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names += [(alias.name.split(".")[0], node.lineno) for alias in node.names]
+            names += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.append((node.module.split(".")[0], node.lineno))
+            names.append((node.module, node.lineno))
     return names
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Top-level package of every absolute import in the file."""
+    return [(name.split(".")[0], line) for name, line in _imported_modules(path)]
 
 
 def _top_level(module: str) -> str:
@@ -76,16 +83,21 @@ def test_every_package_imports_only_what_its_layer_allows():
     for module, path in _modules():
         forbidden = FORBIDDEN[_top_level(module)]
         for imported, line in _imports(path):
-            if imported in forbidden and (module, imported) not in ALLOWED:
+            if imported in forbidden:
                 broken.append(f"{module} imports {imported} ({path.relative_to(REPO_ROOT)}:{line})")
     assert not broken, "imports against the layer rule (tests/runtime/test_package_layers.py):\n" + "\n".join(broken)
 
 
-@pytest.mark.parametrize("module, package", sorted(ALLOWED))
-def test_each_allowance_is_still_needed(module, package):
-    """An allowance whose import is gone must go too, so the list only ever shrinks."""
-    path = REPO_ROOT / (module.replace(".", "/") + ".py")
-    assert package in {name for name, _ in _imports(path)}, f"{module} no longer imports {package}: drop it from ALLOWED"
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT_MODULES))
+def test_modules_a_package_may_import_of_an_allowed_package(package):
+    rules, broken = MAY_IMPORT_MODULES[package], []
+    for module, path in _modules():
+        for imported, line in _imported_modules(path) if _top_level(module) == package else []:
+            allowed = rules.get(_top_level(imported))
+            if allowed is not None and not any(imported == a or imported.startswith(a + ".") for a in allowed):
+                broken.append(f"{module} imports {imported} ({path.relative_to(REPO_ROOT)}:{line}); "
+                              f"of {_top_level(imported)} it may import only {list(allowed)}")
+    assert not broken, "\n".join(broken)
 
 
 def test_the_rule_sees_imports_inside_functions(tmp_path):

@@ -7,8 +7,9 @@ from pyspark.sql import types as T
 
 from jobs import extract
 from ple_runtime.config import ConfigError
+from ple_runtime.errors import InputError
 from ple_runtime.lake import Lake
-from tests.etl import scenario as sc
+from tests.extraction import scenario as sc
 
 
 @pytest.fixture()
@@ -87,7 +88,7 @@ def test_a_session_time_zone_other_than_utc_is_refused(spark, data):
     """Days, hours and `...Z` times are UTC: a session in another zone would shift them silently."""
     spark.conf.set("spark.sql.session.timeZone", "Europe/Paris")
     try:
-        with pytest.raises(extract.ExtractError, match="spark.sql.session.timeZone is 'Europe/Paris'"):
+        with pytest.raises(InputError, match="spark.sql.session.timeZone is 'Europe/Paris'"):
             extract.run(extract.ExtractConfig(data_dir=str(data), date=sc.DAY), spark)
     finally:
         spark.conf.set("spark.sql.session.timeZone", "UTC")

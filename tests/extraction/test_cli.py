@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from pathlib import Path
-from tests.etl import scenario as sc
+from tests.extraction import scenario as sc
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]

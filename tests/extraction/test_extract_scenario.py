@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from feature_eng import schema as S
 from jobs import extract
 from ple_runtime.lake import Lake
-from tests.etl import scenario as sc
+from tests.extraction import scenario as sc
 
 
 def _run(data_dir, *dates) -> None:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from feature_eng.params import neighbours
-from ple_runtime.filesystem import FileEntry, HadoopFileSystem
-from ple_runtime.lake import InputError
+from ple_runtime.errors import InputError
+from ple_runtime.hadoop_storage import FileEntry, HadoopFileSystem
 
 MARKER = "_SUCCESS"  # a partition is complete once this file exists (written after its data files)
 GZIP_MAGIC = b"\x1f\x8b"

@@ -1,4 +1,4 @@
-"""Reading a snapshot from object storage (training/storage.py on ple_runtime.storage): the whole read path
+"""Reading a snapshot from object storage (training/petastorm_storage.py on ple_runtime.arrow_storage): the whole read path
 for s3:// and s3a:// URLs.
 
 The end-to-end test against a real S3 API server (s3proxy) belongs to the cluster test (issue 11). Here the
@@ -15,21 +15,21 @@ import pyarrow.fs
 import pytest
 
 import training_tables as synth
-from training import storage
 from ple_runtime.snapshot import resolve_parquet_snapshot
+from training import petastorm_storage
 
 def test_urls_of_one_snapshot_must_share_one_supported_filesystem():
-    storage.check_urls(["s3a://b/t/1.parquet", "s3a://b/t/2.parquet"])
+    petastorm_storage.check_urls(["s3a://b/t/1.parquet", "s3a://b/t/2.parquet"])
     with pytest.raises(ValueError, match="cannot read \\['hdfs'\\] URLs"):
-        storage.check_urls(["hdfs://nn/t/1.parquet"])
+        petastorm_storage.check_urls(["hdfs://nn/t/1.parquet"])
     with pytest.raises(ValueError, match="one filesystem"):
-        storage.check_urls(["s3://a/1.parquet", "s3://b/2.parquet"])
+        petastorm_storage.check_urls(["s3://a/1.parquet", "s3://b/2.parquet"])
 
 
 @pytest.fixture
 def bucket(tmp_path, monkeypatch):
     """s3://ple-bucket/... served from tmp_path/ple-bucket (see module doc)."""
-    from ple_runtime import storage as locations
+    from ple_runtime import arrow_storage as locations
 
     served = pyarrow.fs.SubTreeFileSystem(str(tmp_path), pyarrow.fs.LocalFileSystem())
     monkeypatch.setattr(locations, "_s3", lambda endpoint, region: served)

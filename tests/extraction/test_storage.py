@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from ple_runtime.lake import InputError, Lake
-from ple_runtime.raw_logs import MARKER, RawLogs
-from ple_runtime.tables import LakeTables
-from tests.etl import scenario as sc
+from extraction.raw_logs import MARKER, RawLogs
+from extraction.tables import LakeTables
+from ple_runtime.errors import InputError
+from ple_runtime.lake import Lake
+from tests.extraction import scenario as sc
 
 
 @pytest.fixture()

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 
 from feature_eng import schema as S
-from feature_eng.params import ExtractParams, shift_day
+from feature_eng.extract_pass import PassOutputs
 from feature_eng.features import HISTORY_COLUMNS
-from feature_eng.pipeline import PassOutputs
-from ple_runtime.filesystem import HadoopFileSystem
-from ple_runtime.lake import InputError, Lake
+from feature_eng.params import ExtractParams, shift_day
+from ple_runtime.errors import InputError
+from ple_runtime.hadoop_storage import HadoopFileSystem
+from ple_runtime.lake import Lake
 
 ROWS_PER_FILE = 1_000_000
 ONE_TASK_ROWS = 250_000  # below this a day's partition is written by one task (one file)
@@ -137,7 +138,7 @@ class LakeTables:
         returns each day's figures completed with the label figures observed while writing."""
         from pyspark.sql import Observation
 
-        from feature_eng.pipeline import final_figures, label_aggregates
+        from feature_eng.extract_pass import final_figures, label_aggregates
 
         days = list(outputs.days)
         if outputs.new_vocabulary_values:

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from jobs.extract import ExtractConfig
-from ple_runtime.tables import replace_where
+from extraction.extract import ExtractConfig
+from extraction.tables import replace_where
 
 
 def _row_groups(table: Path) -> list[int]:

@@ -14,7 +14,7 @@ from pyspark import StorageLevel
 
 
 class Checkpoints:
-    """A scope of kept DataFrames (implements feature_eng.pipeline.Materialize)."""
+    """A scope of kept DataFrames (implements feature_eng.extract_pass.Materialize)."""
 
     def __init__(self):
         self._kept: list = []

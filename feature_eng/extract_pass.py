@@ -1,9 +1,10 @@
-"""Parsed raw lines of consecutive days -> classified lines -> labelled, featurised examples.
+"""One extract pass: parsed raw lines of consecutive days -> classified lines -> labelled,
+featurised examples.
 
 DataFrame transformations plus the few small aggregates they need (counts, priors).
-The caller (jobs/extract.py, through ple_runtime) reads the inputs into `PassInputs`
+The caller (the extract stage, extraction/extract.py) reads the inputs into `PassInputs`
 and writes the `PassOutputs`; `materialize` says how intermediate results that are
-read more than once are kept (ple_runtime.persistence; identity in unit tests).
+read more than once are kept (extraction.persistence; identity in unit tests).
 
 Several days go through the same Spark jobs (a "pass"), each exactly as if extracted
 alone and in order: every line carries `day` (S.EXTRACT_DAY), the day it is read for

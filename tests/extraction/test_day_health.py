@@ -14,10 +14,11 @@ from pyspark.sql import functions as F
 from feature_eng import health
 from jobs import extract
 from jobs import generate as generate_job
+from ple_runtime.errors import DAY_UNHEALTHY
 from ple_runtime.lake import Lake
 
 DAYS = ["2026-01-05", "2026-01-06"]  # the first is the second's window (healthy windows of several days:
-#                                       tests/etl/test_extract_multiday.py extracts its ranges with the checks on)
+#                                       tests/extraction/test_extract_multiday.py extracts its ranges with the checks on)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_a_renamed_field_stops_the_day_with_that_reason(spark, healthy_lake, tmp
         return event
 
     data = _copy_with(healthy_lake, tmp_path, rename)
-    assert extract.main(["--data-dir", data, "--date", DAYS[1]]) == extract.DAY_HEALTH_EXIT_CODE
+    assert extract.main(["--data-dir", data, "--date", DAYS[1]]) == DAY_UNHEALTHY
     message = capsys.readouterr().err
     assert "quarantine_rate_increase:missing_field:watch_ms = " in message
     assert f"--accept-day-health {DAYS[1]}" in message
@@ -79,7 +80,7 @@ def test_a_play_rate_bug_stops_the_day_and_an_override_lets_it_through(spark, he
     kept = iter(range(10**9))
     data = _copy_with(healthy_lake, tmp_path,  # a client that drops 9 of every 10 plays
                       lambda e: e if e.get("event_type") != "play" or next(kept) % 10 == 0 else None)
-    assert extract.main(["--data-dir", data, "--date", DAYS[1]]) == extract.DAY_HEALTH_EXIT_CODE
+    assert extract.main(["--data-dir", data, "--date", DAYS[1]]) == DAY_UNHEALTHY
     assert "label_change:play = " in capsys.readouterr().err
 
     assert extract.main(["--data-dir", data, "--date", DAYS[1], "--accept-day-health", DAYS[1]]) == 0

@@ -21,10 +21,12 @@ import posixpath
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ple_runtime.errors import StageError
+
 S3_SCHEMES = ("s3", "s3a", "s3n")
 
 
-class StorageError(ValueError):
+class StorageError(StageError, ValueError):
     """A location cannot be reached as given; the message names it and says why."""
 
 

@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from feature_eng import schema as S
+from feature_eng.extract_pass import examples_from, labelled_impressions
 from feature_eng.params import ExtractParams
-from feature_eng.pipeline import examples_from, labelled_impressions
 from feature_eng.validation import classification_keys
 
 DAY = "2026-03-10"

@@ -8,6 +8,7 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
+from extraction.extract import passes
 from jobs import extract
 from jobs import generate as generate_job
 from ple_runtime.lake import Lake
@@ -81,26 +82,26 @@ def test_a_range_writes_exactly_what_day_by_day_runs_write(spark, lakes, days_pe
 
 
 def test_passes_cut_a_range_by_days_and_raw_size(raw, spark):
-    from ple_runtime.raw_logs import RawLogs
+    from extraction.raw_logs import RawLogs
 
     plans = RawLogs(spark, str(raw)).plan(DAYS, require_next_day=False, allow_incomplete=False)
     day_bytes = [sum(e.size for e in plans[day].day.files) for day in DAYS]
-    assert extract.passes(DAYS, plans, 8, 2**40) == [DAYS]
-    assert extract.passes(DAYS, plans, 2, 2**40) == [DAYS[:2], DAYS[2:]]
-    assert extract.passes(DAYS, plans, 8, day_bytes[0] + day_bytes[1]) == [DAYS[:2], DAYS[2:]]
-    assert extract.passes(DAYS, plans, 8, 1) == [[day] for day in DAYS]  # a day larger than the cap: alone
+    assert passes(DAYS, plans, 8, 2**40) == [DAYS]
+    assert passes(DAYS, plans, 2, 2**40) == [DAYS[:2], DAYS[2:]]
+    assert passes(DAYS, plans, 8, day_bytes[0] + day_bytes[1]) == [DAYS[:2], DAYS[2:]]
+    assert passes(DAYS, plans, 8, 1) == [[day] for day in DAYS]  # a day larger than the cap: alone
 
 
 def test_a_day_that_does_not_add_up_ends_the_pass_before_it(spark, raw):
     """Reconciliation is per day: a pass stops before the first day whose lines do not add up,
     and its outputs hold only the days before (the job writes them, then fails)."""
+    from extraction.persistence import Checkpoints
+    from extraction.raw_logs import ParsedPartitions, RawLogs
+    from feature_eng.extract_pass import PassInputs, extract_days
     from feature_eng.features import HISTORY_COLUMNS, parse_items, parse_users
-    from feature_eng.pipeline import PassInputs, extract_days
     from feature_eng.quality import ReconciliationError
     from feature_eng.schema import EXAMPLES_SCHEMA, VOCABULARY_SCHEMA
     from feature_eng.validation import parse_partition
-    from ple_runtime.persistence import Checkpoints
-    from ple_runtime.raw_logs import ParsedPartitions, RawLogs
 
     logs = RawLogs(spark, str(raw))
     plans = logs.plan(DAYS, require_next_day=False, allow_incomplete=False)
@@ -144,8 +145,8 @@ def test_reextracting_a_day_leaves_later_days_unchanged(spark, lakes, tmp_path):
 
 
 def test_each_partition_is_parsed_once_and_dropped_when_no_day_needs_it(spark, raw):
-    from ple_runtime.persistence import Checkpoints
-    from ple_runtime.raw_logs import ParsedPartitions, RawLogs
+    from extraction.persistence import Checkpoints
+    from extraction.raw_logs import ParsedPartitions, RawLogs
 
     logs = RawLogs(spark, str(raw))
     plans = logs.plan(DAYS[1:], require_next_day=False, allow_incomplete=False)

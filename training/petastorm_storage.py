@@ -1,6 +1,6 @@
 """Reading a snapshot's Parquet files with Petastorm and pyarrow, on local disk or S3-compatible storage.
 
-Where a location lives and how it is reached is `ple_runtime.storage` (pyarrow's
+Where a location lives and how it is reached is `ple_runtime.arrow_storage` (pyarrow's
 filesystems; S3 settings from the environment as every AWS client reads them:
 `AWS_ENDPOINT_URL[_S3]`, `AWS_REGION`, credentials from the default chain, never
 from a command line, a config or a record). This module adds what Petastorm needs
@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Sequence
 from urllib.parse import urlparse
 
-from ple_runtime import storage
+from ple_runtime import arrow_storage
 
 REMOTE_SCHEMES = ("s3", "s3a")
 
@@ -47,7 +47,7 @@ def petastorm_filesystem(urls: Sequence[str]):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # the legacy adapter announces its deprecation
-        return _legacy_adapter_class()(_fsspec_s3_class()(storage.filesystem(urls[0])[0]))
+        return _legacy_adapter_class()(_fsspec_s3_class()(arrow_storage.filesystem(urls[0])[0]))
 
 
 @lru_cache(maxsize=1)
@@ -95,5 +95,5 @@ def open_parquet(url_or_path: str):
     """pyarrow.parquet.ParquetFile of a local path or a file:// / s3:// URL (footer reads, schemas)."""
     import pyarrow.parquet as pq
 
-    filesystem, path = storage.filesystem(url_or_path)
+    filesystem, path = arrow_storage.filesystem(url_or_path)
     return pq.ParquetFile(filesystem.open_input_file(path))
