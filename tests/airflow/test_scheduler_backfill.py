@@ -59,7 +59,7 @@ def lakes(tmp_path_factory):
     """Raw logs of 6 days, days 1-3 extracted (earlier runs' work), and a reference: a copy of that
     data folder where the backfilled days were then extracted directly, in date order, by one
     `ple extract --start --end` (that a range writes what day-by-day runs write, whatever the
-    passes, is tests/etl/test_extract_multiday.py's)."""
+    passes, is tests/extraction/test_extract_multiday.py's)."""
     root = tmp_path_factory.mktemp("scheduler")
     data, reference = root / "data", root / "reference"
     ple("generate", "--data-dir", str(data), "--start-date", START, "--days", "6", "--users", "60", "--items", "40",
