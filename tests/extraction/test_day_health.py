@@ -1,5 +1,5 @@
 """Day health: a day whose field was renamed upstream, or whose play rate collapsed, stops the
-extract (exit 4, each breached metric named) and is not completed; --accept-day-health lets it
+extract (exit 4, each breached metric named) and is not completed (the next day's extract is refused); --accept-day-health lets it
 through and the data-quality table records the override; healthy days pass."""
 
 from __future__ import annotations
@@ -74,6 +74,12 @@ def test_a_renamed_field_stops_the_day_with_that_reason(spark, healthy_lake, tmp
     assert (DAYS[1], "lines_read") not in quality  # not completed: later days and training wait for it
     quarantine = spark.read.format("delta").load(Lake(data).quarantine).where(F.col("dt") == DAYS[1])
     assert quarantine.where(F.col("reason") == "missing_field:watch_ms").count() > 0  # the evidence is kept
+    # The next day waits for it: its extract is refused before any work, naming the missing day.
+    next_day = "2026-01-07"
+    assert extract.main(["--data-dir", data, "--date", next_day]) == 1
+    refusal = capsys.readouterr().err
+    assert f"holds extracted days up to {DAYS[0]} but not {DAYS[1]}" in refusal and "Nothing was written" in refusal
+    assert not any(day == next_day for day, _ in _quality(spark, data))
 
 
 def test_a_play_rate_bug_stops_the_day_and_an_override_lets_it_through(spark, healthy_lake, tmp_path, capsys):
