@@ -25,20 +25,9 @@ READERS = ("auto", "arrow", "spark")
 def read_date_snapshot(snapshot: DateSnapshot, columns: Sequence[str], reader: str = "auto",
                        spark=None) -> pd.DataFrame:
     """The snapshot's rows (only `columns`) as pandas; sets snapshot.rows and snapshot.reader."""
-    if reader not in READERS:
-        raise ValueError(f"unknown reader {reader!r}; valid: {list(READERS)}")
     columns = list(dict.fromkeys(columns))
-    frame = None
-    if reader in ("auto", "arrow"):
-        try:
-            frame = _read_with_arrow(snapshot, columns)
-            snapshot.reader = "arrow"
-        except SnapshotError:
-            if reader == "arrow":
-                raise
-    if frame is None:
-        frame = _read_with_spark(snapshot, columns, spark)
-        snapshot.reader = "spark"
+    frame = _arrow_else_spark(snapshot, reader, lambda: _read_with_arrow(snapshot, columns),
+                              lambda: _read_with_spark(snapshot, columns, spark))
     snapshot.rows = int(len(frame))
     return frame
 
@@ -49,22 +38,14 @@ def iter_date_snapshot(snapshot: DateSnapshot, columns: Sequence[str], rows_per_
     batch by batch (evaluation/streaming.py); sets snapshot.reader, and snapshot.rows after the last batch."""
     from .streaming import frame_batches, parquet_batches
 
-    if reader not in READERS:
-        raise ValueError(f"unknown reader {reader!r}; valid: {list(READERS)}")
     columns = list(dict.fromkeys(columns))
-    batches = None
-    if reader in ("auto", "arrow"):
-        try:
-            if snapshot.version is not None:
-                check_readable_as_parquet(absolute_location(snapshot.table), snapshot.version)
-            batches = parquet_batches(snapshot.files, columns, rows_per_batch)
-            snapshot.reader = "arrow"
-        except SnapshotError:
-            if reader == "arrow":
-                raise
-    if batches is None:
-        batches = frame_batches(_read_with_spark(snapshot, columns, spark), rows_per_batch)
-        snapshot.reader = "spark"
+
+    def arrow_batches():
+        _check_plain_parquet(snapshot)
+        return parquet_batches(snapshot.files, columns, rows_per_batch)
+
+    batches = _arrow_else_spark(snapshot, reader, arrow_batches,
+                                lambda: frame_batches(_read_with_spark(snapshot, columns, spark), rows_per_batch))
     rows = 0
     try:
         for batch in batches:
@@ -76,9 +57,31 @@ def iter_date_snapshot(snapshot: DateSnapshot, columns: Sequence[str], rows_per_
     snapshot.rows = rows
 
 
-def _read_with_arrow(snapshot: DateSnapshot, columns: list[str]) -> pd.DataFrame:
+def _arrow_else_spark(snapshot: DateSnapshot, reader: str, with_arrow, with_spark):
+    """with_arrow() where `reader` allows it and the version reads as plain Parquet (else its SnapshotError
+    with reader "arrow"), with_spark() otherwise; records which in snapshot.reader."""
+    if reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r}; valid: {list(READERS)}")
+    if reader in ("auto", "arrow"):
+        try:
+            result = with_arrow()
+            snapshot.reader = "arrow"
+            return result
+        except SnapshotError:
+            if reader == "arrow":
+                raise
+    result = with_spark()
+    snapshot.reader = "spark"
+    return result
+
+
+def _check_plain_parquet(snapshot: DateSnapshot) -> None:
     if snapshot.version is not None:
         check_readable_as_parquet(absolute_location(snapshot.table), snapshot.version)
+
+
+def _read_with_arrow(snapshot: DateSnapshot, columns: list[str]) -> pd.DataFrame:
+    _check_plain_parquet(snapshot)
     try:
         return arrow_storage.read_parquet(snapshot.files, columns).to_pandas()
     except KeyError as error:
