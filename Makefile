@@ -7,6 +7,9 @@ AIRFLOW_VENV ?= .venv-airflow
 PY := $(VENV)/bin/python
 AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
 PYTEST_ARGS ?=
+# The main suite on 2 pytest-xdist workers; a folder's tests stay on one worker (tests/conftest.py),
+# so its shared fixtures (the local cluster, the trained models) are built once. XDIST= runs it serially.
+XDIST ?= -n 2 --dist loadgroup
 export PLE_VENV := $(abspath $(VENV))
 export PLE_AIRFLOW_VENV := $(abspath $(AIRFLOW_VENV))
 
@@ -14,7 +17,7 @@ export PLE_AIRFLOW_VENV := $(abspath $(AIRFLOW_VENV))
 
 help:
 	@echo "make setup    create .venv (+ horovod, petastorm, Delta jars) and .venv-airflow"
-	@echo "make test     set up if needed, then run every test (main env, then Airflow env)"
+	@echo "make test     set up if needed, then run every test (main and Airflow suites side by side)"
 	@echo "make demo     set up if needed, then run the whole pipeline locally (ple pipeline)"
 	@echo "make doctor   check every component of the stack"
 	@echo "make bench    run the benchmarks (minutes; prints figures)"
@@ -22,11 +25,13 @@ help:
 setup:
 	@bash scripts/setup.sh all
 
+# The two suites run side by side (the Airflow one mostly waits on its scheduler and jobs); each
+# suite's output is printed whole when it ends (--output-sync), so the two do not interleave.
 test: setup
-	@$(MAKE) --no-print-directory test-main test-airflow
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-main test-airflow
 
 test-main:
-	$(PY) -m pytest tests --ignore=tests/airflow $(PYTEST_ARGS)
+	$(PY) -m pytest tests --ignore=tests/airflow $(XDIST) $(PYTEST_ARGS)
 
 test-airflow:
 	$(AIRFLOW_PY) -m pytest tests/airflow $(PYTEST_ARGS)

@@ -17,6 +17,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # evaluation_fixtures,
 from evaluation_fixtures import examples_problem, lake_root, mlflow_server, trained_models  # noqa: E402,F401
 
 
+SHARED_FIXTURE_GROUPS = {"evaluation": "scoring", "publishing": "scoring", "orchestration": "scoring"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite on 2 pytest-xdist workers with `--dist loadgroup`: a group runs on
+    one worker, so each folder's session- and package-scoped fixtures (one local cluster, one training
+    lake, the scoring folders' trained models) are built once, not once per worker."""
+    for item in items:
+        folder = Path(item.path).relative_to(REPO_ROOT / "tests").parts[0]
+        item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(folder, folder)))
+
+
 @pytest.fixture(scope="session")
 def spark():
     from ple_runtime.spark import get_spark

@@ -1,7 +1,7 @@
 """The daily DAG on the day it has to wait: its sensor keeps poking (rescheduling) while raw
 D+1/_SUCCESS is missing, and the run goes on once the marker appears. Only the sensor runs
 (`dag.test(mark_success_pattern=...)` marks the job tasks done without running them: they are
-tested end to end in test_pipeline_dags.py)."""
+tested end to end in test_scheduler_backfill.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_the_sensor_waits_while_the_next_day_is_incomplete_then_the_run_proceeds
     sensor = dag.get_task(SENSOR)
     assert sensor.mode == "reschedule"              # a waiting sensor frees its worker slot between pokes
     sensor.poke_interval = 1                         # the DAG's 600 s, shortened for the test
-    # its own data root: a raw/ folder in the shared one would stop test_pipeline_dags' `ple generate`
+    # its own data root: a raw/ folder in the shared one would be read by the other tests
     monkeypatch.setenv("AIRFLOW_VAR_PLE_DATA_DIR", str(tmp_path / "data"))
     marker = tmp_path / "data" / "raw" / "events" / f"dt={NEXT_DAY}" / "_SUCCESS"
     marker.parent.mkdir(parents=True, exist_ok=True)   # the partition is being written: no marker yet

@@ -1,7 +1,16 @@
-"""`airflow backfill create` under Airflow's real scheduler (LocalExecutor), DAG processor and
-API server: two consecutive days run through the whole daily DAG, extracted in date order
-with the labels a direct `ple extract` gives, even though the backfill allows both runs at
-once. The services are stopped at the end, and nothing they started is left running."""
+"""The pipeline's DAGs end to end against the real jobs (spark-submit with local Spark + Delta,
+horovodrun with 2 Gloo workers, evaluation, the quality gate, the MLflow registry):
+
+- `airflow backfill create` under Airflow's real scheduler (LocalExecutor), DAG processor and
+  API server: two consecutive days run through the whole daily DAG, extracted in date order
+  with the labels a direct `ple extract` gives, even though the backfill allows both runs at
+  once; trained, evaluated and published. The services are stopped at the end, and nothing
+  they started is left running.
+- the backfill-evaluation DAG (`dag.test()`) over past dates of the same lake, with the model
+  the backfill trained: one mapped task per date, then the summary.
+
+One lake for both: generating and extracting a lake, and training on it, is most of the time
+these tests take."""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from airflow.utils.state import DagRunState, TaskInstanceState
 
 from tests.airflow.pipeline_env import main_env_python, ple
 from tests.airflow.services import AirflowServices
@@ -137,16 +147,20 @@ def test_backfill_under_the_real_scheduler_extracts_days_in_order(services, lake
         assert len(got[day]) > 400
         assert got[day] == want[day], f"{day}: examples differ from a direct extract"
 
-    # Each run trained on [D-3, D-2], validated on D-1 and tested on D; a model was registered.
+    # Each run trained on [D-3, D-2] with 2 Horovod workers, validated on D-1 and tested on D.
     for day in BACKFILL:
         record = json.loads((lakes["data"] / "runs" / "daily" / day / "run_record.json").read_text())
         shifted = [(dt.date.fromisoformat(day) + dt.timedelta(days=n)).isoformat() for n in (-3, -2, -1)]
+        assert record["world_size"] == 2, "training ran with 2 Horovod workers"
         assert record["train_snapshot"]["partition_filter"]["dt"] == {"min": shifted[0], "max": shifted[1]}
         assert record["validation_snapshot"]["partition_filter"]["dt"] == shifted[2]
         metrics = json.loads((lakes["data"] / "reports" / "daily" / day / "metrics.json").read_text())
         assert metrics["snapshot"]["date"] == day
-    publish_records = list((lakes["data"] / "reports" / "publish").glob("*-published.json"))
-    assert publish_records, "the first backfilled day registered a model"
+    # The first backfilled day's model was registered as version 1 (nothing to beat yet).
+    published = {json.loads(p.read_text())["version"]: json.loads(p.read_text())
+                 for p in (lakes["data"] / "reports" / "publish").glob("*-published.json")}
+    first_run = lakes["data"] / "runs" / "daily" / BACKFILL[0]
+    assert "1" in published and published["1"]["candidate"]["model_file"].startswith(str(first_run)), published
 
     # Unpausing let the scheduler create the live run too: exactly the one for the last complete
     # day before now (catch-up is off: no run for the days between), still waiting for its next
@@ -157,3 +171,42 @@ def test_backfill_under_the_real_scheduler_extracts_days_in_order(services, lake
     assert len(scheduled) == 1, airflow.dag_runs("ple_daily")
     assert scheduled[0]["logical_date"][:10] in last_complete and scheduled[0]["state"] in ("queued", "running"), \
         scheduled
+
+
+def _states(run) -> dict[str, str]:
+    return {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]": ti.state
+            for ti in run.get_task_instances()}
+
+
+def test_backfill_evaluation_dag_maps_one_task_per_date(dagbag, lakes, monkeypatch):
+    run_dir = lakes["data"] / "runs" / "daily" / BACKFILL[-1]
+    if not (run_dir / "model.pt").is_file():
+        pytest.fail("needs the model trained by the scheduler test (run the module, not this test alone)")
+    monkeypatch.setenv("AIRFLOW_VAR_PLE_DATA_DIR", str(lakes["data"]))
+    dates = ["2026-01-02", "2026-01-03"]   # past days of the lake, evaluated on their own snapshots
+    run = dagbag.get_dag("ple_backfill_evaluation").test(
+        run_conf={"model": str(run_dir), "start": dates[0], "end": dates[-1]})
+    states = _states(run)
+    assert run.state == DagRunState.SUCCESS, states
+    mapped = sorted(k for k in states if k.startswith("evaluate_date["))
+    assert mapped == [f"evaluate_date[{i}]" for i in range(len(dates))], states
+    assert states["summary"] == TaskInstanceState.SUCCESS
+
+    summaries = list((lakes["data"] / "reports" / "backfill").glob("*/backfill.json"))
+    assert len(summaries) == 1, "the summary task wrote the metrics-over-time report"
+    summary = json.loads(summaries[0].read_text())
+    assert sorted(summary["skipped"]) == dates, "the mapped tasks had done every date"
+    assert not summary["failed"]
+    assert (summaries[0].parent / "backfill.png").is_file()
+
+    # One row per (date, task) in the backfill metrics Delta table, read with the
+    # pipeline's own snapshot reader (this Airflow environment has no Delta reader).
+    rows = main_env_python(
+        "import json, sys, pyarrow.parquet as pq\n"
+        "from ple_runtime.snapshot import resolve_snapshot\n"
+        "snapshot = resolve_snapshot(sys.argv[1])\n"
+        "pairs = [(d, t) for p in snapshot.paths for d, t in zip(*pq.read_table(p, columns=['dt', 'task']).to_pydict().values())]\n"
+        "print(json.dumps(sorted(pairs)))",
+        str(lakes["data"] / "lake" / "backfill_metrics"))
+    assert [tuple(r) for r in rows] == sorted(
+        (day, task) for day in dates for task in ("comment", "play", "share", "watch_ratio"))

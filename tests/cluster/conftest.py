@@ -5,7 +5,6 @@ of them, with a check that nothing it started is left running."""
 from __future__ import annotations
 
 import sys
-import uuid
 
 import pytest
 
@@ -56,9 +55,3 @@ def s3_spark(spark, cluster):
     hadoop.set("fs.s3a.access.key", cluster.env["AWS_ACCESS_KEY_ID"])
     hadoop.set("fs.s3a.secret.key", cluster.env["AWS_SECRET_ACCESS_KEY"])
     return spark
-
-
-@pytest.fixture()
-def s3_prefix(cluster) -> str:
-    """A fresh key prefix in the cluster's bucket for one test."""
-    return f"tests/{uuid.uuid4().hex[:12]}"
