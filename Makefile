@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
 PYTEST_ARGS ?=
 # The main suite on 2 pytest-xdist workers; a folder's tests stay on one worker (tests/conftest.py),
-# so its shared fixtures (the local cluster, the trained models) are built once. XDIST= runs it serially.
-XDIST ?= -n 2 --dist loadgroup
+# so its shared fixtures (the local cluster, the trained models) are built once. Folders are handed
+# out in collection order (no reordering by test count): tests/cluster, the longest, goes first.
+# XDIST= runs the suite in one process.
+XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 export PLE_VENV := $(abspath $(VENV))
 export PLE_AIRFLOW_VENV := $(abspath $(AIRFLOW_VENV))
 
