@@ -374,9 +374,9 @@ def compare(bench: Bench, reference: dict, hostile: dict) -> dict[str, str]:
 # --- report --------------------------------------------------------------------------------------
 
 def _said(attempt: Attempt) -> str:
-    if attempt.outcome == "ok":
-        return "ok" + (f" ({attempt.reason})" if attempt.reason else "")
     lines = [line.strip() for line in attempt.reason.splitlines() if line.strip()]
+    if attempt.outcome == "ok" or not lines:
+        return attempt.outcome + (f" ({attempt.reason})" if attempt.reason else "")
     if attempt.exit_code == 4:  # the breached metrics, one a line in the message
         said = ", ".join(line.split(" (")[0] for line in lines[1:] if " = " in line)
     else:
@@ -393,8 +393,12 @@ def print_table(bench: Bench, verdicts: dict[str, str]) -> None:
         print(f"{day:<10}  {scenario:<13}  {first.label + ': ' + _said(first):<90}  {verdicts[day]}")
         for attempt in attempts[1:]:
             print(f"{'':<10}  {'':<13}  {attempt.label + ': ' + _said(attempt)}")
-    if len(bench.days) - 1 in bench.bad:
-        print(f"{bench.days[-1]:<10}  {bench.bad[len(bench.days) - 1]:<13}  (D+1 only: not extracted)")
+    last = [a for a in bench.attempts if a.day == bench.days[-1]]  # a refused extract of the D+1-only day
+    if len(bench.days) - 1 in bench.bad or last:
+        print(f"{bench.days[-1]:<10}  {bench.bad.get(len(bench.days) - 1, ''):<13}  (D+1 of the last day: its daily "
+              "run is not in this month)")
+        for attempt in last:
+            print(f"{'':<10}  {'':<13}  {attempt.label + ': ' + _said(attempt)}")
 
 
 def bad_positions(args) -> dict[int, str]:
