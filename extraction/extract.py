@@ -83,7 +83,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     figures of each day. Raises InputError (inputs, tables), ReconciliationError or DayHealthError;
     the days done before the one at fault are completed (quarantine and data quality written)."""
     from extraction.persistence import Checkpoints
-    from extraction.raw_logs import ParsedPartitions, RawLogs
+    from extraction.raw_logs import ParsedPartitions, RawLogs, check_next_day_copy
     from extraction.tables import LakeTables
     from feature_eng.extract_pass import PassInputs, extract_days
     from feature_eng.features import parse_items, parse_users
@@ -100,6 +100,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     plans = raw.plan(days, config.require_next_day, config.allow_incomplete)
     results, quarantines, health_error = [], [], None
     earlier = tables.quality_figures(shift_day(days[0], -config.day_health.window_days), shift_day(days[0], -1))
+    check_next_day_copy(plans[days[0]], earlier.get(shift_day(days[0], -1)))
     with Checkpoints() as run_scope:
         items = run_scope.persist(parse_items(raw.read_snapshot("items")))
         users = run_scope.persist(parse_users(raw.read_snapshot("users")))
@@ -117,7 +118,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
                 vocabulary, vocabulary_version = tables.pinned_vocabulary()
                 inputs = PassInputs(tuple(pass_days), lines, lines_read, items, users, vocabulary,
                                     tables.history(pass_days[0], config),
-                                    {day: plans[day].figures() for day in pass_days})
+                                    {day: plans[day].recorded_figures() for day in pass_days})
                 with Checkpoints() as pass_scope:
                     outputs = extract_days(inputs, config, pass_scope)
                     timer("classify, reconcile, label, featurise")

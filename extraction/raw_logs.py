@@ -10,6 +10,7 @@ have been checked.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import reduce
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from ple_runtime.errors import InputError
 from ple_runtime.hadoop_storage import FileEntry, HadoopFileSystem
 
 MARKER = "_SUCCESS"  # a partition is complete once this file exists (written after its data files)
+NEXT_FINGERPRINT = "next_partition_fingerprint"  # data quality: which copy of D+1 gave D its late engagement
 GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -29,6 +31,13 @@ class RawPartition:
     folder: str
     files: tuple[FileEntry, ...]
     complete: bool          # the _SUCCESS marker is there
+
+    def fingerprint(self) -> float:
+        """Its data files' names and sizes, hashed to 48 bits (exact in the data-quality table's
+        double): a partition re-delivered, completed or rewritten gets another one. Sizes only, not
+        times, so the same files copied or generated again keep it."""
+        listing = "\n".join(f"{entry.name}\t{entry.size}" for entry in self.files)
+        return float(int(hashlib.sha256(listing.encode()).hexdigest()[:12], 16))
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,10 @@ class DayPartitions:
             "previous_partition_complete": float(self.previous is not None and self.previous.complete),
             "next_partition_complete": float(self.next is not None and self.next.complete),
         }
+
+    def recorded_figures(self) -> dict[str, float]:
+        """`figures`, and which copy of D+1 was read (check_next_day_copy compares it when D+1 is extracted)."""
+        return {**self.figures(), NEXT_FINGERPRINT: self.next.fingerprint() if self.next is not None else 0.0}
 
 
 class RawLogs:
@@ -131,6 +144,20 @@ class RawLogs:
         if not files:
             raise InputError(f"the {what[:-1]} snapshot is missing: {folder} holds no data files")
         return self.spark.read.text([e.path for e in files])
+
+
+def check_next_day_copy(plan: DayPartitions, previous_figures: dict[str, float] | None) -> None:
+    """Refuse to extract D when the lake's D-1 was extracted with another copy of D's partition as
+    its next day (re-delivered, completed or rewritten since): D-1's labels (late engagement) and
+    quarantine come from the old copy, and D would silently build on them."""
+    recorded = (previous_figures or {}).get(NEXT_FINGERPRINT)
+    if not recorded or recorded == plan.day.fingerprint():  # absent: D-1 read no D, or a lake older than this
+        return
+    previous = neighbours(plan.day.day)[0]
+    raise InputError(
+        f"the raw partition {plan.day.folder} changed after {previous} was extracted with it as its next day "
+        f"(its files' names or sizes differ): {previous}'s labels come from the earlier copy. Extract both "
+        f"again, in order: ple extract --start {previous} --end {plan.day.day}. Nothing was written.")
 
 
 _FILE_IN_ERROR = re.compile(r"[Ee]ncountered error while reading file (\S+?)\.?(?:\s|$)")

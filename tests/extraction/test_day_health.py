@@ -1,6 +1,7 @@
 """Day health: a day whose field was renamed upstream, or whose play rate collapsed, stops the
 extract (exit 4, each breached metric named) and is not completed (the next day's extract is refused); --accept-day-health lets it
-through and the data-quality table records the override; healthy days pass."""
+through and the data-quality table records the override; healthy days pass. A partition re-delivered after
+the day before read it as its next day is refused until both days are extracted again."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def _quality(spark, data: str) -> dict[tuple[str, str], float]:
 def test_a_healthy_day_passes_with_its_figures_recorded(spark, healthy_lake):
     quality = _quality(spark, str(healthy_lake))
     assert quality[(DAYS[0], health.BREACHED)] == 0.0 and quality[(DAYS[0], "day_health:window_days")] == 0.0
+    assert quality[(DAYS[0], "next_partition_fingerprint")] > 0  # which copy of DAYS[1] gave its late engagement
     assert quality[(DAYS[0], "quarantine_rate")] == quality[(DAYS[0], "quarantined")] / quality[(DAYS[0], "lines_read")]
     for feature in ("item_age_log", "hour", "new_vocabulary:user_idx"):  # every example in one bin of each
         assert sum(v for (day, k), v in quality.items() if k.startswith(f"profile:{feature}:")) \
@@ -66,7 +68,11 @@ def test_a_renamed_field_stops_the_day_with_that_reason(spark, healthy_lake, tmp
         return event
 
     data = _copy_with(healthy_lake, tmp_path, rename)
-    assert extract.main(["--data-dir", data, "--date", DAYS[1]]) == DAY_UNHEALTHY
+    # DAYS[0] read the first copy of DAYS[1]'s partition (its late engagement): the re-delivered one
+    # is refused until both are extracted again, or DAYS[0]'s labels would stay those of the old copy
+    assert extract.main(["--data-dir", data, "--date", DAYS[1]]) == 1
+    assert f"changed after {DAYS[0]} was extracted with it as its next day" in capsys.readouterr().err
+    assert extract.main(["--data-dir", data, "--start", DAYS[0], "--end", DAYS[1]]) == DAY_UNHEALTHY
     message = capsys.readouterr().err
     assert "quarantine_rate_increase:missing_field:watch_ms = " in message
     assert f"--accept-day-health {DAYS[1]}" in message
@@ -86,7 +92,7 @@ def test_a_play_rate_bug_stops_the_day_and_an_override_lets_it_through(spark, he
     kept = iter(range(10**9))
     data = _copy_with(healthy_lake, tmp_path,  # a client that drops 9 of every 10 plays
                       lambda e: e if e.get("event_type") != "play" or next(kept) % 10 == 0 else None)
-    assert extract.main(["--data-dir", data, "--date", DAYS[1]]) == DAY_UNHEALTHY
+    assert extract.main(["--data-dir", data, "--start", DAYS[0], "--end", DAYS[1]]) == DAY_UNHEALTHY
     assert "label_change:play = " in capsys.readouterr().err
 
     assert extract.main(["--data-dir", data, "--date", DAYS[1], "--accept-day-health", DAYS[1]]) == 0

@@ -63,7 +63,8 @@ def runs(spark, tmp_path_factory):
     ])
     sc.write_lines(data / "raw" / "events" / f"dt={sc.NEXT}" / "part-9.json",
                    [sc.imp("extra3", "imp-next", "2026-03-03T10:00:00Z", "u1", "v2")])
-    _run(data, sc.DAY)
+    # PREV read DAY's partition as its next day: with DAY's changed, both are extracted again, in order
+    assert extract.main(["--data-dir", str(data), "--start", sc.PREV, "--end", sc.DAY]) == 0
     third = {"examples": _rows(spark, lake.examples, sc.DAY),
              "vocabulary": _rows(spark, lake.vocabulary, order=["vocabulary", "value"])}
     yield {"first": first, "second": second, "third": third, "data": data}
