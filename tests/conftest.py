@@ -20,13 +20,28 @@ from evaluation_fixtures import examples_problem, lake_root, mlflow_server, trai
 SHARED_FIXTURE_GROUPS = {"evaluation": "scoring", "publishing": "scoring", "orchestration": "scoring"}
 
 
-def pytest_collection_modifyitems(config, items):
-    """`make test` runs the suite on 2 pytest-xdist workers with `--dist loadgroup`: a group runs on
-    one worker, so each folder's session- and package-scoped fixtures (one local cluster, one training
-    lake, the scoring folders' trained models) are built once, not once per worker."""
-    for item in items:
-        folder = Path(item.path).relative_to(REPO_ROOT / "tests").parts[0]
-        item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(folder, folder)))
+def worker_group(nodeid: str) -> str:
+    """The test folder of a test (tests/<folder>/...); the folders that share the scoring fixtures are one."""
+    parts = nodeid.split("::")[0].split("/")
+    folder = parts[1] if len(parts) > 2 else parts[0]
+    return SHARED_FIXTURE_GROUPS.get(folder, folder)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: the Airflow environment runs without xdist
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs the main suite on 2 pytest-xdist workers: one test folder runs whole on one
+    worker, so its session- and package-scoped fixtures (the local cluster, the training lake, the
+    scoring folders' trained models) are built once, not once per worker. Folders go out in
+    collection order (`--no-loadscope-reorder`: tests/cluster, the longest, first). A scheduler
+    rather than `--dist loadgroup` with xdist_group marks: those are lost with pytest 9.2
+    (pytest-xdist issue 1386, the group is written into a node id field pytest no longer reads)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FolderScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return FolderScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
