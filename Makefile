@@ -9,8 +9,8 @@ AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
 PYTEST_ARGS ?=
 # The main suite on 2 pytest-xdist workers; a test folder runs whole on one worker (tests/conftest.py:
 # pytest_xdist_make_scheduler), so its shared fixtures (the local cluster, the trained models) are
-# built once. Folders go out in collection order (no reordering by test count): tests/cluster, the
-# longest, first. XDIST= runs the suite in one process.
+# built once. Folders go out in collection order (no reordering by test count), which
+# tests/conftest.py sets: the longest first. XDIST= runs the suite in one process.
 XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
 export PLE_VENV := $(abspath $(VENV))
 export PLE_AIRFLOW_VENV := $(abspath $(AIRFLOW_VENV))

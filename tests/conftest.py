@@ -27,12 +27,22 @@ def worker_group(nodeid: str) -> str:
     return SHARED_FIXTURE_GROUPS.get(folder, folder)
 
 
+# The longest folders first (seconds on a quiet 2-core box, docs/measurements/test_suite.md), so that
+# under xdist no long folder starts last while the other worker idles; the rest keep their order.
+LONGEST_GROUPS_FIRST = ("cluster", "training", "extraction", "scoring", "runtime")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {group: index for index, group in enumerate(LONGEST_GROUPS_FIRST)}
+    items.sort(key=lambda item: rank.get(worker_group(item.nodeid), len(rank)))
+
+
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: the Airflow environment runs without xdist
 def pytest_xdist_make_scheduler(config, log):
     """`make test` runs the main suite on 2 pytest-xdist workers: one test folder runs whole on one
     worker, so its session- and package-scoped fixtures (the local cluster, the training lake, the
     scoring folders' trained models) are built once, not once per worker. Folders go out in
-    collection order (`--no-loadscope-reorder`: tests/cluster, the longest, first). A scheduler
+    collection order (`--no-loadscope-reorder`; the longest first: LONGEST_GROUPS_FIRST). A scheduler
     rather than `--dist loadgroup` with xdist_group marks: those are lost with pytest 9.2
     (pytest-xdist issue 1386, the group is written into a node id field pytest no longer reads)."""
     from xdist.scheduler import LoadScopeScheduling
