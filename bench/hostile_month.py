@@ -54,7 +54,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-MARKER = "_SUCCESS"  # extraction.raw_logs.MARKER, repeated to keep the import of Spark modules lazy
+from extraction.raw_logs import MARKER  # noqa: E402  (imports no Spark module)
+
 # The values a run added to the vocabulary: a day extracted again adds none (its first run did; pinned by
 # tests/extraction/test_extract_multiday.py), so it is left out; the vocabulary table itself is compared.
 RUN_FIGURE = "vocabulary_new_values"

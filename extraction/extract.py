@@ -83,7 +83,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     figures of each day. Raises InputError (inputs, tables), ReconciliationError or DayHealthError;
     the days done before the one at fault are completed (quarantine and data quality written)."""
     from extraction.persistence import Checkpoints
-    from extraction.raw_logs import ParsedPartitions, RawLogs, check_next_day_copy
+    from extraction.raw_logs import ParsedPartitions, RawLogs
     from extraction.tables import LakeTables
     from feature_eng.extract_pass import PassInputs, extract_days
     from feature_eng.features import parse_items, parse_users
@@ -95,12 +95,8 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     lake = Lake(config.data_dir)
     tables, raw = LakeTables(spark, lake, int(config.row_group_mb * 2**20)), RawLogs(spark, config.raw_dir or lake.raw)
     days = config.days()
-    tables.check_schemas()
-    tables.check_order(days[0], config.allow_gap)
-    plans = raw.plan(days, config.require_next_day, config.allow_incomplete)
+    plans, earlier = _check_inputs(config, tables, raw, days)
     results, quarantines, health_error = [], [], None
-    earlier = tables.quality_figures(shift_day(days[0], -config.day_health.window_days), shift_day(days[0], -1))
-    check_next_day_copy(plans[days[0]], earlier.get(shift_day(days[0], -1)))
     with Checkpoints() as run_scope:
         items = run_scope.persist(parse_items(raw.read_snapshot("items")))
         users = run_scope.persist(parse_users(raw.read_snapshot("users")))
@@ -139,6 +135,21 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     if health_error is not None:
         raise health_error
     return results
+
+
+def _check_inputs(config: ExtractConfig, tables, raw, days: list[str]):
+    """Before any work: the lake's schemas, the days' order, their raw partitions (each day's plan), and
+    the data-quality figures of the health window before the first day (which must have read this
+    copy of the first day's partition as its next day); (plans, earlier figures by day)."""
+    from extraction.raw_logs import check_next_day_copy
+
+    tables.check_schemas()
+    tables.check_order(days[0], config.allow_gap)
+    plans = raw.plan(days, config.require_next_day, config.allow_incomplete)
+    day_before = shift_day(days[0], -1)
+    earlier = tables.quality_figures(shift_day(days[0], -config.day_health.window_days), day_before)
+    check_next_day_copy(plans[days[0]], earlier.get(day_before))
+    return plans, earlier
 
 
 def _write_quality(tables, days: list[str], quarantines: list, results: list[dict]) -> None:
