@@ -53,10 +53,42 @@ class AirflowServices:
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        result = subprocess.run([str(AIRFLOW), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+    def cli(self, *args: str, timeout: float = 300, retry_locked: bool = True) -> subprocess.CompletedProcess:
+        """Run an `airflow` command; one that SQLite refused ("database is locked": see
+        `create_backfill`) is run again, up to 3 times, when `retry_locked` (idempotent commands)."""
+        for _ in range(3 if retry_locked else 1):
+            result = subprocess.run([str(AIRFLOW), *args], env=self.env, capture_output=True, text=True,
+                                    timeout=timeout)
+            if result.returncode == 0 or "database is locked" not in result.stderr + result.stdout:
+                break
+            time.sleep(2)
         assert result.returncode == 0, f"airflow {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
         return result
+
+    def create_backfill(self, dag_id: str, *args: str, tries: int = 3) -> None:
+        """`airflow backfill create`, tried again when SQLite refuses its write: the CLI reads, then
+        writes, in one transaction, and SQLite fails such an upgrade at once ("database is locked",
+        no busy wait) while the scheduler writes. Airflow leaves the half-made backfill behind (its
+        clean-up knows Postgres' and MySQL's lock errors only), and the scheduler marks it complete
+        after 2 minutes (Airflow #61375); a new backfill of the same DAG is refused until then."""
+        for attempt in range(1, tries + 1):
+            try:
+                self.cli("backfill", "create", "--dag-id", dag_id, *args, retry_locked=False)
+                return
+            except AssertionError as error:
+                if attempt == tries or "database is locked" not in str(error):
+                    raise
+                print(f"backfill create, try {attempt}: database is locked; waiting for the orphan to clear",
+                      file=sys.stderr)
+                self._wait_until_no_active_backfill(dag_id)
+
+    def _wait_until_no_active_backfill(self, dag_id: str, timeout: float = 300) -> None:
+        deadline = time.time() + timeout
+        while self.query("SELECT 1 FROM backfill WHERE dag_id = ? AND completed_at IS NULL", dag_id):
+            self.check_alive()
+            if time.time() > deadline:
+                raise TimeoutError(f"a backfill of {dag_id} still active after {timeout:.0f} s")
+            time.sleep(5)
 
     def start(self) -> "AirflowServices":
         self.home.mkdir(parents=True, exist_ok=True)

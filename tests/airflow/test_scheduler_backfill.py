@@ -115,8 +115,8 @@ def test_backfill_under_the_real_scheduler_extracts_days_in_order(services, lake
     airflow.wait_for_dag("ple_daily")
     airflow.cli("dags", "unpause", "ple_daily")
     # --max-active-runs 2: the DAG itself must keep the extracts sequential and ordered.
-    airflow.cli("backfill", "create", "--dag-id", "ple_daily", "--from-date", BACKFILL[0], "--to-date", BACKFILL[-1],
-                "--max-active-runs", "2", "--reprocess-behavior", "failed")
+    airflow.create_backfill("ple_daily", "--from-date", BACKFILL[0], "--to-date", BACKFILL[-1],
+                            "--max-active-runs", "2", "--reprocess-behavior", "failed")
     runs = _wait_for_backfill(airflow)
     states = airflow.task_states("ple_daily")
     failed = {run["run_id"]: {t: s for (r, t), s in states.items() if r == run["run_id"]} for run in runs
