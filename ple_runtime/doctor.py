@@ -37,7 +37,8 @@ def check_java() -> Check:
         else shutil.which("java")
     if not java:
         return Check("Java", False, "java not found", "install OpenJDK 17 (apt-get install openjdk-17-jdk-headless) or set JAVA_HOME")
-    out = _run([java, "-version"]).stderr.splitlines()
+    # The version line, not the first: JDK_JAVA_OPTIONS / JAVA_TOOL_OPTIONS print a note before it.
+    out = [line for line in _run([java, "-version"]).stderr.splitlines() if " version " in line]
     version = out[0] if out else "?"
     major_ok = any(f'"{v}' in version for v in ("17", "11", "21"))
     return Check("Java", major_ok, f"{version} ({java})",

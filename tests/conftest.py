@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+# Tests run many short JVMs (Spark sessions, spark-submit, the cluster's daemons, Airflow's jobs) on tiny
+# data, where the JIT's optimising tier costs more CPU than it saves: C1 only and the serial collector
+# took ~20% off a test day's `ple backfill` (docs/measurements/test_suite.md). Jobs users run keep the
+# JVM's defaults; a JDK_JAVA_OPTIONS of one's own wins.
+os.environ.setdefault("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
