@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -24,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from ple_runtime import arrow_storage, delta_log
-from tests.cluster.local_cluster import REPO_ROOT
+from tests.cluster.local_cluster import REPO_ROOT, process_tree
 
 pytestmark = pytest.mark.slow
 
@@ -59,12 +61,20 @@ def upload(local: Path, uri: str) -> None:
 
 
 def spark_submit_extract(cluster, *args: str) -> subprocess.CompletedProcess:
-    # No --master and no --jars: the cluster's spark-defaults.conf (SPARK_CONF_DIR) holds
-    # them, as a cluster's own configuration would.
-    return subprocess.run(
-        [f"{sys.prefix}/bin/spark-submit", str(REPO_ROOT / "jobs" / "extract.py"),
-         "--start", START, "--end", END, *args],
-        env=cluster.env, capture_output=True, text=True, timeout=900)
+    """spark-submit as users submit a job, with no --master and no --jars: the cluster's
+    spark-defaults.conf (SPARK_CONF_DIR) holds them, as a cluster's own configuration would.
+    The executors and Python daemons it starts are watched: none may outlive `down` (conftest.py)."""
+    command = [f"{sys.prefix}/bin/spark-submit", str(REPO_ROOT / "jobs" / "extract.py"), "--start", START, "--end", END,
+               *args]
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:  # no pipe to fill
+        job = subprocess.Popen(command, env=cluster.env, stdout=stdout, stderr=stderr, text=True)
+        deadline = time.monotonic() + 900
+        while job.poll() is None and time.monotonic() < deadline:
+            cluster.watched |= process_tree(cluster.server_pids().values())
+            time.sleep(0.5)
+        job.wait(timeout=60)
+        stdout.seek(0), stderr.seek(0)
+        return subprocess.CompletedProcess(command, job.returncode, stdout.read(), stderr.read())
 
 
 def read_rows(table: str, columns: list[str]) -> list[dict]:
