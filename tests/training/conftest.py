@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,20 @@ def final_metrics(out: Path) -> dict:
 
 
 SMALL_MODEL = ["--set", "model_params.expert_hidden=[16]", "--set", "model_params.tower_hidden=[16,8]"]
+# The fault tests' runs: 2 Horovod workers, 2 epochs of ~30 steps, a checkpoint every 5 steps.
+RESUMABLE_RUN = ["--workers", "2", "--epochs", "2", "--batch-size", "100", "--lr", "0.003",
+                 "--checkpoint-every-steps", "5", "--selection", "last_epoch", "--no-progress", *SMALL_MODEL]
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_run(lake, tmp_path_factory) -> Path:
+    """One uninterrupted RESUMABLE_RUN, run once: what each fault test's killed-then-resumed run
+    must match (test_training_distributed.py, test_worker_killed.py)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = run_train([*date_args(lake), *RESUMABLE_RUN, "--out", str(out)], env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return out
 
 
 def assert_disjoint_shards(lake: dict, out: Path, run: dict, batch_size: int) -> None:

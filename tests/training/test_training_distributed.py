@@ -1,4 +1,5 @@
-"""Real Horovod runs (2 Gloo workers on CPU) over small real tables."""
+"""Real Horovod runs (2 Gloo workers on CPU) over small real tables. The horovod.spark launcher
+(`--launcher spark`) runs on the standalone cluster's executors in tests/cluster/test_cluster_end_to_end.py."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 
-from conftest import REPO_ROOT, SMALL_MODEL, assert_disjoint_shards, date_args, final_metrics, record, run_train
+from conftest import (REPO_ROOT, RESUMABLE_RUN, SMALL_MODEL, assert_disjoint_shards, date_args, final_metrics, record,
+                      run_train)
 import fault_callbacks
 import training_tables as synth
 from training.callbacks import CALLBACKS_ENV
@@ -88,10 +89,8 @@ def _kill_tree(process: subprocess.Popen) -> None:
     psutil.wait_procs(victims, timeout=30)
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(lake, tmp_path, subprocess_env):
-    common = [*date_args(lake), "--workers", "2", "--epochs", "2", "--batch-size", "100", "--lr", "0.003",
-              "--checkpoint-every-steps", "5", "--no-progress", *SMALL_MODEL]
-    _ok(run_train([*common, "--out", str(tmp_path / "full")], subprocess_env))
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(lake, uninterrupted_run, tmp_path, subprocess_env):
+    common = [*date_args(lake), *RESUMABLE_RUN]
 
     killed = tmp_path / "killed"
     slowed = {**subprocess_env, CALLBACKS_ENV: fault_callbacks.spec(("StepDelay", {"seconds": 0.1}))}
@@ -118,7 +117,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(lake, tmp_path, sub
     resumed = record(killed)
     assert resumed["status"] == "completed" and resumed["resumes"][0]["position"]["epoch"] == 1
     assert resumed["resumes"][0]["position"]["step"] >= 10
-    full, again = final_metrics(tmp_path / "full"), final_metrics(killed)
+    full, again = final_metrics(uninterrupted_run), final_metrics(killed)
     for task in ("play", "share"):
         assert again[task]["auc"] == pytest.approx(full[task]["auc"], abs=1e-6)
         assert again[task]["logloss"] == pytest.approx(full[task]["logloss"], abs=1e-6)
@@ -129,7 +128,6 @@ def test_foreign_parquet_table_with_its_own_spec(tmp_path, subprocess_env):
     """Not the pipeline's table: other columns, other tasks, bool labels with nulls, no dates."""
     import pandas as pd
 
-    rng = np.random.default_rng(0)
     def table(n, seed):  # noqa: E306
         rng = np.random.default_rng(seed)
         shop = rng.integers(0, 30, n)
@@ -148,7 +146,10 @@ def test_foreign_parquet_table_with_its_own_spec(tmp_path, subprocess_env):
                     "  - {name: cvr, type: binary, label: bought, mask: clicked}\n")
     out = tmp_path / "run"
     _ok(run_train(["--train-path", str(tmp_path / "train"), "--validation-path", str(tmp_path / "valid"),
+                   # one worker: the table and spec are under test here; sharding parquet folders across two
+                   # workers is test_very_uneven_shards_finish_without_hanging's
                    "--spec", str(spec), "--out", str(out), "--model", "mmoe", "--epochs", "2", "--vocab-sizes-from-data",
+                   "--workers", "1",
                    "--batch-size", "64", "--lr", "0.01", "--weighting", "uncertainty", "--no-progress",
                    "--set", "model_params.expert_hidden=[8]", "--set", "model_params.tower_hidden=[8]"],
                   subprocess_env))
@@ -158,14 +159,3 @@ def test_foreign_parquet_table_with_its_own_spec(tmp_path, subprocess_env):
     metrics = final_metrics(out)
     assert metrics["ctr"]["auc"] > 0.75
     assert metrics["cvr"]["count"] == int(table(1000, 2)["clicked"].sum())  # AUC inside the sample space only
-
-
-@pytest.mark.slow
-def test_horovod_spark_launcher(lake, spark, tmp_path):
-    from jobs.train import main
-
-    out = tmp_path / "run"
-    assert main([*date_args(lake), "--out", str(out), "--launcher", "spark", "--workers", "2", "--epochs", "1",
-                 "--batch-size", "128", "--max-steps-per-epoch", "5", "--no-progress", *SMALL_MODEL]) == 0
-    run = record(out)
-    assert run["launcher"] == "spark" and run["world_size"] == 2 and run["status"] == "completed"

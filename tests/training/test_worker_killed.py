@@ -7,18 +7,16 @@ import time
 
 import pytest
 
-from conftest import SMALL_MODEL, date_args, final_metrics, record, run_train
+from conftest import RESUMABLE_RUN, date_args, final_metrics, record, run_train
 import worker_faults
 from training.callbacks import CALLBACKS_ENV
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_worker_killed_in_a_collective_fails_the_job_and_resume_matches(lake, tmp_path, subprocess_env):
-    common = [*date_args(lake), "--workers", "2", "--epochs", "2", "--batch-size", "100", "--lr", "0.003",
-              "--checkpoint-every-steps", "5", "--no-progress", "--selection", "last_epoch", *SMALL_MODEL]
-    full = run_train([*common, "--out", str(tmp_path / "full")], subprocess_env)
-    assert full.returncode == 0, full.stderr[-4000:]
+def test_a_worker_killed_in_a_collective_fails_the_job_and_resume_matches(lake, uninterrupted_run, tmp_path,
+                                                                          subprocess_env):
+    common = [*date_args(lake), *RESUMABLE_RUN]
 
     out = tmp_path / "killed"    # rank 1 dies after global step 42 (in epoch 1), rank 0 goes on into step 43
     marker = tmp_path / "killed_at"
@@ -36,7 +34,7 @@ def test_a_worker_killed_in_a_collective_fails_the_job_and_resume_matches(lake, 
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     position = record(out)["resumes"][0]["position"]   # the last checkpoint before the kill (every 5 steps)
     assert position["epoch"] == 1 and position["step"] > 0 and position["step"] % 5 == 0
-    again, reference = final_metrics(out), final_metrics(tmp_path / "full")
+    again, reference = final_metrics(out), final_metrics(uninterrupted_run)
     for task in ("play", "share"):
         assert again[task]["auc"] == pytest.approx(reference[task]["auc"], abs=1e-6)
     assert again["watch_ratio"]["mse"] == pytest.approx(reference["watch_ratio"]["mse"], abs=1e-6)
