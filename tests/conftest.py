@@ -70,6 +70,11 @@ def spark():
             "spark.sql.shuffle.partitions": "2",
             "spark.default.parallelism": "2",
             "spark.driver.memory": "2g",
+            # Tiny data: adaptive re-planning only adds work (a test day's extract runs 60 Spark jobs
+            # instead of 89, and a fresh session's first days take half the time: docs/measurements/
+            # test_suite.md). The jobs that tests start as users do (spark-submit, `ple`, the DAGs,
+            # the cluster) keep the pipeline's setting, adaptive on.
+            "spark.sql.adaptive.enabled": "false",
         },
     )
     yield session
