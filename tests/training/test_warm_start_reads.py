@@ -53,6 +53,8 @@ def test_a_warm_start_reads_each_vocabulary_version_once_for_all_features(tmp_pa
     synth.write_day_rs(examples, DAYS[0], 0, users=30)
     synth.write_day_rs(examples, DAYS[1], 1, users=30)
     assert run_training(config(root, "day1", DAYS[0], DAYS[1])) == 0
+    steps = json.loads((root / "day1" / "run_record.json").read_text())["driver_seconds"]
+    assert set(steps) == {"plan", "workers", "calibration"} and steps["workers"] > 0   # where the time went
     synth.write_vocabulary_rs(table, 31, 50, DAYS[2])                       # version 2: more users
     synth.write_day_rs(examples, DAYS[2], 2, users=50)
 
