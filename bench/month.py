@@ -13,9 +13,10 @@ Modes (each in its own data root under --root, sharing one generated raw-log fol
   warm  train on [D - 2, D - 2] (the newest day) starting from the previous day's model
         (TrainConfig.init_from); the first day, and every `--full-every` days, retrain fully.
 Per day it prints: examples trained on, train seconds (and where they go: the driver's plan, the
-workers, the post-hoc calibration, the worker's own loop, this process's gc pauses), peak memory of the training, per task
-the test-day AUC and GAUC with their intervals, mean prediction / observed before and after the
-model file's post-hoc map, and the gate's decision. A JSON line per day goes to <root>/<mode>.jsonl,
+workers, the post-hoc calibration, the worker's own loop, this process's gc pauses and, in-process,
+its CPU seconds), peak memory of the training, per task the test-day AUC and GAUC with their
+intervals, mean prediction / observed before and after the model file's post-hoc map, and the
+gate's decision. A JSON line per day goes to <root>/<mode>.jsonl,
 the extracts' summaries to <root>/<mode>-extract.log.
 Timings depend on the machine's load: the load average is printed before and after each mode.
 """
@@ -126,10 +127,10 @@ def train_day(config) -> dict:
     in_process = config.resolved_launcher == "single"
     if in_process:
         _peak_rss_reset()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with GcPauses() as pauses:
         status = run_training(config)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if status:
         raise RuntimeError(f"training into {config.out} exited with status {status}")
     record = json.loads(Path(config.out, "run_record.json").read_text())
@@ -137,7 +138,9 @@ def train_day(config) -> dict:
     steps = {step: round(value, 2) for step, value in (record.get("driver_seconds") or {}).items()}
     return {"examples": sum(record.get("rows_per_shard", [])), "train_seconds": round(seconds, 1),
             "train_steps": {**steps, "worker_own": round(record.get("elapsed_seconds_this_process", 0), 2),
-                            "gc": round(pauses.seconds, 2)},
+                            "gc": round(pauses.seconds, 2),
+                            # CPU seconds of this process (in-process training): less swayed by a shared box's load
+                            **({"cpu": round(cpu, 2)} if in_process else {})},
             "peak_rss_mib": round(peak / 2**20), "init_from": (record.get("config") or {}).get("init_from")}
 
 
