@@ -12,9 +12,11 @@ Modes (each in its own data root under --root, sharing one generated raw-log fol
   full  train on [D - train_days, D - 2] from scratch, validate on D-1 (the DAG's default);
   warm  train on [D - 2, D - 2] (the newest day) starting from the previous day's model
         (TrainConfig.init_from); the first day, and every `--full-every` days, retrain fully.
-Per day it prints: examples trained on, train seconds, peak memory of the training, per task
-the test-day AUC and GAUC with their intervals, mean prediction / observed before and after the
-model file's post-hoc map, and the gate's decision. A JSON line per day goes to <root>/<mode>.jsonl,
+Per day it prints: examples trained on, train seconds (and where they go: the driver's plan, the
+workers, the post-hoc calibration, the worker's own loop, this process's gc pauses and, in-process,
+its CPU seconds), peak memory of the training, per task the test-day AUC and GAUC with their
+intervals, mean prediction / observed before and after the model file's post-hoc map, and the
+gate's decision. A JSON line per day goes to <root>/<mode>.jsonl,
 the extracts' summaries to <root>/<mode>-extract.log.
 Timings depend on the machine's load: the load average is printed before and after each mode.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import sys
@@ -99,20 +102,45 @@ def _peak_rss_bytes() -> int:
     return 0
 
 
+class GcPauses:
+    """Seconds this process spent in Python's garbage collector while in the block (a heap that grows
+    day after day in one long-lived process makes each full collection longer)."""
+
+    def __enter__(self):
+        self.seconds, self._started = 0.0, None
+        gc.callbacks.append(self._callback)
+        return self
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 def train_day(config) -> dict:
     from training.launch import run_training
 
     in_process = config.resolved_launcher == "single"
     if in_process:
         _peak_rss_reset()
-    started = time.perf_counter()
-    status = run_training(config)
-    seconds = time.perf_counter() - started
+    started, cpu = time.perf_counter(), time.process_time()
+    with GcPauses() as pauses:
+        status = run_training(config)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if status:
         raise RuntimeError(f"training into {config.out} exited with status {status}")
     record = json.loads(Path(config.out, "run_record.json").read_text())
     peak = _peak_rss_bytes() if in_process else record.get("peak_rss_bytes_rank0", 0)
+    steps = {step: round(value, 2) for step, value in (record.get("driver_seconds") or {}).items()}
     return {"examples": sum(record.get("rows_per_shard", [])), "train_seconds": round(seconds, 1),
+            "train_steps": {**steps, "worker_own": round(record.get("elapsed_seconds_this_process", 0), 2),
+                            "gc": round(pauses.seconds, 2),
+                            # CPU seconds of this process (in-process training): less swayed by a shared box's load
+                            **({"cpu": round(cpu, 2)} if in_process else {})},
             "peak_rss_mib": round(peak / 2**20), "init_from": (record.get("config") or {}).get("init_from")}
 
 
@@ -183,6 +211,8 @@ def print_day(result: dict) -> None:
           f"{result['train_range'][0]}..{result['train_range'][1]}: {result['examples']:,} examples, train "
           f"{result['train_seconds']} s, peak {result['peak_rss_mib']} MiB, extract {result['extract_seconds']} s, "
           f"gate: {result['gate']}")
+    if result.get("train_steps"):
+        print("    train steps (s): " + ", ".join(f"{k} {v}" for k, v in result["train_steps"].items()), flush=True)
     for task, figures in result["tasks"].items():
         headline = "  ".join(f"{key} {_cell(figures[key])}" for key in ("auc", "gauc", "mse") if key in figures)
         before, after = figures["calibration"]
@@ -218,6 +248,11 @@ def summary(mode: str, results: list[dict]) -> None:
     last = statistics.median(r["train_seconds"] for r in results[-week:])
     print(f"{mode}: median train seconds, first {week} days {first:.1f}, last {week} days {last:.1f} "
           f"(ratio {last / first:.2f}); total train {sum(r['train_seconds'] for r in results):.0f} s")
+    steps = [k for k in results[0].get("train_steps", {})]
+    if steps:
+        print("  steps, median first/last week (s): " + ", ".join(
+            f"{k} {statistics.median(r['train_steps'][k] for r in results[:week]):.2f}/"
+            f"{statistics.median(r['train_steps'][k] for r in results[-week:]):.2f}" for k in steps))
     for task in results[0]["tasks"]:
         key = "auc" if "auc" in results[0]["tasks"][task] else "mse"
         print(f"  {task:<12} {key} day 1 {_cell(results[0]['tasks'][task][key])}, "

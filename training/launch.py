@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -52,13 +54,29 @@ def run_training(config: TrainConfig, callbacks: Sequence[TrainerCallback] = ())
     callbacks_text = callbacks_from_environment()
     callbacks = [*callbacks, *load_callbacks(callbacks_text)]
     extra_columns = tuple(dict.fromkeys(c for cb in callbacks for c in cb.extra_columns))
+    started = time.perf_counter()
     plan = prepare_plan(config, extra_columns)
+    planned = time.perf_counter()
     status = launch_workers(config, plan, callbacks, callbacks_text)
+    trained = time.perf_counter()
     if status == 0:
         from .calibration import calibrate_model, record_calibration
 
         record_calibration(plan, calibrate_model(plan))
+        # where a run's time goes, step by step (a cost that grows day after day shows which step grows)
+        record_driver_seconds(plan, {"plan": planned - started, "workers": trained - planned,
+                                     "calibration": time.perf_counter() - trained})
     return status
+
+
+def record_driver_seconds(plan, seconds: dict[str, float]) -> None:
+    """Add the driver's wall seconds per step to <out>/run_record.json (the workers wrote the rest)."""
+    from ple_runtime.lineage import write_json
+
+    path = Path(plan.config.out) / "run_record.json"
+    if path.is_file():
+        write_json(path, {**json.loads(path.read_text()),
+                          "driver_seconds": {step: round(value, 3) for step, value in seconds.items()}})
 
 
 def launch_workers(config: TrainConfig, plan, callbacks: Sequence[TrainerCallback], callbacks_text: str | None) -> int:

@@ -98,8 +98,24 @@ def read_rows(table: str, version: int, columns: tuple[str, ...] = ("name", "id"
 
 def ids_by_value(table: str, version: int, vocabulary: str) -> dict[str, int]:
     """{raw value: id} of one vocabulary at one version of the table."""
+    return ids_by_vocabulary(table, version).get(vocabulary, {})
+
+
+def ids_by_vocabulary(table: str, version: int) -> dict[str, dict[str, int]]:
+    """{vocabulary: {raw value: id}} of every vocabulary at one version of the table, in one read.
+
+    The table gains a file a day (each extract's MERGE of new ids), so a read costs more as the lake
+    ages: a warm start reads each version once for all its features, not once per feature."""
+    rows, _ = read_rows(table, version, ("name", "value", "id"))
+    return group_ids(rows)
+
+
+def group_ids(rows) -> dict[str, dict[str, int]]:
+    """{vocabulary: {value: id}} of an Arrow table with columns vocabulary, value, id."""
     import pyarrow.compute as pc
 
-    rows, _ = read_rows(table, version, ("name", "value", "id"))
-    rows = rows.filter(pc.equal(rows.column("vocabulary"), vocabulary))
-    return dict(zip(rows.column("value").to_pylist(), rows.column("id").to_pylist()))
+    grouped = {}
+    for name in pc.unique(rows.column("vocabulary")).to_pylist():
+        part = rows.filter(pc.equal(rows.column("vocabulary"), name))
+        grouped[name] = dict(zip(part.column("value").to_pylist(), part.column("id").to_pylist()))
+    return grouped

@@ -20,6 +20,7 @@ rank's weights rank 0's (training/trainer.py). Optimizer state starts fresh (doc
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 from pathlib import Path
@@ -204,7 +205,7 @@ def _old_vocabulary(source: dict[str, Any], new_vocabulary: dict[str, Any] | Non
     its bundle's vocabulary.parquet (registry models), else its vocabulary table at its pinned version."""
     from model_registry.bundle import model_vocabulary_version
 
-    from .vocabulary import ids_by_value
+    from .vocabulary import group_ids, ids_by_vocabulary
 
     metadata, record = source["payload"].get("metadata") or {}, source.get("run_record") or {}
     version = model_vocabulary_version(metadata, record)
@@ -216,19 +217,21 @@ def _old_vocabulary(source: dict[str, Any], new_vocabulary: dict[str, Any] | Non
     pinned = {"table": table, "version": version, "read_from": str(bundled) if bundled and bundled.is_file()
               else table} if version is not None else None
 
+    @functools.cache
+    def every_vocabulary() -> dict[str, dict[str, int]]:
+        # one read for all features (the table gains a file a day: a read per feature grew with the lake)
+        if bundled is not None and bundled.is_file():
+            import pyarrow.parquet as pq
+
+            return group_ids(pq.read_table(bundled, columns=["vocabulary", "value", "id"]))
+        return ids_by_vocabulary(table, version)
+
     def ids(vocabulary: str) -> dict[str, int]:
         if pinned is None:
             raise ConfigError(f"--init-from {source['model_file']} records no vocabulary version (trained before "
                               "vocabularies were pinned): its embedding rows cannot be matched by raw value. Pass "
                               "--init-partial to start the vocabulary-backed embeddings fresh")
-        if bundled is not None and bundled.is_file():
-            import pyarrow.compute as pc
-            import pyarrow.parquet as pq
-
-            rows = pq.read_table(bundled, columns=["vocabulary", "value", "id"])
-            rows = rows.filter(pc.equal(rows.column("vocabulary"), vocabulary))
-            return dict(zip(rows.column("value").to_pylist(), rows.column("id").to_pylist()))
-        return ids_by_value(table, version, vocabulary)
+        return every_vocabulary().get(vocabulary, {})
 
     return {"pinned": pinned, "ids": ids}
 
@@ -240,8 +243,11 @@ def map_state(model: torch.nn.Module, old_state: dict[str, torch.Tensor], old_sp
     """(state dict of `model` with the old weights in it, loaded names, names left fresh, rows per feature)."""
     from ple_model.input_layer import CategoricalGroup, _EmbeddingTable
 
+    from .vocabulary import ids_by_vocabulary
+
     state = model.state_dict()
     features = {f.name: f for f in spec.features}
+    new_ids = functools.cache(lambda: ids_by_vocabulary(vocab_record["table"], vocab_record["version"]))
     loaded, not_loaded, rows, handled = [], [], {}, set()
     for name, module in model.named_modules():
         if not isinstance(module, _EmbeddingTable):
@@ -262,7 +268,7 @@ def map_state(model: torch.nn.Module, old_state: dict[str, torch.Tensor], old_sp
                 continue
             rows[feature] = _carry_rows(state[key], old_state[key], new_layout[feature], old_layout[feature],
                                         _row_map(features[feature], vocab_sources.get(feature, ""),
-                                                 old_vocabulary, vocab_record))
+                                                 old_vocabulary, new_ids))
         loaded.append(key)
     for key, value in state.items():
         if key in handled:
@@ -289,16 +295,15 @@ def _table_layout(spec: ModelSpec, names: list[str], dim: int, multi: bool) -> d
     return layout or None
 
 
-def _row_map(feature, source: str, old_vocabulary: dict[str, Any], vocab_record: dict[str, Any] | None):
+def _row_map(feature, source: str, old_vocabulary: dict[str, Any], new_ids):
     """None: rows carry over by index (hashed buckets, fixed-size ids); else (old ids, new ids) of the
-    values the feature's vocabulary holds in both versions, and the counts of new and dropped values."""
+    values the feature's vocabulary holds in both versions, and the counts of new and dropped values.
+    `new_ids()`: {vocabulary: {value: id}} of the new plan's pinned version (read once, cached)."""
     if feature.hash_buckets is not None or not source.startswith("vocabulary table"):
         return None
-    from .vocabulary import ids_by_value
-
     vocabulary = feature.vocabulary or feature.name
     old = old_vocabulary["ids"](vocabulary)
-    new = ids_by_value(vocab_record["table"], vocab_record["version"], vocabulary)
+    new = new_ids().get(vocabulary, {})
     shared = sorted(set(old) & set(new))
     return ([0] + [old[v] for v in shared], [0] + [new[v] for v in shared],   # id 0: OOV, carried too
             len(set(new) - set(old)), len(set(old) - set(new)))
