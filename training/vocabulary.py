@@ -96,11 +96,6 @@ def read_rows(table: str, version: int, columns: tuple[str, ...] = ("name", "id"
     return pa.concat_tables(parts), snapshot
 
 
-def ids_by_value(table: str, version: int, vocabulary: str) -> dict[str, int]:
-    """{raw value: id} of one vocabulary at one version of the table."""
-    return ids_by_vocabulary(table, version).get(vocabulary, {})
-
-
 def ids_by_vocabulary(table: str, version: int) -> dict[str, dict[str, int]]:
     """{vocabulary: {raw value: id}} of every vocabulary at one version of the table, in one read.
 

@@ -53,17 +53,15 @@ class AirflowServices:
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
         self.processes: dict[str, subprocess.Popen] = {}
 
-    def cli(self, *args: str, timeout: float = 300, retry_locked: bool = True) -> subprocess.CompletedProcess:
-        """Run an `airflow` command; one that SQLite refused ("database is locked": see
-        `create_backfill`) is run again, up to 3 times, when `retry_locked` (idempotent commands)."""
-        for _ in range(3 if retry_locked else 1):
-            result = subprocess.run([str(AIRFLOW), *args], env=self.env, capture_output=True, text=True,
-                                    timeout=timeout)
-            if result.returncode == 0 or "database is locked" not in result.stderr + result.stdout:
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run an `airflow` command that is safe to repeat; one that SQLite refused ("database is
+        locked": see `create_backfill`) is run again, up to 3 times."""
+        for _ in range(3):
+            result = self._run(args, timeout)
+            if not _locked(result):
                 break
             time.sleep(2)
-        assert result.returncode == 0, f"airflow {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-        return result
+        return _checked(args, result)
 
     def create_backfill(self, dag_id: str, *args: str, tries: int = 3) -> None:
         """`airflow backfill create`, tried again when SQLite refuses its write: the CLI reads, then
@@ -71,16 +69,18 @@ class AirflowServices:
         no busy wait) while the scheduler writes. Airflow leaves the half-made backfill behind (its
         clean-up knows Postgres' and MySQL's lock errors only), and the scheduler marks it complete
         after 2 minutes (Airflow #61375); a new backfill of the same DAG is refused until then."""
+        command = ("backfill", "create", "--dag-id", dag_id, *args)
         for attempt in range(1, tries + 1):
-            try:
-                self.cli("backfill", "create", "--dag-id", dag_id, *args, retry_locked=False)
-                return
-            except AssertionError as error:
-                if attempt == tries or "database is locked" not in str(error):
-                    raise
-                print(f"backfill create, try {attempt}: database is locked; waiting for the orphan to clear",
-                      file=sys.stderr)
-                self._wait_until_no_active_backfill(dag_id)
+            result = self._run(command, timeout=300)
+            if attempt == tries or not _locked(result):
+                break
+            print(f"backfill create, try {attempt}: database is locked; waiting for the orphan to clear",
+                  file=sys.stderr)
+            self._wait_until_no_active_backfill(dag_id)
+        _checked(command, result)
+
+    def _run(self, args, timeout: float) -> subprocess.CompletedProcess:
+        return subprocess.run([str(AIRFLOW), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
     def _wait_until_no_active_backfill(self, dag_id: str, timeout: float = 300) -> None:
         deadline = time.time() + timeout
@@ -175,6 +175,15 @@ class AirflowServices:
                 process.poll()  # reap our own children, so a dead leader is not a zombie member
             time.sleep(0.2)
         return survivors
+
+
+def _locked(result: subprocess.CompletedProcess) -> bool:
+    return result.returncode != 0 and "database is locked" in result.stderr + result.stdout
+
+
+def _checked(args, result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"airflow {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
 
 
 def _group_alive(group: int) -> bool:
