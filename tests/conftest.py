@@ -75,6 +75,12 @@ def spark():
             # test_suite.md). The jobs that tests start as users do (spark-submit, `ple`, the DAGs,
             # the cluster) keep the pipeline's setting, adaptive on.
             "spark.sql.adaptive.enabled": "false",
+            # Tiny data again: compiling generated code (Janino) costs more than it saves. Interpreted
+            # expressions give the same rows (Spark's own tests run both paths) and a warm test day's
+            # extract takes ~20 s instead of ~30 s on a loaded 2-core box (docs/measurements/test_suite.md).
+            # Spark jobs started as users start them keep code generation.
+            "spark.sql.codegen.wholeStage": "false",
+            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         },
     )
     yield session

@@ -19,8 +19,8 @@
 - Pruning: the criterion after each epoch goes to the pruner (median by default).
 - Storage: an Optuna RDB (SQLite <out>/study.db by default). Running `ple tune`
   again with the same --out continues the study: finished trials count toward
-  `trials`; a trial left running by an interrupted process is marked FAIL and
-  its settings are tried again.
+  `trials`; a trial interrupted (Ctrl-C, or its process killed) is marked FAIL,
+  does not count, and its settings are tried again.
 - MLflow: one run per trial (its settings as parameters, per-task validation
   metrics per epoch, the objective, the run folder as a tag).
 - Output: <out>/best_train.yaml (`ple train --config`), <out>/study.json (every trial, parameter importances).
@@ -343,15 +343,20 @@ def ensure_reference(config: TuneConfig, base: dict[str, Any]) -> Path:
     return folder
 
 
+def _queue_again(study, trial) -> None:
+    """An interrupted trial: marked (it does not count toward `trials`) and its settings queued again."""
+    study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    print(f"ple tune: trial {trial.number} was interrupted; its settings are queued again", flush=True)
+
+
 def _retry_interrupted(study) -> None:
     """Trials left RUNNING by a killed process: FAIL them and queue their settings again."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        _queue_again(study, trial)   # first: a finished trial's attributes can no longer be set
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-        print(f"ple tune: trial {trial.number} was interrupted; its settings are queued again", flush=True)
 
 
 def make_study(config: TuneConfig):
@@ -397,6 +402,10 @@ def trial_function(config: TuneConfig, base: dict[str, Any], objective: Objectiv
             raise
         except TrialFailed as error:
             trial.set_user_attr("error", str(error)[-2000:])
+            log.end(run_id, "FAIL", None)
+            raise
+        except KeyboardInterrupt:   # Ctrl-C: Optuna marks the trial FAIL; it is tried again on resume
+            _queue_again(trial.study, trial)
             log.end(run_id, "FAIL", None)
             raise
         value = objective.selected(record)

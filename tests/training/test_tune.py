@@ -65,37 +65,47 @@ def test_tune_resumes_an_interrupted_study_and_never_reads_the_test_day(lake, tm
 
     out = tmp_path / "study"
     config = tune_config(lake, out)
-    killed = run_tune(config, {**subprocess_env, CALLBACKS_ENV: callbacks_spec(
-        (f"{TUNE_FAULTS}:ExitInRunFolder", {"folder": "0001"}))})
-    assert killed.returncode == 75, killed.stderr[-4000:]
     storage = f"sqlite:///{out / 'study.db'}"
-    states = [t.state.name for t in optuna.load_study(study_name="test-study", storage=storage).trials]
-    assert states == ["COMPLETE", "RUNNING"]   # died inside trial 1
+
+    def faulted(fault: str, folder: str) -> subprocess.CompletedProcess:
+        return run_tune(config, {**subprocess_env, CALLBACKS_ENV: callbacks_spec(
+            (f"{TUNE_FAULTS}:{fault}", {"folder": folder}))})
+
+    def trials():
+        return optuna.load_study(study_name="test-study", storage=storage).trials
+
+    interrupted = faulted("InterruptInRunFolder", "0001")   # Ctrl-C inside trial 1: Optuna marks it FAIL
+    assert interrupted.returncode != 0 and "trial 1 was interrupted" in interrupted.stdout, interrupted.stderr[-4000:]
+    assert [t.state.name for t in trials()] == ["COMPLETE", "FAIL", "WAITING"]   # its settings queued again
+    killed = faulted("ExitInRunFolder", "0002")   # the process dies inside trial 2 (the retry of 1)
+    assert killed.returncode == 75, killed.stderr[-4000:]
+    assert [t.state.name for t in trials()] == ["COMPLETE", "FAIL", "RUNNING"]
 
     resumed = run_tune(config, subprocess_env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-4000:]
     assert "1 trials done, 1 to go" in resumed.stdout
-    trials = optuna.load_study(study_name="test-study", storage=storage).trials
-    assert [t.number for t in trials] == [0, 1, 2]
-    assert trials[1].state.name == "FAIL" and trials[1].user_attrs["interrupted"]
-    assert trials[2].params == trials[1].params and trials[2].user_attrs["retry_of"] == 1
-    assert [t.state.name for t in trials if t.number != 1] == ["COMPLETE"] * 2  # budget: 2 finished trials
+    trials = trials()
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert all(trials[n].state.name == "FAIL" and trials[n].user_attrs["interrupted"] for n in (1, 2))
+    assert trials[1].params == trials[2].params == trials[3].params
+    assert (trials[2].user_attrs["retry_of"], trials[3].user_attrs["retry_of"]) == (1, 2)
+    assert [t.state.name for t in trials if t.number in (0, 3)] == ["COMPLETE"] * 2  # budget: 2 finished trials
 
     # The test day: named in no run's config, absent from every snapshot (and unreadable anyway).
     for folder in [out / "reference", *(out / "trials").iterdir()]:
         record = json.loads((folder / "run_record.json").read_text())
         assert record["config"]["validation_date"] == DAYS[2]
-        assert record["status"] == ("running" if folder.name == "0001" else "completed")   # 0001: killed
+        assert record["status"] == ("running" if folder.name in ("0001", "0002") else "completed")   # interrupted
         assert TEST_DAY not in json.dumps([record["train_snapshot"], record["validation_snapshot"]])
     # Every trial in MLflow with its parameters, per-task validation metrics and run folder.
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("ple-tune").experiment_id])
     by_trial = {int(r.data.tags["trial"]): r for r in runs}
-    assert sorted(by_trial) == [0, 1, 2]
-    done = by_trial[2]
-    assert float(done.data.params["lr"]) == trials[2].params["lr"]
-    assert "play.auc" in done.data.metrics and done.data.tags["run_folder"] == str(out / "trials" / "0002")
-    assert done.data.metrics["objective"] == pytest.approx(trials[2].value)
+    assert sorted(by_trial) == [0, 1, 2, 3]
+    done = by_trial[3]
+    assert float(done.data.params["lr"]) == trials[3].params["lr"]
+    assert "play.auc" in done.data.metrics and done.data.tags["run_folder"] == str(out / "trials" / "0003")
+    assert done.data.metrics["objective"] == pytest.approx(trials[3].value)
 
     # The best settings, as `ple train` and `ple pipeline` read them.
     from orchestration.config import PipelineConfig
