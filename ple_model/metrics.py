@@ -238,6 +238,52 @@ def bootstrap_ratio_samples(numerators: np.ndarray, denominators: np.ndarray, re
     return np.concatenate(parts) if parts else np.zeros((0, numerators.shape[1]))
 
 
+def bootstrap_block_counts(units: int, resamples: int, seed: int = 0,
+                           block_units: int = 4096) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Resampling counts (n out of n, with replacement) generated a block of units at a time:
+    (start, stop, counts (resamples, stop - start) int64), blocks in order. How many of a resample's n
+    draws land in each block is drawn first (multinomial over the blocks, by their sizes), then where in
+    the block each lands (uniform): per resample the counts are multinomial(n, 1/n each), the law of
+    `bootstrap_counts`, from another random stream (so other replicates for the same seed). Memory is
+    O(resamples x block_units), whatever `units`; deterministic for (units, resamples, seed, block_units)."""
+    rng = np.random.default_rng(seed)
+    starts = np.arange(0, units, max(1, block_units))
+    sizes = np.minimum(max(1, block_units), units - starts)
+    landing = rng.multinomial(units, sizes / units, size=resamples) if units else np.zeros((resamples, 0), int)
+    for block, (start, size) in enumerate(zip(starts.tolist(), sizes.tolist())):
+        drawn = landing[:, block]
+        position = rng.integers(0, size, size=int(drawn.sum()))
+        position += np.repeat(np.arange(resamples) * size, drawn)
+        yield start, start + size, np.bincount(position, minlength=resamples * size).reshape(resamples, size)
+
+
+def bootstrap_ratio_samples_by_block(block_values, units: int, resamples: int = 1000, seed: int = 0,
+                                     denominator_index: Sequence[int] | None = None,
+                                     max_block_elements: int = 1 << 20):
+    """`bootstrap_ratio_samples` without the (units, k) matrices: `block_values(start, stop)` gives the
+    numerators (rows, k) and denominators (rows, m) of units [start, stop), float64; each block's
+    resampling counts (`bootstrap_block_counts`) are applied and summed, so memory is a block's, not
+    the day's. Returns (samples (resamples, k), numerator totals (k,), denominator totals (m,)): the
+    totals give the point estimates. Blocks hold at most `max_block_elements` counts."""
+    block = max(1, max_block_elements // max(resamples, 1))
+    sums = totals = None
+    for start, stop, counts in bootstrap_block_counts(units, resamples, seed, block):
+        numerators, denominators = block_values(start, stop)
+        weights = counts.astype(np.float64)
+        if sums is None:
+            sums = [np.zeros((resamples, numerators.shape[1])), np.zeros((resamples, denominators.shape[1]))]
+            totals = [np.zeros(numerators.shape[1]), np.zeros(denominators.shape[1])]
+        sums[0] += weights @ numerators
+        sums[1] += weights @ denominators
+        totals[0] += numerators.sum(axis=0)
+        totals[1] += denominators.sum(axis=0)
+    if sums is None:
+        raise ValueError("bootstrap over 0 units")
+    index = np.arange(sums[0].shape[1]) if denominator_index is None else np.asarray(denominator_index)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums[0] / sums[1][:, index], totals[0], totals[1]
+
+
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of one statistic's replicates (NaN replicates ignored)."""
     samples = np.asarray(samples, dtype=np.float64)
