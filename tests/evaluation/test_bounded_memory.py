@@ -1,0 +1,64 @@
+"""Evaluation's per-row work in bounded pieces: the row bootstrap over blocks of rows and the calibration
+applied in chunks of rows give what the whole-day computations give (docs/measurements/memory.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ple_model.calibration import Calibration, TaskCalibrator
+from ple_model.metrics import (bootstrap_block_counts, bootstrap_ratio_samples, bootstrap_ratio_samples_by_block,
+                               percentile_interval)
+
+
+def test_block_counts_are_n_out_of_n_resamples_and_repeat_for_a_seed():
+    units, resamples = 1000, 400
+    blocks = list(bootstrap_block_counts(units, resamples, seed=5, block_units=64))
+    assert [(start, stop) for start, stop, _ in blocks][-1] == (960, 1000)
+    counts = np.concatenate([c for _, _, c in blocks], axis=1)
+    assert counts.shape == (resamples, units) and (counts.sum(axis=1) == units).all()
+    # multinomial(n, 1/n): mean count 1, variance 1 - 1/n, for rows of the first and the last block alike
+    assert abs(counts.mean() - 1) < 1e-12 and abs(counts.var() - (1 - 1 / units)) < 0.02
+    assert abs(counts[:, :64].mean() - 1) < 0.02 and abs(counts[:, -40:].mean() - 1) < 0.03
+    again = np.concatenate([c for _, _, c in bootstrap_block_counts(units, resamples, seed=5, block_units=64)], axis=1)
+    other = np.concatenate([c for _, _, c in bootstrap_block_counts(units, resamples, seed=6, block_units=64)], axis=1)
+    assert np.array_equal(counts, again) and not np.array_equal(counts, other)
+
+
+def test_block_bootstrap_is_the_ratio_of_the_resampled_sums_and_agrees_with_the_whole_matrix_one():
+    rng = np.random.default_rng(0)
+    units, resamples = 3000, 1000
+    in_space = (rng.random(units) < 0.7).astype(np.float64)
+    losses = np.stack([rng.exponential(0.5, units), rng.exponential(0.6, units)], axis=1) * in_space[:, None]
+    denominators = in_space[:, None]
+    max_elements = resamples * 128   # blocks of 128 rows
+    samples, numerator_totals, denominator_totals = bootstrap_ratio_samples_by_block(
+        lambda start, stop: (losses[start:stop], denominators[start:stop]), units, resamples, seed=1,
+        denominator_index=[0, 0], max_block_elements=max_elements)
+    counts = np.concatenate([c for _, _, c in bootstrap_block_counts(units, resamples, 1, 128)], axis=1)
+    direct = (counts @ losses) / (counts @ denominators)
+    np.testing.assert_allclose(samples, direct, rtol=1e-12)
+    np.testing.assert_allclose(numerator_totals / denominator_totals[0], losses.sum(0) / in_space.sum(), rtol=1e-12)
+    # Same method, another random stream: the intervals agree with the whole-matrix bootstrap's within the
+    # Monte Carlo error of 1000 resamples (~2% of the width per end; 10% allowed).
+    whole = bootstrap_ratio_samples(losses, denominators, resamples, seed=1, denominator_index=[0, 0])
+    for column in range(2):
+        low, high = percentile_interval(samples[:, column])
+        whole_low, whole_high = percentile_interval(whole[:, column])
+        width = whole_high - whole_low
+        assert abs(low - whole_low) < 0.1 * width and abs(high - whole_high) < 0.1 * width
+    paired = percentile_interval(samples[:, 1] - samples[:, 0])
+    whole_paired = percentile_interval(whole[:, 1] - whole[:, 0])
+    assert abs(paired[0] - whole_paired[0]) < 0.1 * (whole_paired[1] - whole_paired[0])
+
+
+def test_calibration_in_chunks_of_rows_equals_one_call_on_all_rows():
+    knots_x = torch.linspace(0.01, 0.99, 200)
+    knots_y = torch.sqrt(knots_x)
+    calibration = Calibration("isotonic", {"play": TaskCalibrator("isotonic", knots_x, knots_y)})
+    values = np.random.default_rng(2).random(5000).astype(np.float32)
+    with torch.no_grad():
+        whole = calibration.calibrate("play", torch.from_numpy(values)).numpy()
+    chunked = calibration.apply_numpy({"play": values, "other": values}, rows_per_chunk=777)
+    assert np.array_equal(chunked["play"], whole) and chunked["play"].dtype == np.float32
+    assert np.array_equal(chunked["other"], values)   # a task without a calibrator passes through
