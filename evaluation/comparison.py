@@ -29,10 +29,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from ple_model import ModelSpec
-from ple_model.metrics import (bootstrap_ratio_samples, bootstrap_ratio_samples_by_block, delong_auc, group_auc,
-                               ndcg_at_k, normal_interval, percentile_interval, ranking_score)
+from ple_model.metrics import (bootstrap_ratio_samples, bootstrap_ratio_samples_by_block, delong_auc, normal_interval,
+                               percentile_interval)
 
 from .config import RankingSettings, UncertaintySettings
+from .user_blocks import blocked_group_auc, blocked_ndcg, user_blocks
 
 LOGLOSS_CLIP = 1e-7  # as ple_model.metrics' logloss
 # Figures compared between models, per task type, with their direction (True = higher is better).
@@ -176,50 +177,41 @@ class PairedScores:
         return in_space * prediction
 
     def _user_bootstrap(self):
-        """GAUC per binary task and NDCG@k per model, then one bootstrap over users for all of them."""
+        """GAUC per binary task and NDCG@k per model, then one bootstrap over users for all of them. Both are
+        computed a block of users at a time (evaluation/user_blocks.py: same figures, bounded work)."""
         if self.users is None:
             return [], None
-        _, codes = np.unique(np.asarray(self.users), return_inverse=True)
-        codes = codes.reshape(-1)
-        users = int(codes.max()) + 1 if codes.size else 0
+        blocks = user_blocks(self.users)
         columns: list[_Column] = []
         numerators, denominators = [], []
         for task in self.spec.tasks:
             if task.type != "binary":
                 continue
             in_space = self._in_space(task.name)
-            present = np.unique(codes[in_space])
-            label = np.asarray(self.labels[task.name])[in_space]
+            label = np.asarray(self.labels[task.name]).reshape(-1)
             for key, predictions in self.predictions.items():
                 if task.name not in predictions:
                     continue
-                result = group_auc(label, predictions[task.name][in_space], codes[in_space])
+                result = blocked_group_auc(blocks, label, np.asarray(predictions[task.name]).reshape(-1), in_space)
                 self._user_figures[(key, task.name)] = {"gauc": result.value, "gauc_users": result.users,
                                                         "gauc_users_skipped": result.users_skipped}
-                weight, value = np.zeros(users), np.zeros(users)
-                weight[present] = result.weight
-                value[present] = np.nan_to_num(result.auc) * result.weight
                 columns.append(_Column(key, task.name, "gauc"))
-                numerators.append(value)
-                denominators.append(weight)
+                numerators.append(np.nan_to_num(result.auc) * result.weight)
+                denominators.append(result.weight)
         if self.utility is not None:
+            utility = np.asarray(self.utility).reshape(-1)
             for key, predictions in self.predictions.items():
                 weights = self.ranking.weights or {t.name: 1.0 for t in self.spec.tasks}
                 lacking = [t for t, w in weights.items() if w and t not in predictions]
                 if lacking:
                     self._user_figures[(key, RANKING_KEY)] = {"error": f"does not predict {lacking}"}
                     continue
-                score = ranking_score(self.spec, predictions, weights)
-                result = ndcg_at_k(codes, score, self.utility, self.ranking.k)
-                present = np.unique(codes)
+                result = blocked_ndcg(blocks, self.spec, predictions, weights, utility, self.ranking.k)
                 self._user_figures[(key, RANKING_KEY)] = {"ndcg": result.value, "k": result.k, "users": result.users,
                                                           "users_skipped": result.users_skipped}
-                valid, value = np.zeros(users), np.zeros(users)
-                valid[present] = result.valid
-                value[present] = np.nan_to_num(result.ndcg)
                 columns.append(_Column(key, RANKING_KEY, "ndcg"))
-                numerators.append(value)
-                denominators.append(valid)
+                numerators.append(np.nan_to_num(result.ndcg))
+                denominators.append(result.valid)
         if not columns or self.uncertainty.resamples == 0:
             return columns, None
         samples = bootstrap_ratio_samples(np.stack(numerators, axis=1), np.stack(denominators, axis=1),

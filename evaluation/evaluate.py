@@ -270,6 +270,8 @@ def paired_scores(keyed: list[tuple[str, Scored]], day: DayArrays,
     for key, scored in keyed:
         if not scored.error:
             paired.add(key, scored.predictions)
+            if key in day.predictions:   # the served (calibrated) ones from now on: the raw ones can go
+                day.predictions[key] = scored.predictions
     return paired, task_metrics
 
 

@@ -62,3 +62,40 @@ def test_calibration_in_chunks_of_rows_equals_one_call_on_all_rows():
     chunked = calibration.apply_numpy({"play": values, "other": values}, rows_per_chunk=777)
     assert np.array_equal(chunked["play"], whole) and chunked["play"].dtype == np.float32
     assert np.array_equal(chunked["other"], values)   # a task without a calibrator passes through
+
+
+def test_per_user_figures_by_blocks_of_users_equal_the_whole_day_ones():
+    from ple_model import ModelSpec
+    from ple_model.metrics import group_auc, ndcg_at_k, ranking_score
+
+    from evaluation.user_blocks import blocked_group_auc, blocked_ndcg, user_blocks
+
+    rng = np.random.default_rng(3)
+    rows = 4000
+    users = rng.integers(10_000, 10_300, rows) * 7          # ids need not be dense; a user's rows are scattered
+    users[:300] = 5                                          # one user larger than a block
+    label = (rng.random(rows) < 0.3).astype(np.float32)
+    score = np.round(rng.random(rows), 2).astype(np.float32)  # ties
+    in_space = rng.random(rows) < 0.8
+    in_space[users == 70_007] = False                         # users without a row in the sample space
+    blocks = user_blocks(users, max_rows=97)
+    _, expected_codes = np.unique(users, return_inverse=True)
+    assert np.array_equal(blocks.codes, expected_codes) and len(blocks.bounds) > 30
+    assert max(stop - start for start, stop in blocks.bounds) == (users == 5).sum()
+
+    whole = group_auc(label[in_space], score[in_space], users[in_space])
+    blocked = blocked_group_auc(blocks, label, score, in_space)
+    present = np.unique(expected_codes[in_space])
+    assert blocked.value == whole.value and (blocked.users, blocked.users_skipped) == (whole.users, whole.users_skipped)
+    assert np.array_equal(blocked.auc[present], whole.auc, equal_nan=True)
+    assert np.array_equal(blocked.weight[present], whole.weight) and blocked.weight.sum() == whole.weight.sum()
+
+    spec = ModelSpec.model_validate({"features": [{"name": "x", "type": "numeric"}], "tasks": [{"name": "play", "type": "binary", "label": "play"},
+                                               {"name": "watch", "type": "regression", "label": "watch"}]})
+    predictions = {"play": score, "watch": rng.random(rows).astype(np.float32)}
+    utility = label + (rng.random(rows) < 0.1)
+    weights = {"play": 1.0, "watch": 0.5}
+    whole_ndcg = ndcg_at_k(users, ranking_score(spec, predictions, weights), utility, k=5)
+    blocked_ndcg_result = blocked_ndcg(blocks, spec, predictions, weights, utility, k=5)
+    assert blocked_ndcg_result.value == whole_ndcg.value and blocked_ndcg_result.users == whole_ndcg.users
+    assert np.array_equal(blocked_ndcg_result.ndcg, whole_ndcg.ndcg, equal_nan=True)
