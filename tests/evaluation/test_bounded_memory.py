@@ -99,3 +99,19 @@ def test_per_user_figures_by_blocks_of_users_equal_the_whole_day_ones():
     blocked_ndcg_result = blocked_ndcg(blocks, spec, predictions, weights, utility, k=5)
     assert blocked_ndcg_result.value == whole_ndcg.value and blocked_ndcg_result.users == whole_ndcg.users
     assert np.array_equal(blocked_ndcg_result.ndcg, whole_ndcg.ndcg, equal_nan=True)
+
+
+def test_auc_and_logloss_from_one_sort_and_chunks_are_sklearns():
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from ple_model.metrics import _binary_metrics, delong_auc
+
+    rng = np.random.default_rng(4)
+    rows = 3000
+    score = np.round(rng.random(rows), 3)                       # ties
+    label = (rng.random(rows) < score).astype(np.float64)
+    figures = _binary_metrics(score, label, rows)
+    assert abs(figures["auc"] - roc_auc_score(label, score)) < 1e-15
+    assert abs(figures["logloss"] - log_loss(label, np.clip(score, 1e-7, 1 - 1e-7))) < 1e-15
+    aucs, _ = delong_auc(label, np.stack([score, score[::-1]]).astype(np.float32))
+    assert abs(aucs[0] - figures["auc"]) < 1e-15 and abs(aucs[1] - roc_auc_score(label, score[::-1])) < 1e-15
