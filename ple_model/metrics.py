@@ -21,6 +21,10 @@ Uncertainty and the metrics recommender teams report (all numpy, vectorised):
   sums over units (rows or users): means of per-row losses, GAUC, mean NDCG,
   mean prediction / observed rate. One set of resampling counts serves every
   column, so differences between columns (models) are paired.
+  `bootstrap_ratio_samples_by_block`: the same law over row blocks (the
+  (units, k) matrices never whole: memory of a block at any row count).
+- `structural_components`: one score vector's AUC and per-row DeLong
+  components from one sort (what `delong_auc` and the binary AUC use).
 - `group_auc`: AUC within each group (user), weighted by the group's rows,
   groups with one class skipped and counted (GAUC).
 - `ranking_score`, `ndcg_at_k`: the paper's `prod_k p_k^{w_k}` ranking score
