@@ -46,11 +46,13 @@ def _tree_memory(process: psutil.Process) -> int:
     return total
 
 
-def run_stage(args: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, int]:
-    """(seconds, peak memory (PSS) of the process tree in bytes) of one `ple` command; its output goes to `log`."""
+def run_stage(args: list[str], log: Path, env: dict[str, str] | None = None,
+              program: list[str] | None = None) -> tuple[float, int]:
+    """(seconds, peak memory (PSS) of the process tree in bytes) of one `ple` command (or `program` with
+    those arguments); its output goes to `log`."""
     started = time.perf_counter()
     with open(log, "w") as out:
-        child = subprocess.Popen([PLE, *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        child = subprocess.Popen([*(program or [PLE]), *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         watched, peak, done = psutil.Process(child.pid), 0, threading.Event()
 
         def sample() -> None:

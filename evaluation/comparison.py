@@ -29,10 +29,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from ple_model import ModelSpec
-from ple_model.metrics import (bootstrap_ratio_samples, delong_auc, group_auc, ndcg_at_k, normal_interval,
-                               percentile_interval, ranking_score)
+from ple_model.metrics import (bootstrap_ratio_samples, bootstrap_ratio_samples_by_block, delong_auc, normal_interval,
+                               percentile_interval)
 
 from .config import RankingSettings, UncertaintySettings
+from .user_blocks import blocked_group_auc, blocked_ndcg, user_blocks
 
 LOGLOSS_CLIP = 1e-7  # as ple_model.metrics' logloss
 # Figures compared between models, per task type, with their direction (True = higher is better).
@@ -118,8 +119,9 @@ class PairedScores:
 
     def _row_bootstrap(self):
         """Columns (model, task, metric) of per-row statistics; one bootstrap over rows for all of them.
-        The (rows, columns) matrices are allocated once and filled a column at a time: at 10M+ rows, a list
-        of columns and its stacked copy would double what the bootstrap holds."""
+        The per-row statistics are computed a block of rows at a time, never for the whole day at once
+        (two (rows, 16) float64 matrices were 128+ B a row, 1.3 GB at 10M rows):
+        ple_model.metrics.bootstrap_ratio_samples_by_block."""
         columns: list[_Column] = []
         denominator_of: dict[tuple[str, str], int] = {}
         den_index: list[int] = []
@@ -133,32 +135,40 @@ class PairedScores:
                     columns.append(_Column(key, task.name, metric))
                     den_index.append(denominator_of[denominator])
         rows = len(np.asarray(self.masks[self.spec.tasks[0].name]).reshape(-1)) if self.spec.tasks else 0
-        numerators = np.empty((rows, len(columns)))
-        denominators = np.empty((rows, len(denominator_of)))
-        totals = []
-        for (kind, task), index in denominator_of.items():
-            in_space = self._in_space(task).astype(np.float64)
-            label = np.nan_to_num(np.asarray(self.labels[task], dtype=np.float64))
-            denominator = in_space if kind == "mask" else in_space * label
-            denominators[:, index] = denominator
-            totals.append(denominator.sum())
-        points: dict[tuple[str, str, str], float] = {}
+        if not columns or rows == 0:
+            return columns, None, {(c.key, c.task, c.metric): math.nan for c in columns}
+        samples, numerator_totals, denominator_totals = bootstrap_ratio_samples_by_block(
+            lambda start, stop: self._row_block(columns, list(denominator_of), slice(start, stop)), rows,
+            self.uncertainty.resamples, self.uncertainty.seed, den_index)
+        points = {}
         for index, column in enumerate(columns):
-            numerator = self._row_numerator(column)
-            numerators[:, index] = numerator
-            total = totals[den_index[index]]
-            points[(column.key, column.task, column.metric)] = float(numerator.sum() / total) if total > 0 else math.nan
-        if not columns or self.uncertainty.resamples == 0:
-            return columns, None, points
-        samples = bootstrap_ratio_samples(numerators, denominators, self.uncertainty.resamples,
-                                          self.uncertainty.seed, den_index)
-        return columns, samples, points
+            total = denominator_totals[den_index[index]]
+            points[(column.key, column.task, column.metric)] = (float(numerator_totals[index] / total) if total > 0
+                                                                else math.nan)
+        return columns, samples if self.uncertainty.resamples else None, points
 
-    def _row_numerator(self, column: _Column) -> np.ndarray:
-        """Per row: the loss (logloss / squared error) or the prediction (calibration), 0 outside the sample space."""
-        in_space = self._in_space(column.task).astype(np.float64)
-        label = np.nan_to_num(np.asarray(self.labels[column.task], dtype=np.float64))
-        prediction = np.asarray(self.predictions[column.key][column.task], dtype=np.float64)
+    def _row_block(self, columns: list[_Column], denominators: list[tuple[str, str]],
+                   rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """One block of rows: (rows, columns) numerators and (rows, denominators) denominators, float64."""
+        numerator_block = np.empty((rows.stop - rows.start, len(columns)))
+        denominator_block = np.empty((rows.stop - rows.start, len(denominators)))
+        for index, (kind, task) in enumerate(denominators):
+            in_space, label = self._block_space_and_label(task, rows)
+            denominator_block[:, index] = in_space if kind == "mask" else in_space * label
+        for index, column in enumerate(columns):
+            numerator_block[:, index] = self._row_numerator(column, rows)
+        return numerator_block, denominator_block
+
+    def _block_space_and_label(self, task: str, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        in_space = (np.asarray(self.masks[task]).reshape(-1)[rows] > 0).astype(np.float64)
+        label = np.nan_to_num(np.asarray(self.labels[task]).reshape(-1)[rows].astype(np.float64))
+        return in_space, label
+
+    def _row_numerator(self, column: _Column, rows: slice) -> np.ndarray:
+        """Per row of `rows`: the loss (logloss / squared error) or the prediction (calibration), 0 outside the
+        sample space."""
+        in_space, label = self._block_space_and_label(column.task, rows)
+        prediction = np.asarray(self.predictions[column.key][column.task]).reshape(-1)[rows].astype(np.float64)
         if column.metric == "logloss":
             clipped = np.clip(prediction, LOGLOSS_CLIP, 1 - LOGLOSS_CLIP)
             return in_space * -(label * np.log(clipped) + (1 - label) * np.log(1 - clipped))
@@ -167,50 +177,41 @@ class PairedScores:
         return in_space * prediction
 
     def _user_bootstrap(self):
-        """GAUC per binary task and NDCG@k per model, then one bootstrap over users for all of them."""
+        """GAUC per binary task and NDCG@k per model, then one bootstrap over users for all of them. Both are
+        computed a block of users at a time (evaluation/user_blocks.py: same figures, bounded work)."""
         if self.users is None:
             return [], None
-        _, codes = np.unique(np.asarray(self.users), return_inverse=True)
-        codes = codes.reshape(-1)
-        users = int(codes.max()) + 1 if codes.size else 0
+        blocks = user_blocks(self.users)
         columns: list[_Column] = []
         numerators, denominators = [], []
         for task in self.spec.tasks:
             if task.type != "binary":
                 continue
             in_space = self._in_space(task.name)
-            present = np.unique(codes[in_space])
-            label = np.asarray(self.labels[task.name])[in_space]
+            label = np.asarray(self.labels[task.name]).reshape(-1)
             for key, predictions in self.predictions.items():
                 if task.name not in predictions:
                     continue
-                result = group_auc(label, predictions[task.name][in_space], codes[in_space])
+                result = blocked_group_auc(blocks, label, np.asarray(predictions[task.name]).reshape(-1), in_space)
                 self._user_figures[(key, task.name)] = {"gauc": result.value, "gauc_users": result.users,
                                                         "gauc_users_skipped": result.users_skipped}
-                weight, value = np.zeros(users), np.zeros(users)
-                weight[present] = result.weight
-                value[present] = np.nan_to_num(result.auc) * result.weight
                 columns.append(_Column(key, task.name, "gauc"))
-                numerators.append(value)
-                denominators.append(weight)
+                numerators.append(np.nan_to_num(result.auc) * result.weight)
+                denominators.append(result.weight)
         if self.utility is not None:
+            utility = np.asarray(self.utility).reshape(-1)
             for key, predictions in self.predictions.items():
                 weights = self.ranking.weights or {t.name: 1.0 for t in self.spec.tasks}
                 lacking = [t for t, w in weights.items() if w and t not in predictions]
                 if lacking:
                     self._user_figures[(key, RANKING_KEY)] = {"error": f"does not predict {lacking}"}
                     continue
-                score = ranking_score(self.spec, predictions, weights)
-                result = ndcg_at_k(codes, score, self.utility, self.ranking.k)
-                present = np.unique(codes)
+                result = blocked_ndcg(blocks, self.spec, predictions, weights, utility, self.ranking.k)
                 self._user_figures[(key, RANKING_KEY)] = {"ndcg": result.value, "k": result.k, "users": result.users,
                                                           "users_skipped": result.users_skipped}
-                valid, value = np.zeros(users), np.zeros(users)
-                valid[present] = result.valid
-                value[present] = np.nan_to_num(result.ndcg)
                 columns.append(_Column(key, RANKING_KEY, "ndcg"))
-                numerators.append(value)
-                denominators.append(valid)
+                numerators.append(np.nan_to_num(result.ndcg))
+                denominators.append(result.valid)
         if not columns or self.uncertainty.resamples == 0:
             return columns, None
         samples = bootstrap_ratio_samples(np.stack(numerators, axis=1), np.stack(denominators, axis=1),

@@ -257,16 +257,18 @@ def paired_scores(keyed: list[tuple[str, Scored]], day: DayArrays,
     paired = PairedScores(spec, labels, masks, users=day.users, utility=day.utility,
                           uncertainty=options.uncertainty, ranking=options.ranking, ranking_note=day.ranking_note)
 
-    def tasks_of(scored: Scored) -> dict[str, Any] | None:
+    def tasks_of(key: str, scored: Scored) -> dict[str, Any] | None:
         if scored.error:
             return None
         predictions = scored.predictions
         if scored.model.calibration is not None:
             scored.raw_tasks = score_predictions(spec, predictions, labels, masks, options.calibration_bins)
             predictions = scored.predictions = scored.model.calibration.apply_numpy(predictions)
+            if key in day.predictions:   # the served (calibrated) ones from now on: the raw ones can go
+                day.predictions[key] = predictions
         return score_predictions(spec, predictions, labels, masks, options.calibration_bins)
 
-    task_metrics = {key: tasks_of(scored) for key, scored in keyed}
+    task_metrics = {key: tasks_of(key, scored) for key, scored in keyed}
     for key, scored in keyed:
         if not scored.error:
             paired.add(key, scored.predictions)

@@ -47,8 +47,9 @@ def task_health(spec, predictions: dict[str, np.ndarray], labels: dict, masks: d
         if task.name not in predictions:
             continue
         in_space = np.asarray(masks[task.name]).reshape(-1) > 0
-        prediction = np.asarray(predictions[task.name], dtype=np.float64).reshape(-1)[in_space]
-        label = np.asarray(labels[task.name], dtype=np.float64).reshape(-1)[in_space]
+        # the sample space's rows, then float64 (the same values; no float64 copy of the whole day)
+        prediction = np.asarray(predictions[task.name]).reshape(-1)[in_space].astype(np.float64)
+        label = np.asarray(labels[task.name]).reshape(-1)[in_space].astype(np.float64)
         mean_prediction = float(prediction.mean()) if prediction.size else math.nan
         observed = float(label.mean()) if label.size else math.nan
         health[task.name] = {"rows": int(prediction.size), "mean_prediction": mean_prediction, "observed": observed,
@@ -88,27 +89,33 @@ def add_prediction_drift(record: dict[str, Any], reference: dict[str, Any] | Non
 
 def validation_reference(model, options, spark=None) -> dict[str, Any]:
     """{"date", "tasks": task_health} of the model's predictions on its validation day (the
-    version it was trained with), or {"note": why not}: the reference of prediction drift."""
-    from ple_model import model_inputs
-
-    from .evaluate import predict_model
+    version it was trained with), or {"note": why not}: the reference of prediction drift. The day is
+    read and scored batch by batch, as the test day (evaluation/streaming.py)."""
+    from ple_model.model_inputs import source_columns
     from ple_runtime.snapshot import resolve_date_snapshot
 
-    from .snapshot_rows import read_date_snapshot
-    from ple_model.model_inputs import source_columns
+    from .snapshot_rows import iter_date_snapshot
+    from .streaming import CompactStore, PassSettings, ScoredModel, aligned_batch_rows, score_day
 
     found = validation_day(model)
     if found is None:
         return {"note": "the model's lineage names no single validation day"}
     table, date, version = found
-    try:
-        snapshot = resolve_date_snapshot(table, date, version=version, partition_column="dt")
-        frame = read_date_snapshot(snapshot, source_columns(model.spec), options.reader, spark)
-    except Exception as error:  # noqa: BLE001 (a vacuumed or moved validation day must not stop an evaluation)
-        return {"note": f"validation day {date} of {table} unreadable: {type(error).__name__}: {error}"}
-    scored = predict_model(model, frame, options, set(frame.columns))
-    if scored.error:
-        return {"note": scored.error}
-    predictions = model.calibration.apply_numpy(scored.predictions) if model.calibration else scored.predictions
-    _, labels, masks = model_inputs(frame, model.spec)
-    return {"date": date, "tasks": task_health(model.spec, predictions, labels, masks)}
+    scored = ScoredModel("model", model.loaded.model, model.spec)
+    budget = None if options.memory_budget_mb is None else options.memory_budget_mb * 2 ** 20
+    with CompactStore(budget, options.spill_dir) as store:
+        try:
+            snapshot = resolve_date_snapshot(table, date, version=version, partition_column="dt")
+            batches = iter_date_snapshot(snapshot, source_columns(model.spec),
+                                         aligned_batch_rows(options.rows_per_batch, options.batch_size),
+                                         options.reader, spark)
+            day = score_day(batches, [scored], {"model": model.spec}, store,
+                            PassSettings(options.batch_size, options.device))
+        except Exception as error:  # noqa: BLE001 (a vacuumed or moved validation day must not stop an evaluation)
+            return {"note": f"validation day {date} of {table} unreadable: {type(error).__name__}: {error}"}
+        if scored.error:
+            return {"note": scored.error}
+        predictions = day.predictions["model"]
+        if model.calibration:
+            predictions = model.calibration.apply_numpy(predictions)
+        return {"date": date, "tasks": task_health(model.spec, predictions, day.labels["model"], day.masks["model"])}

@@ -21,6 +21,10 @@ Uncertainty and the metrics recommender teams report (all numpy, vectorised):
   sums over units (rows or users): means of per-row losses, GAUC, mean NDCG,
   mean prediction / observed rate. One set of resampling counts serves every
   column, so differences between columns (models) are paired.
+  `bootstrap_ratio_samples_by_block`: the same law over row blocks (the
+  (units, k) matrices never whole: memory of a block at any row count).
+- `structural_components`: one score vector's AUC and per-row DeLong
+  components from one sort (what `delong_auc` and the binary AUC use).
 - `group_auc`: AUC within each group (user), weighted by the group's rows,
   groups with one class skipped and counted (GAUC).
 - `ranking_score`, `ndcg_at_k`: the paper's `prod_k p_k^{w_k}` ranking score
@@ -36,7 +40,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error, roc_auc_score
+from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error
 
 from .spec import ModelSpec
 
@@ -48,6 +52,13 @@ def _numpy(values: Any) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().float().cpu().numpy().reshape(-1)
     return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
+def _as_array(values: Any) -> np.ndarray:
+    """1-d numpy array of its own dtype (tensors as float32, as _numpy)."""
+    if isinstance(values, torch.Tensor):
+        return _numpy(values)
+    return np.asarray(values).reshape(-1)
 
 
 def predictions_from_outputs(spec: ModelSpec, outputs: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -67,12 +78,14 @@ def evaluate_tasks(spec: ModelSpec, predictions: Mapping[str, Any], labels: Mapp
     for task in spec.tasks:
         if task.name not in predictions:
             continue
-        prediction = _numpy(predictions[task.name])
-        label = _numpy(labels[task.name])
+        # Indexed first, cast to float64 after (the same values): a float64 copy of every row of a 10M-row
+        # day is 80 MB per array, of the sample space's rows only what is scored.
+        prediction = _as_array(predictions[task.name])
+        label = _as_array(labels[task.name])
         if prediction.shape != label.shape:
             raise ValueError(f"task {task.name!r}: {prediction.shape[0]} predictions but {label.shape[0]} labels")
         if task.name in masks:
-            in_space = _numpy(masks[task.name]) > 0
+            in_space = _as_array(masks[task.name]) > 0
         elif task.mask is not None:
             raise KeyError(f"task {task.name!r} has a sample-space mask (column {task.mask!r}) but masks has no entry")
         else:
@@ -100,13 +113,22 @@ def _binary_metrics(prediction: np.ndarray, label: np.ndarray, count: int) -> Di
         metrics["auc"] = math.nan
         metrics["auc_undefined_reason"] = f"only one class in the sample space ({metrics['positives']} positives of {count})"
     else:
-        metrics["auc"] = float(roc_auc_score(label, prediction))
-    clipped = np.clip(prediction, 1e-7, 1 - 1e-7)
-    metrics["logloss"] = float(log_loss(label, clipped, labels=[0, 1]))
+        # roc_auc_score's value (within 1e-16) from one sort: it held ~73 B a row, this ~25.
+        metrics["auc"] = structural_components(label > 0.5, prediction, components=False)[0]
+    metrics["logloss"] = _log_loss(label, prediction)
     metrics["mean_prediction"] = float(prediction.mean())
     metrics["observed_rate"] = float(label.mean())
     metrics["calibration"] = metrics["mean_prediction"] / metrics["observed_rate"] if metrics["observed_rate"] > 0 else math.nan
     return metrics
+
+
+def _log_loss(label: np.ndarray, prediction: np.ndarray, rows: int = 1 << 18) -> float:
+    """sklearn's log_loss (clipped at 1e-7) summed over chunks of rows: on a whole day it held ~65 B a row."""
+    total = 0.0
+    for start in range(0, label.size, rows):
+        clipped = np.clip(prediction[start:start + rows], 1e-7, 1 - 1e-7)
+        total += log_loss(label[start:start + rows], clipped, labels=[0, 1], normalize=False)
+    return total / label.size
 
 
 def _regression_metrics(prediction: np.ndarray, label: np.ndarray, count: int) -> Dict[str, Any]:
@@ -170,29 +192,65 @@ def normal_interval(estimate: float, variance: float, level: float = 0.95) -> tu
     return estimate - half, estimate + half
 
 
+def structural_components(positive: np.ndarray, score: np.ndarray,
+                          components: bool = True) -> tuple[float, np.ndarray | None]:
+    """(AUC, per row: DeLong's structural component) of one score vector, from one sort.
+
+    A positive's component is the share of negatives scored below it, a negative's the share of
+    positives scored above it; ties count one half (as roc_auc_score). The AUC is computed from integer
+    counts (one rounding). Holds ~30 B a row while it runs (three rankdata calls held ~75)."""
+    n = score.size
+    index = np.int32 if n < 2 ** 31 else np.int64
+    order = np.argsort(score, kind="stable").astype(index)
+    ordered = score[order]
+    is_positive = positive[order]
+    last = np.empty(n, dtype=bool)
+    last[-1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=last[:-1])
+    del ordered
+    ends = (np.flatnonzero(last) + 1).astype(index)          # one past each tie block's last row
+    del last
+    positives_to = np.cumsum(is_positive, dtype=index)[ends - 1]
+    in_block_positives = np.diff(positives_to, prepend=0)
+    in_block_negatives = np.diff(ends, prepend=0) - in_block_positives
+    del ends
+    positives, negatives = int(positives_to[-1]), int(n - positives_to[-1])
+    twice_below = 2 * np.cumsum(in_block_negatives, dtype=np.int64) - in_block_negatives   # 2 x (below + tied / 2)
+    auc = float(np.dot(in_block_positives, twice_below)) / (2.0 * positives * negatives)
+    if not components:
+        return auc, None
+    component = np.empty(n)
+    component[is_positive] = np.repeat(twice_below / (2.0 * negatives), in_block_positives)
+    del twice_below
+    above = (2 * (positives - positives_to.astype(np.int64)) + in_block_positives) / (2.0 * positives)
+    del positives_to
+    component[~is_positive] = np.repeat(above, in_block_negatives)
+    del above, in_block_positives, in_block_negatives, is_positive
+    in_rows = np.empty(n)
+    in_rows[order] = component
+    return auc, in_rows
+
+
 def delong_auc(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs of k score vectors on the same rows and their k x k covariance (DeLong, fast version).
 
     label: (n,) 0/1; scores: (k, n) or (n,). Ties count one half, as in
-    roc_auc_score. Sun & Xu (2014): midranks within positives, within
-    negatives and over all rows give every row's structural component in
-    O(n log n); the covariance of two models' components gives the variance
-    of their AUC difference on the same rows (paired). Needs both classes.
+    roc_auc_score. Sun & Xu (2014): every row's structural component in
+    O(n log n) (`structural_components`: one sort per model); the covariance
+    of two models' components gives the variance of their AUC difference on
+    the same rows (paired). Needs both classes.
     """
-    from scipy.stats import rankdata
-
     label = np.asarray(label).reshape(-1) > 0.5
-    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    scores = np.atleast_2d(np.asarray(scores))
     positives, negatives = int(label.sum()), int((~label).sum())
     if positives == 0 or negatives == 0:
         raise ValueError(f"DeLong needs both classes ({positives} positives, {negatives} negatives)")
-    x, y = scores[:, label], scores[:, ~label]
-    rank_x = rankdata(x, axis=1)
-    rank_y = rankdata(y, axis=1)
-    rank_all = rankdata(np.concatenate([x, y], axis=1), axis=1)
-    aucs = (rank_all[:, :positives].sum(axis=1) - positives * (positives + 1) / 2) / (positives * negatives)
-    v_positive = (rank_all[:, :positives] - rank_x) / negatives          # per positive: share of negatives below
-    v_negative = 1.0 - (rank_all[:, positives:] - rank_y) / positives    # per negative: share of positives above
+    aucs = np.empty(len(scores))
+    v_positive, v_negative = np.empty((len(scores), positives)), np.empty((len(scores), negatives))
+    for model, score in enumerate(scores):
+        aucs[model], component = structural_components(label, score)
+        v_positive[model], v_negative[model] = component[label], component[~label]
+        del component
     covariance = (np.atleast_2d(np.cov(v_positive)) / positives + np.atleast_2d(np.cov(v_negative)) / negatives
                   if positives > 1 and negatives > 1 else np.full((len(scores), len(scores)), math.nan))
     return aucs, covariance
@@ -236,6 +294,52 @@ def bootstrap_ratio_samples(numerators: np.ndarray, denominators: np.ndarray, re
             weights = counts.astype(np.float64)
             parts.append((weights @ numerators) / (weights @ denominators)[:, index])
     return np.concatenate(parts) if parts else np.zeros((0, numerators.shape[1]))
+
+
+def bootstrap_block_counts(units: int, resamples: int, seed: int = 0,
+                           block_units: int = 4096) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Resampling counts (n out of n, with replacement) generated a block of units at a time:
+    (start, stop, counts (resamples, stop - start) int64), blocks in order. How many of a resample's n
+    draws land in each block is drawn first (multinomial over the blocks, by their sizes), then where in
+    the block each lands (uniform): per resample the counts are multinomial(n, 1/n each), the law of
+    `bootstrap_counts`, from another random stream (so other replicates for the same seed). Memory is
+    O(resamples x block_units), whatever `units`; deterministic for (units, resamples, seed, block_units)."""
+    rng = np.random.default_rng(seed)
+    starts = np.arange(0, units, max(1, block_units))
+    sizes = np.minimum(max(1, block_units), units - starts)
+    landing = rng.multinomial(units, sizes / units, size=resamples) if units else np.zeros((resamples, 0), int)
+    for block, (start, size) in enumerate(zip(starts.tolist(), sizes.tolist())):
+        drawn = landing[:, block]
+        position = rng.integers(0, size, size=int(drawn.sum()))
+        position += np.repeat(np.arange(resamples) * size, drawn)
+        yield start, start + size, np.bincount(position, minlength=resamples * size).reshape(resamples, size)
+
+
+def bootstrap_ratio_samples_by_block(block_values, units: int, resamples: int = 1000, seed: int = 0,
+                                     denominator_index: Sequence[int] | None = None,
+                                     max_block_elements: int = 1 << 20):
+    """`bootstrap_ratio_samples` without the (units, k) matrices: `block_values(start, stop)` gives the
+    numerators (rows, k) and denominators (rows, m) of units [start, stop), float64; each block's
+    resampling counts (`bootstrap_block_counts`) are applied and summed, so memory is a block's, not
+    the day's. Returns (samples (resamples, k), numerator totals (k,), denominator totals (m,)): the
+    totals give the point estimates. Blocks hold at most `max_block_elements` counts."""
+    block = max(1, max_block_elements // max(resamples, 1))
+    sums = totals = None
+    for start, stop, counts in bootstrap_block_counts(units, resamples, seed, block):
+        numerators, denominators = block_values(start, stop)
+        weights = counts.astype(np.float64)
+        if sums is None:
+            sums = [np.zeros((resamples, numerators.shape[1])), np.zeros((resamples, denominators.shape[1]))]
+            totals = [np.zeros(numerators.shape[1]), np.zeros(denominators.shape[1])]
+        sums[0] += weights @ numerators
+        sums[1] += weights @ denominators
+        totals[0] += numerators.sum(axis=0)
+        totals[1] += denominators.sum(axis=0)
+    if sums is None:
+        raise ValueError("bootstrap over 0 units")
+    index = np.arange(sums[0].shape[1]) if denominator_index is None else np.asarray(denominator_index)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums[0] / sums[1][:, index], totals[0], totals[1]
 
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
