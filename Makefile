@@ -7,12 +7,11 @@ AIRFLOW_VENV ?= .venv-airflow
 PY := $(VENV)/bin/python
 AIRFLOW_PY := $(AIRFLOW_VENV)/bin/python
 PYTEST_ARGS ?=
-# The main suite on 3 pytest-xdist workers, on 2 cores too: its tests wait much of the time (servers
-# starting, launchers, Gloo rendezvous), docs/measurements/test_suite.md. A test folder runs whole on
-# one worker (tests/conftest.py: pytest_xdist_make_scheduler), so its shared fixtures (the local
-# cluster, the trained models) are built once. Folders go out in collection order (no reordering by
-# test count), which tests/conftest.py sets: the longest first. XDIST= runs the suite in one process.
-XDIST ?= -n 3 --dist loadscope --no-loadscope-reorder
+# The main suite on 2 pytest-xdist workers; a test folder runs whole on one worker (tests/conftest.py:
+# pytest_xdist_make_scheduler), so its shared fixtures (the local cluster, the trained models) are
+# built once. Folders go out in collection order (no reordering by test count), which
+# tests/conftest.py sets: the longest first. XDIST= runs the suite in one process.
+XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
 export PLE_VENV := $(abspath $(VENV))
 export PLE_AIRFLOW_VENV := $(abspath $(AIRFLOW_VENV))
 
