@@ -152,11 +152,13 @@ class PairedScores:
         """One block of rows: (rows, columns) numerators and (rows, denominators) denominators, float64."""
         numerator_block = np.empty((rows.stop - rows.start, len(columns)))
         denominator_block = np.empty((rows.stop - rows.start, len(denominators)))
+        # each task's sample space and label cast once per block, whatever the number of models and metrics
+        spaces = {task: self._block_space_and_label(task, rows) for task in {c.task for c in columns}}
         for index, (kind, task) in enumerate(denominators):
-            in_space, label = self._block_space_and_label(task, rows)
+            in_space, label = spaces[task]
             denominator_block[:, index] = in_space if kind == "mask" else in_space * label
         for index, column in enumerate(columns):
-            numerator_block[:, index] = self._row_numerator(column, rows)
+            numerator_block[:, index] = self._row_numerator(column, rows, *spaces[column.task])
         return numerator_block, denominator_block
 
     def _block_space_and_label(self, task: str, rows: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -164,10 +166,9 @@ class PairedScores:
         label = np.nan_to_num(np.asarray(self.labels[task]).reshape(-1)[rows].astype(np.float64))
         return in_space, label
 
-    def _row_numerator(self, column: _Column, rows: slice) -> np.ndarray:
+    def _row_numerator(self, column: _Column, rows: slice, in_space: np.ndarray, label: np.ndarray) -> np.ndarray:
         """Per row of `rows`: the loss (logloss / squared error) or the prediction (calibration), 0 outside the
-        sample space."""
-        in_space, label = self._block_space_and_label(column.task, rows)
+        sample space (`in_space`, `label`: the block's, from _block_space_and_label)."""
         prediction = np.asarray(self.predictions[column.key][column.task]).reshape(-1)[rows].astype(np.float64)
         if column.metric == "logloss":
             clipped = np.clip(prediction, LOGLOSS_CLIP, 1 - LOGLOSS_CLIP)
