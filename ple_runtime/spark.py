@@ -40,6 +40,9 @@ LOCAL_DEFAULTS = {
     # Delta: small local tables need no parallel snapshot reconstruction.
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    # VACUUM lists the table in this many Spark tasks (Spark's default, 10,000, is meant for
+    # huge tables: `ple maintain` of a small lake spent ~90 s in empty listing tasks).
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
     "spark.driver.extraJavaOptions": (
         f"-Dlog4j2.configurationFile=file:{Path(__file__).with_name('log4j2.properties')} "
         "-Dderby.system.home=/tmp/derby"
