@@ -46,6 +46,10 @@ class AirflowServices:
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            # The DAG files do not change during a test: parse each once, in one process (by default every
+            # 30 s, ~0.7 s of CPU a file, by two processes, while the jobs compete for the 2 cores).
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             **extra_env,

@@ -261,3 +261,24 @@ def test_expected_calibration_error_by_hand():
     assert curve["count"] == [2, 2, 2]
     # |0.1 - 0| , |0.2 - 0.5|, |0.7 - 1| each over a third of the rows
     assert expected_calibration_error(curve) == pytest.approx((0.1 + 0.3 + 0.3) / 3)
+
+
+def test_logloss_mse_and_mae_equal_sklearns_across_chunks_and_at_the_clipped_ends(spec):
+    from sklearn.metrics import log_loss, mean_absolute_error, mean_squared_error
+
+    from ple_model.metrics import _log_loss
+
+    rng = np.random.default_rng(3)
+    prediction = rng.uniform(size=3000).astype(np.float32)
+    prediction[:4] = [0.0, 1.0, 0.0, 1.0]            # clipped to 1e-7 / 1 - 1e-7, as sklearn's callers clip
+    label = (rng.uniform(size=3000) < 0.3).astype(np.float32)
+    label[:4] = [1, 0, 0, 1]
+    clipped = np.clip(prediction.astype(np.float64), 1e-7, 1 - 1e-7)
+    expected = log_loss(label, clipped, labels=[0, 1])
+    assert _log_loss(label, prediction, rows=256) == pytest.approx(expected, rel=1e-12)   # 12 chunks
+    assert _log_loss(label, prediction) == pytest.approx(expected, rel=1e-12)
+    target = rng.normal(size=3000)
+    metrics = evaluate_tasks(spec, {"play": prediction, "vcr": prediction, "share": prediction},
+                             {"play": label, "vcr": target, "share": label}, {"vcr": np.ones(3000), "share": np.ones(3000)})
+    assert metrics["vcr"]["mse"] == pytest.approx(mean_squared_error(target, prediction.astype(np.float64)), rel=1e-12)
+    assert metrics["vcr"]["mae"] == pytest.approx(mean_absolute_error(target, prediction.astype(np.float64)), rel=1e-12)

@@ -61,9 +61,12 @@ def final_metrics(out: Path) -> dict:
 
 
 SMALL_MODEL = ["--set", "model_params.expert_hidden=[16]", "--set", "model_params.tower_hidden=[16,8]"]
-# The fault tests' runs: 2 Horovod workers, 2 epochs of ~30 steps, a checkpoint every 5 steps.
+# The fault tests' runs: 2 Horovod workers, 2 epochs of ~30 steps, a checkpoint every 5 steps. No post-hoc
+# calibration: they compare validation metrics, which come before it (tested in test_trainer.py), and it
+# costs every run a re-scoring and sklearn's import.
 RESUMABLE_RUN = ["--workers", "2", "--epochs", "2", "--batch-size", "100", "--lr", "0.003",
-                 "--checkpoint-every-steps", "5", "--selection", "last_epoch", "--no-progress", *SMALL_MODEL]
+                 "--checkpoint-every-steps", "5", "--selection", "last_epoch", "--calibration", "none",
+                 "--no-progress", *SMALL_MODEL]
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def test_very_uneven_shards_finish_without_hanging(tmp_path, subprocess_env, pol
     out = tmp_path / "run"
     result = run_train(["--train-path", str(tmp_path / "train"), "--validation-path", str(tmp_path / "val"),
                         "--spec", str(spec), "--out", str(out), "--workers", "2", "--epochs", "2",
-                        "--batch-size", "64", "--steps-per-epoch-policy", policy, "--no-progress",
+                        "--batch-size", "64", "--steps-per-epoch-policy", policy, "--calibration", "none", "--no-progress",
                         "--vocab-sizes-from-data", *SMALL_MODEL],
                        subprocess_env, timeout=180)
     _ok(result)
