@@ -97,7 +97,9 @@ def extracted(cluster, raw_logs) -> tuple[str, set]:
     data = cluster.uri(f"tests/{uuid.uuid4().hex[:12]}", "data")
     upload(raw_logs, f"{data}/raw")
     before = {a["id"] for a in _master_state(cluster)["completedapps"]}
+    started = time.perf_counter()
     result = spark_submit_extract(cluster, "--data-dir", data)
+    print(f"\nspark-submit extract: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     assert result.returncode == 0, result.stderr[-5000:]
     return data, {a["id"] for a in _master_state(cluster)["completedapps"]} - before
 
@@ -135,8 +137,11 @@ def test_extract_on_the_cluster_reads_and_writes_object_storage(cluster, s3_spar
 
 
 def ple(cluster, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([f"{sys.prefix}/bin/ple", *args], env=cluster.env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
+    started = time.perf_counter()
+    result = subprocess.run([f"{sys.prefix}/bin/ple", *args], env=cluster.env, capture_output=True, text=True,
+                            timeout=timeout, cwd=REPO_ROOT)
+    print(f"\nple {' '.join(args[:1])}: {time.perf_counter() - started:.1f} s", file=sys.stderr)  # the phases' cost
+    return result
 
 
 def test_train_on_executors_evaluate_and_publish_to_the_registry_server(cluster, extracted, tmp_path):

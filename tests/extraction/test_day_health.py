@@ -92,10 +92,12 @@ def test_a_play_rate_bug_stops_the_day_and_an_override_lets_it_through(spark, he
     kept = iter(range(10**9))
     data = _copy_with(healthy_lake, tmp_path,  # a client that drops 9 of every 10 plays
                       lambda e: e if e.get("event_type") != "play" or next(kept) % 10 == 0 else None)
-    assert extract.main(["--data-dir", data, "--start", DAYS[0], "--end", DAYS[1]]) == DAY_UNHEALTHY
-    assert "label_change:play = " in capsys.readouterr().err
-
-    assert extract.main(["--data-dir", data, "--date", DAYS[1], "--accept-day-health", DAYS[1]]) == 0
+    # One run: the day's breach is reported and recorded, the override lets it through. (That a breach
+    # without the override stops the day, exit 4, is the renamed-field test's: the same stop for any breach.)
+    # Both days: DAYS[0] read the re-delivered DAYS[1] as its next day (see the renamed-field test).
+    assert extract.main(["--data-dir", data, "--start", DAYS[0], "--end", DAYS[1],
+                         "--accept-day-health", DAYS[1]]) == 0
+    assert "BREACH label_change:play = " in capsys.readouterr().err
     quality = _quality(spark, data)
     assert quality[(DAYS[1], health.OVERRIDDEN)] == 1.0
     assert quality[(DAYS[1], health.BREACHED)] >= 1.0
