@@ -27,6 +27,9 @@ os.environ.update({
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
 })
 os.environ.setdefault("PLE_VENV", str(REPO_ROOT / ".venv"))
+# Spark as a deployment configures it (spark-defaults.conf): settings for the tests' tiny days; every
+# spark-submit and `ple` job started here (by the tests or by Airflow's tasks) reads it.
+os.environ["SPARK_CONF_DIR"] = str(REPO_ROOT / "tests" / "airflow" / "spark-conf")
 # The DAGs' settings are Airflow Variables (rendered when a task runs); Airflow reads
 # AIRFLOW_VAR_<NAME> from the environment. A tiny configuration for the tiny data set.
 TINY_SETTINGS = {
