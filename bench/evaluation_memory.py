@@ -23,11 +23,19 @@ and the peak's growth past the first size against the kept arrays' growth.
 
     .venv/bin/python bench/evaluation_memory.py --data /tmp/evalmem/data --day 2026-01-12 --copies 1 10 \
         --replicate 10 101 203 --set uncertainty.resamples=200
+
+`--stage publish` measures `ple publish` instead (the gate's pass, the exports, the registration into a
+fresh registry per size under the run's temporary folder; the lake's vocabulary; the TorchScript-based ONNX
+exporter): the same day sizes, the same figures (the compact arrays from the publish record's `scoring`).
+
+    .venv/bin/python bench/evaluation_memory.py --stage publish --data /tmp/scale02/impressions-200000 \
+        --copies 1 4 --baseline-code /work/main --baseline-copies 1 4
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -81,6 +89,24 @@ def evaluate(data: Path, table: Path, out: Path, log: Path, code: str | None, ex
             "max_rss_gb": figures.get("peak_rss_bytes", 0) / 1e9, "after_pass_gb": figures.get("rss_after_pass_bytes", 0) / 1e9}
 
 
+def publish(data: Path, table: Path, out: Path, log: Path, code: str | None, extra: list[str], day: str) -> dict:
+    """One `ple publish` of the lake's run into a fresh registry (the baseline's `code` first on PYTHONPATH)."""
+    environment = dict(os.environ, PYTHONPATH=code) if code else dict(os.environ)
+    args = ["publish", "--model", str(data / "runs" / "ple"), "--table", str(table), "--date", day,
+            "--data-dir", str(out / "registry"), "--vocabulary-table", str(data / "lake" / "vocabulary"),
+            "--onnx-exporter", "torchscript", "--out", str(out), *extra]
+    seconds, peak = run_stage(args, log, env=environment)
+    (path,) = out.glob("publish-*.json")
+    record = json.loads(path.read_text())
+    scoring = record.get("scoring") or {}
+    return {"rows": record["snapshot"]["rows"], "seconds": seconds, "peak_gb": peak / 1e9,
+            "compact_bytes": scoring.get("compact_bytes"), "per_row": scoring.get("compact_bytes_per_row"),
+            "spilled": scoring.get("spilled"), "auc": record["candidate_metrics"]["play"]["auc"],
+            "max_rss_gb": 0, "after_pass_gb": 0, "digest": hashlib.sha256(json.dumps(
+                [record[k] for k in ("candidate_metrics", "gate_evidence", "gate")], sort_keys=True).encode()
+            ).hexdigest()[:12]}
+
+
 def _print(label: str, size: str, found: dict) -> None:
     compact = (f"kept {found['compact_bytes'] / 1e9:.3f} GB ({found['per_row']} B a row"
                f"{', spilled' if found['spilled'] else ''})" if found["compact_bytes"] else "")
@@ -88,7 +114,8 @@ def _print(label: str, size: str, found: dict) -> None:
              if found["max_rss_gb"] else "")
     print(f"{label:<9} {size:>5}: {found['rows']:>11,} rows {found['seconds']:7.1f} s "
           f"{found['rows'] / found['seconds']:>8,.0f} rows/s  peak {found['peak_gb']:5.2f} GB{exact}  {compact}  "
-          f"play AUC {found['auc']:.4f}", flush=True)
+          f"play AUC {found['auc']:.4f}" + (f"  gate figures sha256 {found['digest']}" if "digest" in found else ""),
+          flush=True)
 
 
 def _growth(results: dict[tuple[str, str], dict]) -> None:
@@ -117,6 +144,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, required=True, help="a folder with lake/examples and runs/ple "
                                                                  "(a size folder of `bench/scale.py --keep`)")
     parser.add_argument("--day", default=DAY, help="the test day (a partition of lake/examples)")
+    parser.add_argument("--stage", choices=["evaluate", "publish"], default="evaluate",
+                        help="the job measured (publish: gate, exports, registration; no --replicate)")
     parser.add_argument("--copies", type=int, nargs="*", default=[1, 4], help="day sizes, in copies of the day")
     parser.add_argument("--replicate", type=int, nargs="*", default=[],
                         help="day sizes, in copies of the day's kept arrays (bench/replicated_evaluate.py)")
@@ -125,6 +154,8 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], help="evaluate settings, e.g. memory_budget_mb=64; "
                                                                    "uncertainty.* ones apply to the baseline too")
     args = parser.parse_args()
+    if args.stage == "publish" and args.replicate:
+        parser.error("--replicate measures `ple evaluate` only")
     extra = [item for setting in args.set for item in ("--set", setting)]
     baseline_set = [item for setting in args.set if setting.startswith("uncertainty.") for item in ("--set", setting)]
     root = Path(tempfile.mkdtemp(prefix="ple-evaluation-memory-"))
@@ -141,10 +172,15 @@ def main() -> int:
                 continue  # a smaller size of this kind failed
             table = copied_day(args.data, copies, root, args.day)
             name = f"{label}-{size}"
+            code = args.baseline_code if label == "baseline" else None
+            settings = baseline_set if label == "baseline" else extra
             try:
-                results[(label, size)] = evaluate(args.data, table, root / name, root / f"{name}.log",
-                                                  args.baseline_code if label == "baseline" else None,
-                                                  baseline_set if label == "baseline" else extra, args.day, replicate)
+                if args.stage == "publish":
+                    results[(label, size)] = publish(args.data, table, root / name, root / f"{name}.log", code,
+                                                     settings, args.day)
+                else:
+                    results[(label, size)] = evaluate(args.data, table, root / name, root / f"{name}.log", code,
+                                                      settings, args.day, replicate)
                 _print(label, size, results[(label, size)])
             except StageFailed as failure:
                 print(f"{label:<9} {size:>5}: {failure}", flush=True)

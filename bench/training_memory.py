@@ -51,7 +51,10 @@ def train(data: Path, table: Path, out: Path, log: Path, extra: list[str]) -> di
     record = json.loads((out / "run_record.json").read_text())
     tables = _embedding_bytes(out / "model.pt")
     embeddings = record["embeddings"]
-    return {"rows": record["train_snapshot"]["num_records"], "row_groups": record["train_row_groups"],
+    # A plain Parquet table (the copies) has no row count in a Delta log: the plan's shards say it.
+    rows = record["train_snapshot"]["num_records"] or sum(record["rows_per_shard"])
+    return {"rows": rows, "row_groups": record["train_row_groups"], "steps": record["steps_per_epoch"],
+            "rss_gb": (record.get("peak_rss_bytes_rank0") or 0) / 1e9,
             "buffer": record["shuffle_buffer_rank0"], "seconds": seconds, "peak_gb": peak / 1e9,
             "tables_mb": tables / 1e6,
             "state_mb": _table_state_bytes(embeddings["optimizer"], tables, embeddings["rows"]) / 1e6,
@@ -82,7 +85,8 @@ def main() -> int:
             results[copies] = found
             print(f"x{copies}: {found['rows']:>10,} rows in {found['row_groups']} row groups, shuffle buffer "
                   f"{found['buffer']:,} rows; {found['seconds']:6.1f} s {found['rows'] / found['seconds']:>7,.0f} "
-                  f"samples/s  peak {found['peak_gb']:5.2f} GB, of which embedding tables {found['tables_mb']:.1f} MB "
+                  f"samples/s ({found['steps']} steps)  peak {found['peak_gb']:5.2f} GB (the trainer's own max RSS "
+                  f"{found['rss_gb']:.2f} GB), of which embedding tables {found['tables_mb']:.1f} MB "
                   f"+ {found['optimizer']} state and gradient {found['state_mb']:.1f} MB", flush=True)
             shutil.rmtree(table)
     finally:

@@ -113,15 +113,18 @@ def predict_model(model: ResolvedModel, frame: pd.DataFrame, options: ScoringOpt
 
 
 def score_snapshot(snapshot: DateSnapshot, keyed_models: list[tuple[str, ResolvedModel]], options: ScoringOptions,
-                   spark=None, frame: pd.DataFrame | None = None) -> tuple[DayArrays, list[tuple[str, Scored]]]:
+                   spark=None, frame: pd.DataFrame | None = None,
+                   per_user: bool = True) -> tuple[DayArrays, list[tuple[str, Scored]]]:
     """One pass over the rows (the first model is the reference, the candidate: its spec gives labels and sample
     spaces, and its failure fails the pass): every model scores every batch; returns the compact arrays and a
-    Scored per model, in order."""
+    Scored per model, in order. `per_user=False` keeps no user ids and no ranking utility (no GAUC, no NDCG)."""
     first, spec = keyed_models[0][0], keyed_models[0][1].spec
     available = set(frame.columns) if frame is not None else snapshot_columns(snapshot)
     wanted = source_columns(spec) + [c for _, m in keyed_models[1:] for c in source_columns(m.spec) if c in available]
-    utility_columns = list(options.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
-    wanted += [c for c in [options.ranking.user_column, *utility_columns] if c in available]
+    user_column = options.ranking.user_column if per_user else None
+    if per_user:
+        utility_columns = list(options.ranking.utility or [t.label for t in spec.tasks if t.type == "binary"])
+        wanted += [c for c in [user_column, *utility_columns] if c in available]
     rows = aligned_batch_rows(options.rows_per_batch, options.batch_size)
     if frame is None:
         batches = iter_date_snapshot(snapshot, list(dict.fromkeys(wanted)), rows, options.reader, spark)
@@ -133,8 +136,7 @@ def score_snapshot(snapshot: DateSnapshot, keyed_models: list[tuple[str, Resolve
         error = f"the table lacks columns {missing} that this model's spec needs" if missing and key != first \
             else None
         models.append(ScoredModel(key, model.loaded.model, model.spec, error))
-    settings = PassSettings(options.batch_size, options.device, options.ranking.user_column, options.ranking, spec,
-                            required=(first,))
+    settings = PassSettings(options.batch_size, options.device, user_column, options.ranking, spec, required=(first,))
     budget = None if options.memory_budget_mb is None else options.memory_budget_mb * 2 ** 20
     with CompactStore(budget, options.spill_dir) as store:
         day = score_day(batches, models, {first: spec}, store, settings)

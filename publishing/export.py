@@ -196,14 +196,18 @@ def _opset(path: Path) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
+EXAMPLE_ROWS = 64     # rows the exports are traced on
+CHECK_ROWS = 256      # rows they are checked on (the first rows of `features`; both batches cut from them)
+
+
 def export_model(model: nn.Module, spec: ModelSpec, out_dir: Path, features: dict[str, Any] | None = None,
-                 tolerance: float = 1e-5, exporter: str = "dynamo", check_rows: int = 256,
+                 tolerance: float = 1e-5, exporter: str = "dynamo", check_rows: int = CHECK_ROWS,
                  calibration: nn.Module | None = None) -> dict[str, Any]:
     """Write model.torchscript.pt and model.onnx into out_dir (calibrated outputs when a calibration is given),
     both checked against PyTorch; returns what was checked."""
     wrapper = PositionalModel(model.cpu().eval(), spec, calibration.cpu().eval() if calibration else None).eval()
     # Trace/export on one batch size and check on another: a size baked into the graph fails the check.
-    example = sample_inputs(spec, features, 64)
+    example = sample_inputs(spec, features, EXAMPLE_ROWS)
     check = sample_inputs(spec, features, check_rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     return {

@@ -3,12 +3,18 @@
 Order, and why:
 1. Pin the evaluation snapshot (table, date, version) and score the candidate
    (with a post-hoc calibration: the one its model.pt carries, or one fitted on
-   `calibrate_on`; the bundle's model.pt and exports then carry and apply it).
-2. Build the whole bundle in a temp folder (exports checked against PyTorch).
+   `calibrate_on`; the bundle's model.pt and exports then carry and apply it)
+   and the production model (the alias's version now) in ONE pass over the
+   rows, streamed as `ple evaluate` streams them (evaluation/streaming.py: a
+   batch of rows at a time; only labels, sample spaces and predictions kept,
+   so memory does not grow with the day beyond those arrays).
+2. Build the whole bundle in a temp folder (exports traced and checked against
+   PyTorch on the day's first rows: one small batch, not the day).
    Slow, so it happens OUTSIDE the lease.
 3. Under the publish lease (publishing.lease.publish_lease: held through
    the registry, so publishers on several hosts serialise): read the CURRENT
-   production version, score it on the same pinned rows, run the gate, and
+   production version (when another publisher moved the alias since step 1,
+   score again, against the new one), run the gate, and
    only if it passes log the finished bundle in one `log_artifacts` call,
    register it as a new version and move the alias LAST. Two publishers
    therefore serialise on the gate: the second compares against what the
@@ -27,6 +33,7 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,8 +41,9 @@ from typing import Any
 import numpy as np
 
 from evaluation.config import EvaluationFailed
-from evaluation.scoring import headline, score_model
-from evaluation.snapshot_rows import read_date_snapshot
+from evaluation.evaluate import ScoringOptions, paired_scores, score_snapshot
+from evaluation.scoring import ModelScores, calibration_change, headline
+from evaluation.snapshot_rows import iter_date_snapshot
 from model_registry.bundle import export_vocabulary, model_vocabulary_version, write_manifest
 from model_registry.model_refs import ResolvedModel, load_model_ref, load_or_fail
 from model_registry.registry import RegistrySettings, move_alias, register_bundle, registry_settings, version_by_alias
@@ -45,10 +53,10 @@ from ple_model.model_inputs import source_columns
 from ple_runtime.config import config_as_dict
 from ple_runtime.lake import Lake
 from ple_runtime.lineage import code_version, run_context, write_json
-from ple_runtime.snapshot import resolve_date_snapshot
+from ple_runtime.snapshot import SnapshotError, resolve_date_snapshot
 
 from .config import PublishConfig
-from .export import export_model
+from .export import CHECK_ROWS, EXAMPLE_ROWS, export_model
 from .gate import GateEvidence, GateResult, base_rate_logloss, check_gate
 from .lease import publish_lease
 
@@ -67,14 +75,14 @@ def _training_config(candidate: ResolvedModel) -> dict[str, Any] | None:
     return (candidate.run_record or {}).get("config")
 
 
-def build_bundle(bundle: Path, candidate: ResolvedModel, frame, config, snapshot, spark=None) -> dict[str, Any]:
-    """Everything but metrics.json and manifest.json (written under the lease, after the gate)."""
+def build_bundle(bundle: Path, candidate: ResolvedModel, features, config, snapshot, spark=None) -> dict[str, Any]:
+    """Everything but metrics.json and manifest.json (written under the lease, after the gate); `features`: the
+    model inputs the exports are traced and checked on (export_rows)."""
     bundle.mkdir(parents=True, exist_ok=True)
     if candidate.calibration is not None:   # the bundle's model.pt carries the calibration it is served with
         attach_calibration(str(candidate.model_file), candidate.calibration, str(bundle / "model.pt"))
     else:
         shutil.copy2(candidate.model_file, bundle / "model.pt")
-    features = model_inputs(frame, candidate.spec).features
     export_info = export_model(candidate.loaded.model, candidate.spec, bundle, features,
                                tolerance=config.export_tolerance, exporter=config.onnx_exporter,
                                calibration=candidate.calibration)
@@ -124,30 +132,24 @@ def resolve_publish_snapshot(config, candidate: ResolvedModel):
                                  partition_column=recorded.get("partition_column", config.partition_column))
 
 
-def gate_evidence(config, spec, frame, candidate_predictions: dict, production_predictions: dict | None
-                  ) -> GateEvidence:
-    """The gate's statistical evidence on its rows: the candidate's AUC intervals (DeLong), the
-    logloss of the constant base-rate predictor per binary task, the paired intervals of the
-    improvement over production (evaluation/comparison.py, same rows), and, from the `ple
-    evaluate` record (--metrics) when it has one, the paired interval against the single-task
-    baseline."""
-    from evaluation.comparison import REPORTED_METRICS, PairedScores
+def gate_evidence(config, spec, paired, with_production: bool) -> GateEvidence:
+    """The gate's statistical evidence on its rows (`paired`: the computed PairedScores of the candidate and,
+    `with_production`, the production model, evaluation/comparison.py): the candidate's AUC intervals
+    (DeLong), the logloss of the constant base-rate predictor per binary task, the paired intervals of the
+    improvement over production, and, from the `ple evaluate` record (--metrics) when it has one, the paired
+    interval against the single-task baseline."""
+    from evaluation.comparison import REPORTED_METRICS
 
-    _, labels, masks = model_inputs(frame, spec)
-    paired = PairedScores(spec, labels, masks, uncertainty=config.uncertainty)
-    paired.add("candidate", candidate_predictions)
-    if production_predictions is not None:
-        paired.add("production", production_predictions)
-    paired.compute()
     evidence = GateEvidence()
+    candidate_figures = paired.task_figures("candidate")
     for task in spec.tasks:
-        intervals = paired.task_figures("candidate").get(task.name, {}).get("intervals", {})
+        intervals = candidate_figures.get(task.name, {}).get("intervals", {})
         if task.type == "binary":
             if intervals.get("auc"):
                 evidence.auc_intervals[task.name] = intervals["auc"]
-            in_space = np.asarray(masks[task.name]).reshape(-1) > 0
-            evidence.prior_logloss[task.name] = base_rate_logloss(np.asarray(labels[task.name])[in_space])
-        if production_predictions is not None and task.name in production_predictions:
+            in_space = np.asarray(paired.masks[task.name]).reshape(-1) > 0
+            evidence.prior_logloss[task.name] = base_rate_logloss(np.asarray(paired.labels[task.name])[in_space])
+        if with_production and task.name in paired.predictions.get("production", {}):
             evidence.production[task.name] = {
                 metric: paired.improvement("candidate", "production", task.name, metric, higher)
                 for metric, higher in REPORTED_METRICS[task.type].items() if metric != "gauc"}
@@ -164,33 +166,77 @@ def _single_task_evidence(config) -> dict[str, dict[str, Any]]:
             for task, interval in (gain.get("interval") or {}).items() if interval.get("high") is not None}
 
 
-def _production_scores(config, settings, frame, snapshot, workdir: Path, device: str, spark):
-    """(production version, its info, its scores on the same rows, its ResolvedModel, its predictions
-    when they are on the very rows of `frame`) or Nones."""
+@dataclass
+class GateScores:
+    """The candidate and the model at the alias, scored in one pass over the gate's rows (score_gate_rows)."""
+
+    candidate: ModelScores
+    evidence: GateEvidence
+    production_version: Any = None                      # the registry's version at the alias, or None
+    production: ResolvedModel | None = None
+    production_info: dict[str, Any] | None = None       # version, model_id, sha256
+    production_tasks: dict[str, dict[str, Any]] | None = None
+    scoring: dict[str, Any] = field(default_factory=dict)   # how the rows were read and what was kept
+
+    def same_production(self, version) -> bool:
+        """Whether `version` (the alias's now) is the one these scores compared against."""
+        scored = self.production_version
+        return (version is None and scored is None) or (
+            version is not None and scored is not None and str(version.version) == str(scored.version))
+
+
+def score_gate_rows(config, settings, candidate: ResolvedModel, snapshot, workdir: Path, spark) -> GateScores:
+    """The candidate and the version at the alias, when there is one, scored in ONE pass over the snapshot by
+    `ple evaluate`'s streaming core (evaluation/evaluate.py score_snapshot, paired_scores): a batch of rows at a
+    time, keeping per row only the labels, sample spaces and both models' predictions (no user ids: the gate
+    uses no per-user figure). Every model is judged on the candidate spec's sample spaces."""
     production_version = version_by_alias(settings, config.alias)
-    if production_version is None:
-        return None, None, None, None, None
-    production = load_model_ref(f"models:/{settings.model_name}/{production_version.version}", settings,
-                                workdir / "production", device)
-    info = {"version": str(production_version.version), "model_id": production.model_id, "sha256": production.sha256}
-    missing = [c for c in source_columns(production.spec) if c not in frame.columns]
-    production_frame = read_date_snapshot(snapshot, list(frame.columns) + missing, config.reader, spark) \
-        if missing else frame
-    scores = score_model(production.loaded.model, production.spec, production_frame, config.batch_size, device,
-                         config.calibration_bins, keep_predictions=True, calibration=production.calibration)
-    paired = scores.predictions if production_frame is frame else None  # re-read rows: no pairing
-    return production_version, info, scores.tasks, production, paired
+    production = None if production_version is None else load_model_ref(
+        f"models:/{settings.model_name}/{production_version.version}", settings,
+        workdir / f"production-v{production_version.version}", config.resolved_device)
+    keyed_models = [("candidate", candidate)] + ([("production", production)] if production is not None else [])
+    options = ScoringOptions.from_config(config)
+    try:
+        day, keyed = score_snapshot(snapshot, keyed_models, options, spark, per_user=False)
+    except (KeyError, ValueError, SnapshotError) as error:
+        raise EvaluationFailed(str(error).strip("'\"")) from None
+    scored = dict(keyed)
+    if production is not None and scored["production"].error:   # no gate against a model it cannot score
+        raise EvaluationFailed(f"cannot score the published {settings.model_name} v{production_version.version} "
+                               f"(@{config.alias}) on these rows: {scored['production'].error}")
+    paired, task_metrics = paired_scores(keyed, day, options)
+    paired.compute()
+    mine = scored["candidate"]
+    candidate_scores = ModelScores(task_metrics["candidate"], mine.gates, day.rows, mine.predictions,
+                                   calibration_change(mine.raw_tasks, task_metrics["candidate"])
+                                   if candidate.calibration is not None else None)
+    info = None if production is None else {"version": str(production_version.version),
+                                            "model_id": production.model_id, "sha256": production.sha256}
+    return GateScores(candidate_scores, gate_evidence(config, candidate.spec, paired, production is not None),
+                      production_version, production, info, task_metrics.get("production"),
+                      {"rows_per_batch": day.rows_per_batch, "compact_bytes": day.compact_bytes,
+                       "compact_bytes_per_row": round(day.compact_bytes / max(day.rows, 1), 1),
+                       "spilled": day.spilled, "export_rows": max(EXAMPLE_ROWS, CHECK_ROWS)})
 
 
-def check_only(config, settings, candidate, candidate_scores, frame, snapshot, workdir: Path, spark) -> PublishOutcome:
+def export_rows(snapshot, spec, config, spark=None) -> dict[str, np.ndarray] | None:
+    """The day's first rows as model inputs (None for an empty day): the exports' example and check batches
+    are cut from them (publishing/export.py), so one small batch is read, not the day."""
+    batches = iter_date_snapshot(snapshot, source_columns(spec), max(EXAMPLE_ROWS, CHECK_ROWS), config.reader, spark)
+    with closing(batches):
+        first = next(batches, None)
+    return None if first is None else model_inputs(first, spec).features
+
+
+def check_only(config, candidate, scores: GateScores, snapshot) -> PublishOutcome:
     """The gate alone (read-only: no lease, no export, no registry writes)."""
-    _, info, scores, _, paired = _production_scores(config, settings, frame, snapshot, workdir,
-                                                    config.resolved_device, spark)
-    evidence = gate_evidence(config, candidate.spec, frame, candidate_scores.predictions, paired)
-    gate = check_gate(candidate.spec, candidate_scores.tasks, scores, config.tolerance, info, evidence, config.floors)
+    info = scores.production_info
+    gate = check_gate(candidate.spec, scores.candidate.tasks, scores.production_tasks, config.tolerance, info,
+                      scores.evidence, config.floors)
     record = {"format": "ple-publish/1", "candidate": candidate.identity(), "snapshot": snapshot.summary(),
-              "candidate_metrics": candidate_scores.tasks, "production": info, "production_metrics": scores,
-              "gate": gate.to_dict(), "gate_evidence": asdict(evidence),
+              "candidate_metrics": scores.candidate.tasks, "production": info,
+              "production_metrics": scores.production_tasks, "gate": gate.to_dict(),
+              "gate_evidence": asdict(scores.evidence), "scoring": scores.scoring,
               "status": "gate_passed" if gate.passed else "gate_failed", "check_only": True}
     messages = ([f.message() for f in gate.failures] if not gate.passed else
                 [f"quality gate passed against {'v' + info['version'] if info else 'no published model'} "
@@ -207,35 +253,32 @@ def run(config: PublishConfig, spark=None) -> PublishOutcome:
 
 def run_publish(config: PublishConfig, workdir: Path, spark=None) -> PublishOutcome:
     settings: RegistrySettings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model)
-    device = config.resolved_device
-    candidate = load_or_fail(config.model, settings, workdir / "candidate", device)
+    candidate = load_or_fail(config.model, settings, workdir / "candidate", config.resolved_device)
     snapshot = resolve_publish_snapshot(config, candidate)
     if config.calibrate_on is not None:
-        from evaluation.evaluate import ScoringOptions, calibrate_models
+        from evaluation.evaluate import calibrate_models
 
         calibrate_models([candidate], config.table_path, config.calibrate_on, ScoringOptions.from_config(config),
                          config.calibration_method, config.partition_column, spark)
-    try:
-        frame = read_date_snapshot(snapshot, source_columns(candidate.spec), config.reader, spark)
-    except KeyError as error:
-        raise EvaluationFailed(str(error).strip("'\"")) from None
-    candidate_scores = score_model(candidate.loaded.model, candidate.spec, frame, config.batch_size, device,
-                                   config.calibration_bins, keep_predictions=True, calibration=candidate.calibration)
+    scores = score_gate_rows(config, settings, candidate, snapshot, workdir, spark)
     if config.check_only:
-        return check_only(config, settings, candidate, candidate_scores, frame, snapshot, workdir, spark)
+        return check_only(config, candidate, scores, snapshot)
     bundle = workdir / "bundle"
-    built = build_bundle(bundle, candidate, frame, config, snapshot, spark)
+    built = build_bundle(bundle, candidate, export_rows(snapshot, candidate.spec, config, spark), config, snapshot,
+                         spark)
 
     record: dict[str, Any] = {"format": "ple-publish/1", "candidate": candidate.identity(),
-                              "snapshot": snapshot.summary(), "candidate_metrics": candidate_scores.tasks,
+                              "snapshot": snapshot.summary(), "candidate_metrics": scores.candidate.tasks,
                               "export": built["export"], "registry": {"tracking_uri": settings.tracking_uri,
                                                                       "model": settings.model_name,
                                                                       "alias": config.alias},
-                              "started_at": run_context()["started_at"]}
+                              "scoring": scores.scoring, "started_at": run_context()["started_at"]}
     with publish_lease(settings, config.lock_timeout_s, config.lease_ttl_s) as lease:
         record["lock"] = lease.record  # the lease fills in released_at when it deletes its ticket
-        outcome = _publish_holding_lease(config, settings, lease, candidate, candidate_scores, frame, snapshot,
-                                         bundle, record, workdir, spark)
+        if not scores.same_production(version_by_alias(settings, config.alias)):   # moved since the pass
+            scores = score_gate_rows(config, settings, candidate, snapshot, workdir, spark)
+            record["rescored_against_new_production"] = True
+        outcome = _publish_holding_lease(config, settings, lease, candidate, scores, snapshot, bundle, record)
     return _finish(config, record, outcome)
 
 
@@ -243,17 +286,16 @@ class PublishFailed(EvaluationFailed):  # a StageError: exit 1
     """A registry write failed after the gate passed; the record says what state the registry was left in."""
 
 
-def _publish_holding_lease(config, settings, lease, candidate, candidate_scores, frame, snapshot, bundle: Path,
-                           record: dict[str, Any], workdir: Path, spark) -> PublishOutcome:
-    device = config.resolved_device
-    production_version, production_info, production_scores, production, paired = _production_scores(
-        config, settings, frame, snapshot, workdir, device, spark)
-    if production is not None and production.sha256 == candidate.sha256:
+def _publish_holding_lease(config, settings, lease, candidate, scores: GateScores, snapshot, bundle: Path,
+                           record: dict[str, Any]) -> PublishOutcome:
+    production_version, production_info = scores.production_version, scores.production_info
+    production_scores, candidate_scores = scores.production_tasks, scores.candidate
+    if scores.production is not None and scores.production.sha256 == candidate.sha256:
         record["status"] = "unchanged"
         return PublishOutcome("unchanged", str(production_version.version),
                               messages=[f"the candidate is already {settings.model_name} "
                                         f"v{production_version.version} (@{config.alias}); nothing published"])
-    evidence = gate_evidence(config, candidate.spec, frame, candidate_scores.predictions, paired)
+    evidence = scores.evidence
     gate = check_gate(candidate.spec, candidate_scores.tasks, production_scores, config.tolerance, production_info,
                       evidence, config.floors)
     record.update(production=production_info, production_metrics=production_scores, gate=gate.to_dict(),

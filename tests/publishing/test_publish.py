@@ -15,7 +15,7 @@ from model_registry.bundle import verify_bundle
 from publishing.export import ExportMismatch, PositionalModel, export_model
 from model_registry.registry import download_version, list_versions, registry_settings, version_by_alias
 from ple_model import model_inputs
-from evaluation_tables import DATES, day_frame
+from evaluation_tables import DATES, ROWS_PER_DAY, day_frame
 from jobs.evaluate import main as evaluate_main
 from jobs.publish import main as publish_main
 from ple_model.model_file import load_model, save_model
@@ -92,6 +92,79 @@ def test_gate_blocks_a_worse_model_and_passes_a_better_one(lake_root, trained_mo
     metrics = json.loads((bundle / "metrics.json").read_text())
     assert metrics["gate"]["passed"] and metrics["production"]["version"] == "1"
     assert load_model(bundle / "model.pt").model_name == "ple"
+
+
+def _same(value, reference) -> bool:
+    """Equal as JSON (so NaN equals NaN and tuples equal lists)."""
+    return json.dumps(value, sort_keys=True) == json.dumps(reference, sort_keys=True)
+
+
+@pytest.fixture()
+def reads(monkeypatch):
+    """The rows publish reads, batch by batch: [(rows asked, rows given)] of the streaming reader; reading a
+    whole day at once (evaluation.snapshot_rows' pyarrow reader) fails the test."""
+    import evaluation.snapshot_rows
+    import evaluation.streaming
+
+    stream = evaluation.streaming.parquet_batches
+    seen: list[tuple[int, int]] = []
+
+    def counted(locations, columns, rows):
+        for frame in stream(locations, columns, rows):
+            seen.append((rows, len(frame)))
+            yield frame
+
+    def whole_day(*args, **kwargs):
+        raise AssertionError("publish read a whole day at once")
+
+    monkeypatch.setattr(evaluation.streaming, "parquet_batches", counted)
+    monkeypatch.setattr(evaluation.snapshot_rows, "_read_with_arrow", whole_day)
+    return seen
+
+
+def test_gate_streams_the_day_and_gives_ple_evaluates_figures(lake_root, trained_models, tmp_path, reads):
+    """Publish scores the candidate and the published model in one pass of batches (evaluation's streaming
+    core), keeps only labels, sample spaces and the two models' predictions, exports from one batch, and its
+    gate figures are `ple evaluate`'s on the same rows."""
+    # Batches of 128 rows (4 a day); 100 resamples: the same in both jobs, so the intervals must agree exactly.
+    batches = ["--set", "batch_size=64", "--set", "rows_per_batch=100", "--set", "uncertainty.resamples=100"]
+    assert _publish(trained_models["ple_bad"], tmp_path, lake_root, *NO_FLOORS, *batches,
+                    "--out", str(tmp_path / "first")) == 0
+    (first,) = [json.loads(p.read_text()) for p in (tmp_path / "first").glob("publish-*.json")]
+    # The day in batches of 128 rows, plus the export's one batch of 256 (its example and check rows).
+    assert sorted(reads) == sorted([(128, 128)] * 3 + [(128, ROWS_PER_DAY - 384), (256, 256)])
+    assert first["export"]["onnx"]["check_rows"] == 256 == first["scoring"]["export_rows"]
+    # Kept per row: 3 tasks x (float32 label + bool sample space) + 3 float32 predictions (the candidate).
+    assert first["scoring"]["compact_bytes_per_row"] == 3 * (4 + 1) + 3 * 4
+    reads.clear()
+
+    report = tmp_path / "evaluated"
+    assert evaluate_main(["--model", str(trained_models["ple"]), "--date", DATES[1], "--data-dir", str(tmp_path),
+                          "--table", str(lake_root / "lake" / "examples"), "--out", str(report), *batches]) == 0
+    evaluated = json.loads((report / "metrics.json").read_text())
+    reads.clear()
+    assert publish_main(["--model", str(trained_models["ple"]), "--metrics", str(report / "metrics.json"),
+                         "--data-dir", str(tmp_path), "--check-only", "--out", str(tmp_path / "gate"),
+                         *batches]) == 0
+    (gate,) = [json.loads(p.read_text()) for p in (tmp_path / "gate").glob("publish-*.json")]
+    assert max(given for _, given in reads) == 128 and sum(given for _, given in reads) == ROWS_PER_DAY  # one pass
+    # Both models' predictions now: + 3 float32 a row; no user ids (the gate has no per-user figure).
+    assert gate["scoring"]["compact_bytes_per_row"] == 3 * (4 + 1) + 2 * 3 * 4
+    assert gate["scoring"]["compact_bytes"] == ROWS_PER_DAY * gate["scoring"]["compact_bytes_per_row"]
+    assert gate["production"]["version"] == "1" == evaluated["production"]["model_id"].split("/v")[-1]
+    for mine, theirs in ((gate["candidate_metrics"], evaluated["model"]["tasks"]),
+                         (gate["production_metrics"], evaluated["production"]["tasks"])):
+        assert set(mine) == set(theirs) == {"play", "watch_ratio", "share"}
+        for task, figures in mine.items():
+            assert {"auc", "logloss", "mse"} & set(figures) and figures["count"] == theirs[task]["count"]
+            assert all(_same(value, theirs[task][key]) for key, value in figures.items()), task
+    evidence = gate["gate_evidence"]
+    for task in ("play", "share"):
+        assert _same(evidence["auc_intervals"][task], evaluated["model"]["tasks"][task]["intervals"]["auc"])
+    compared = evaluated["production_comparison"]
+    for task, metrics in evidence["production"].items():
+        for metric, change in metrics.items():
+            assert change["low"] is not None and _same(change, {k: compared[task][metric][k] for k in change})
 
 
 def _platt(examples_problem, loaded, date_index):
