@@ -206,9 +206,9 @@ def extract_days(inputs: PassInputs, params: ExtractParams, materialize: Materia
     days = list(inputs.days)
     keys = materialize.checkpoint(classification_keys(inputs.lines))
     broadcast_keys = keys.count() <= BROADCAST_KEYS_MAX
-    # kept: its status counts, the labels and the quarantine all read it (recomputing the joins
-    # and planning them again each time was ~15% of a small day's extract)
-    classified = materialize.checkpoint(classify(inputs.lines, keys, broadcast_keys))
+    # Not kept, although its status counts, the labels and the quarantine each recompute it: keeping it
+    # saved ~10% of a small day's extract but cost 12% at 5M events (docs/measurements/test_suite.md).
+    classified = classify(inputs.lines, keys, broadcast_keys)
     labelled = materialize.checkpoint(labelled_impressions(classified, keys, inputs.items, inputs.users, params,
                                                            materialize, broadcast_keys))
     new_entries = materialize.checkpoint(new_vocabulary(labelled, inputs.vocabulary))
