@@ -4,7 +4,9 @@ Cluster up; three days of tiny raw logs (`ple generate`) uploaded to the S3 serv
 extracted by `spark-submit` on the standalone master (2 workers) from s3a:// raw logs into
 Delta tables on s3a://; the tables read back through the one Delta log reader and pyarrow's
 S3 filesystem, and cross-checked against Spark and the generator's manifest. Then `ple train`
-on the cluster's executors from the S3 snapshot (horovod.spark and TorchDistributor),
+on the cluster's executors from the S3 snapshot (horovod.spark; TorchDistributor runs the same
+worker code on executors, tested on local Spark in tests/training/test_torch_distributor.py: on
+this one-machine loopback cluster its rendezvous would be the same 127.0.0.1 as there),
 `ple evaluate` from S3 and `ple publish` to the cluster's MLflow server (artifacts on S3).
 
 Raw logs on a disk every executor sees (an NFS mount) are read through the same code as in
@@ -145,9 +147,9 @@ def ple(cluster, *args: str, timeout: float = 900) -> subprocess.CompletedProces
 
 
 def test_train_on_executors_evaluate_and_publish_to_the_registry_server(cluster, extracted, tmp_path):
-    """PLE trained by 2 workers on the standalone cluster's executors from the S3 snapshot, with
-    Horovod (horovod.spark.run) and with TorchDistributor; the Horovod model evaluated from S3, published to the MLflow server (artifacts on S3),
-    and the registered version loaded back by reference."""
+    """PLE trained by 2 workers on the standalone cluster's executors from the S3 snapshot with Horovod
+    (horovod.spark.run), evaluated from S3, published to the MLflow server (artifacts on S3), and the
+    registered version loaded back by reference."""
     data, _ = extracted
     examples = f"{data}/lake/examples"
     def train(launcher: str, out: Path) -> dict:
@@ -167,10 +169,7 @@ def test_train_on_executors_evaluate_and_publish_to_the_registry_server(cluster,
         return record
 
     run = tmp_path / "ple"
-    horovod = train("spark", run)                                   # horovod.spark.run
-    ddp = train("torch-distributor", tmp_path / "ple_ddp")          # torch.distributed (gloo)
-    # The same plan (snapshot, steps) whichever backend runs it.
-    assert ddp["train_snapshot"]["file_list_hash"] == horovod["train_snapshot"]["file_list_hash"]
+    train("spark", run)                                             # horovod.spark.run
 
     evaluated = ple(cluster, "evaluate", "--model", str(run), "--table", examples, "--date", END,
                     "--out", str(tmp_path / "evaluation"), "--no-with-production")
