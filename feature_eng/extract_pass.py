@@ -42,6 +42,11 @@ from feature_eng.vocabulary import apply_vocabulary, new_vocabulary_entries, voc
 
 # above this many keys (orphan/repeated ids, users/items with history) a join shuffles instead of broadcasting
 BROADCAST_KEYS_MAX = 1_000_000
+# Status counts, labels and quarantine each read the classified lines. Kept (stored once) on small passes,
+# where planning and running the classification joins again costs more (-10% CPU on a test day's
+# extract); recomputed on large ones, where storing every line costs more (+12% at 5M lines, no
+# gain at 1M): bench/etl_throughput.py, docs/measurements/test_suite.md.
+KEEP_CLASSIFIED_MAX_LINES = 500_000
 
 
 class Materialize(Protocol):
@@ -206,9 +211,9 @@ def extract_days(inputs: PassInputs, params: ExtractParams, materialize: Materia
     days = list(inputs.days)
     keys = materialize.checkpoint(classification_keys(inputs.lines))
     broadcast_keys = keys.count() <= BROADCAST_KEYS_MAX
-    # Not kept, although its status counts, the labels and the quarantine each recompute it: keeping it
-    # saved ~10% of a small day's extract but cost 12% at 5M events (docs/measurements/test_suite.md).
     classified = classify(inputs.lines, keys, broadcast_keys)
+    if sum(inputs.lines_read.values()) <= KEEP_CLASSIFIED_MAX_LINES:
+        classified = materialize.checkpoint(classified)
     labelled = materialize.checkpoint(labelled_impressions(classified, keys, inputs.items, inputs.users, params,
                                                            materialize, broadcast_keys))
     new_entries = materialize.checkpoint(new_vocabulary(labelled, inputs.vocabulary))
