@@ -198,6 +198,7 @@ def _opset(path: Path) -> int | None:
 
 EXAMPLE_ROWS = 64     # rows the exports are traced on
 CHECK_ROWS = 256      # rows they are checked on (the first rows of `features`; both batches cut from them)
+EXPORT_ROWS = max(EXAMPLE_ROWS, CHECK_ROWS)   # rows of `features` the two batches need
 
 
 def export_model(model: nn.Module, spec: ModelSpec, out_dir: Path, features: dict[str, Any] | None = None,

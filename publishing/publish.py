@@ -56,7 +56,7 @@ from ple_runtime.lineage import code_version, run_context, write_json
 from ple_runtime.snapshot import SnapshotError, resolve_date_snapshot
 
 from .config import PublishConfig
-from .export import CHECK_ROWS, EXAMPLE_ROWS, export_model
+from .export import EXPORT_ROWS, export_model
 from .gate import GateEvidence, GateResult, base_rate_logloss, check_gate
 from .lease import publish_lease
 
@@ -174,9 +174,16 @@ class GateScores:
     evidence: GateEvidence
     production_version: Any = None                      # the registry's version at the alias, or None
     production: ResolvedModel | None = None
-    production_info: dict[str, Any] | None = None       # version, model_id, sha256
     production_tasks: dict[str, dict[str, Any]] | None = None
     scoring: dict[str, Any] = field(default_factory=dict)   # how the rows were read and what was kept
+
+    @property
+    def production_info(self) -> dict[str, Any] | None:
+        """The published model's version, model_id and sha256 (None without one)."""
+        if self.production is None:
+            return None
+        return {"version": str(self.production_version.version), "model_id": self.production.model_id,
+                "sha256": self.production.sha256}
 
     def same_production(self, version) -> bool:
         """Whether `version` (the alias's now) is the one these scores compared against."""
@@ -210,19 +217,17 @@ def score_gate_rows(config, settings, candidate: ResolvedModel, snapshot, workdi
     candidate_scores = ModelScores(task_metrics["candidate"], mine.gates, day.rows, mine.predictions,
                                    calibration_change(mine.raw_tasks, task_metrics["candidate"])
                                    if candidate.calibration is not None else None)
-    info = None if production is None else {"version": str(production_version.version),
-                                            "model_id": production.model_id, "sha256": production.sha256}
     return GateScores(candidate_scores, gate_evidence(config, candidate.spec, paired, production is not None),
-                      production_version, production, info, task_metrics.get("production"),
+                      production_version, production, task_metrics.get("production"),
                       {"rows_per_batch": day.rows_per_batch, "compact_bytes": day.compact_bytes,
                        "compact_bytes_per_row": round(day.compact_bytes / max(day.rows, 1), 1),
-                       "spilled": day.spilled, "export_rows": max(EXAMPLE_ROWS, CHECK_ROWS)})
+                       "spilled": day.spilled, "export_rows": EXPORT_ROWS})
 
 
 def export_rows(snapshot, spec, config, spark=None) -> dict[str, np.ndarray] | None:
     """The day's first rows as model inputs (None for an empty day): the exports' example and check batches
     are cut from them (publishing/export.py), so one small batch is read, not the day."""
-    batches = iter_date_snapshot(snapshot, source_columns(spec), max(EXAMPLE_ROWS, CHECK_ROWS), config.reader, spark)
+    batches = iter_date_snapshot(snapshot, source_columns(spec), EXPORT_ROWS, config.reader, spark)
     with closing(batches):
         first = next(batches, None)
     return None if first is None else model_inputs(first, spec).features

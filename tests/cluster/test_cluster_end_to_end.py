@@ -152,7 +152,7 @@ def test_train_on_executors_evaluate_and_publish_to_the_registry_server(cluster,
     registered version loaded back by reference."""
     data, _ = extracted
     examples = f"{data}/lake/examples"
-    def train(launcher: str, out: Path) -> dict:
+    def train(launcher: str, out: Path) -> None:
         before = {a["id"] for a in _master_state(cluster)["completedapps"]}
         trained = ple(cluster, "train", "--table", examples, "--train-start", START, "--train-end", MIDDLE,
                       "--validation-date", END, "--spec", str(REPO_ROOT / "conf" / "video_spec.yaml"),
@@ -166,7 +166,6 @@ def test_train_on_executors_evaluate_and_publish_to_the_registry_server(cluster,
         assert record["status"] == "completed" and record["world_size"] == 2 and record["launcher"] == launcher
         assert record["train_snapshot"]["table"].startswith("s3")
         assert record["delta_version"] == delta_log.latest_version(examples)
-        return record
 
     run = tmp_path / "ple"
     train("spark", run)                                             # horovod.spark.run
