@@ -72,7 +72,11 @@ class AirflowServices:
         writes, in one transaction, and SQLite fails such an upgrade at once ("database is locked",
         no busy wait) while the scheduler writes. Airflow leaves the half-made backfill behind (its
         clean-up knows Postgres' and MySQL's lock errors only), and the scheduler marks it complete
-        after 2 minutes (Airflow #61375); a new backfill of the same DAG is refused until then."""
+        after 2 minutes (Airflow #61375); a new backfill of the same DAG is refused until then.
+        Worse, a scheduler running meanwhile may load a run of that backfill that the failed CLI then
+        removes, and exit (sqlalchemy ObjectDeletedError, seen 2026-12-06): create backfills before
+        `start_scheduler`. A refused try then starts the scheduler, to clear the orphan, once the
+        CLI has exited."""
         command = ("backfill", "create", "--dag-id", dag_id, *args)
         for attempt in range(1, tries + 1):
             result = self._run(command, timeout=300)
@@ -80,6 +84,7 @@ class AirflowServices:
                 break
             print(f"backfill create, try {attempt}: database is locked; waiting for the orphan to clear",
                   file=sys.stderr)
+            self.start_scheduler()
             self._wait_until_no_active_backfill(dag_id)
         _checked(command, result)
 
@@ -94,21 +99,28 @@ class AirflowServices:
                 raise TimeoutError(f"a backfill of {dag_id} still active after {timeout:.0f} s")
             time.sleep(5)
 
-    def start(self) -> "AirflowServices":
+    def start(self, scheduler: bool = True) -> "AirflowServices":
+        """The API server and the DAG processor, and the scheduler unless `scheduler` is False
+        (then `start_scheduler` later: see `create_backfill`)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate", timeout=600)
-        commands = {
-            "api-server": ["api-server", "--apps", "execution", "--host", "127.0.0.1", "--port", str(self.port),
-                           "--workers", "1"],
-            "dag-processor": ["dag-processor"],
-            "scheduler": ["scheduler"],
-        }
-        for name, args in commands.items():
-            log = open(self.home / f"{name}.log", "w")
-            self.processes[name] = subprocess.Popen([str(AIRFLOW), *args], env=self.env, stdout=log,
-                                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self._spawn("api-server", "api-server", "--apps", "execution", "--host", "127.0.0.1", "--port", str(self.port),
+                    "--workers", "1")
+        self._spawn("dag-processor", "dag-processor")
+        if scheduler:
+            self.start_scheduler()
         self._wait_for_api()
         return self
+
+    def start_scheduler(self) -> None:
+        """Start the scheduler, unless it was started already."""
+        if "scheduler" not in self.processes:
+            self._spawn("scheduler", "scheduler")
+
+    def _spawn(self, name: str, *args: str) -> None:
+        log = open(self.home / f"{name}.log", "w")
+        self.processes[name] = subprocess.Popen([str(AIRFLOW), *args], env=self.env, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
 
     def _wait_for_api(self, timeout: float = 180) -> None:
         deadline = time.time() + timeout

@@ -74,7 +74,7 @@ def lakes(tmp_path_factory):
 def services(lakes):
     env = {"AIRFLOW_VAR_PLE_DATA_DIR": str(lakes["data"])}
     airflow = AirflowServices(lakes["root"] / "airflow-home", DAGS_FOLDER, env)
-    airflow.start()
+    airflow.start(scheduler=False)   # started by the test once its backfill exists (create_backfill)
     try:
         yield airflow
     finally:
@@ -107,6 +107,7 @@ def test_backfill_under_the_real_scheduler_extracts_days_in_order(services, lake
     # --max-active-runs 2: the DAG itself must keep the extracts sequential and ordered.
     airflow.create_backfill("ple_daily", "--from-date", BACKFILL[0], "--to-date", BACKFILL[-1],
                             "--max-active-runs", "2", "--reprocess-behavior", "failed")
+    airflow.start_scheduler()
     runs = _wait_for_backfill(airflow)
     states = airflow.task_states("ple_daily")
     failed = {run["run_id"]: {t: s for (r, t), s in states.items() if r == run["run_id"]} for run in runs

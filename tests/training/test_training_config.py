@@ -65,3 +65,18 @@ def test_single_launcher_needs_one_worker(capsys, tmp_path):
     err = _fails(capsys, ["--train-path", str(tmp_path), "--validation-path", str(tmp_path), *BASE,
                           "--launcher", "single", "--workers", "2"])
     assert "launcher 'single'" in err
+
+
+def test_steps_per_epoch_by_policy():
+    from training.config import TrainConfig
+    from training.trainer import TrainingError, steps_per_epoch
+
+    def config(**settings):
+        return TrainConfig(train_path="/t", validation_path="/v", spec="conf/video_spec.yaml", out="/o",
+                           batch_size=64, **settings)
+    shards = (4000, 150)   # rows per worker
+    assert steps_per_epoch(config(steps_per_epoch_policy="min"), shards, 2) == 150 // 64   # the short shard's end
+    assert steps_per_epoch(config(steps_per_epoch_policy="mean"), shards, 2) == 4150 // 128
+    assert steps_per_epoch(config(steps_per_epoch_policy="mean", max_steps_per_epoch=5), shards, 2) == 5
+    with pytest.raises(TrainingError, match=r"0 steps per epoch: rows per worker \[4000, 50\]"):
+        steps_per_epoch(config(), (4000, 50), 2)
