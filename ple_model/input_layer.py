@@ -130,7 +130,8 @@ class TaskIdBias(CategoricalGroup):
         # CategoricalGroup.forward's lookup, not flattened (TorchScript has no super() calls).
         ids = torch.stack([features[name].reshape(-1).long() for name in self.names], dim=1)
         in_vocab = (ids >= 0) & (ids < self.vocab_sizes)
-        return self.lookup(self.rows(ids, in_vocab) + self.offsets).sum(dim=1)  # (batch, n_features, K) -> (batch, K)
+        biases = self.lookup(self.rows(ids, in_vocab) + self.offsets)   # (batch, n_features, K)
+        return biases.sum(dim=1)
 
 
 def _bias_features(spec: ModelSpec, feature_names: Sequence[str]) -> List[FeatureSpec]:
