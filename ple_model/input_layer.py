@@ -110,6 +110,45 @@ class CategoricalGroup(_EmbeddingTable):
         return embedded.reshape(embedded.shape[0], -1)
 
 
+class TaskIdBias(CategoricalGroup):
+    """Per-task id biases (the "wide" part of a ranker): one scalar per (id, task) for each named
+    categorical feature, summed over the features and added to each task's output.
+
+    The table has K columns (one per task) and starts at zero, so a model with biases starts out
+    computing what the model without them does. It is an embedding table like the others: OOV ids
+    go to row 0, hashed features hash, sparse gradients and the embedding optimizer apply to it.
+    """
+
+    def __init__(self, spec: ModelSpec, feature_names: Sequence[str], num_tasks: int):
+        features = _bias_features(spec, feature_names)
+        super().__init__(features, num_tasks)
+        with torch.no_grad():
+            self.table.zero_()
+
+    def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        """(batch, K): task k's summed bias."""
+        # CategoricalGroup.forward's lookup, not flattened (TorchScript has no super() calls).
+        ids = torch.stack([features[name].reshape(-1).long() for name in self.names], dim=1)
+        in_vocab = (ids >= 0) & (ids < self.vocab_sizes)
+        biases = self.lookup(self.rows(ids, in_vocab) + self.offsets)   # (batch, n_features, K)
+        return biases.sum(dim=1)
+
+
+def _bias_features(spec: ModelSpec, feature_names: Sequence[str]) -> List[FeatureSpec]:
+    if isinstance(feature_names, str) or not all(isinstance(n, str) for n in feature_names):
+        raise ValueError(f"task_bias_features must be a list of feature names, got {feature_names!r}")
+    by_name = {f.name: f for f in spec.features}
+    categorical = [f.name for f in spec.features if f.type == "categorical"]
+    wrong = [n for n in feature_names if n not in categorical]
+    if wrong:
+        raise ValueError(f"task_bias_features {wrong}: not categorical features of the spec; "
+                         f"categorical features are {categorical}")
+    if len(set(feature_names)) != len(feature_names):
+        raise ValueError(f"task_bias_features has duplicates: {list(feature_names)}")
+    # In spec order: the table's layout (offset per feature) follows the spec, as in FeatureInput.
+    return [by_name[n] for n in categorical if n in set(feature_names)]
+
+
 class MultiCategoricalFeature(_EmbeddingTable):
     """A fixed-length id array, mean-pooled over its non-padding ids."""
 

@@ -23,6 +23,9 @@ Models (paper defaults: single-layer experts, towers [256, 128, 64] ReLU):
 - ple: `num_levels` extraction levels with task-specific and shared experts.
 - ml_mmoe: stacked MMoE levels (PLE without task-specific experts).
 
+Every model takes `task_bias_features` (default none): categorical features whose ids get one
+learned scalar per task, added to each task's output (ple_model.input_layer.TaskIdBias).
+
 Speed: every level's experts run as one GEMM/batched matmul on stacked
 weights, all gates of a level as one more, the towers of all tasks as one
 batched MLP. No BatchNorm/dropout (the paper has none).
@@ -36,7 +39,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .input_layer import FeatureInput
+from .input_layer import FeatureInput, TaskIdBias
 from .layers import ExtractionLevel, StackedLinear, StackedMLP
 from .spec import ModelSpec
 
@@ -61,22 +64,32 @@ class GateLayout:
 class MultiTaskModel(nn.Module):
     """Base: subclasses implement `compute(features) -> (outputs (batch, K), gate weights per level)`."""
 
-    def __init__(self, spec: ModelSpec, task_names: Sequence[str] | None = None):
+    def __init__(self, spec: ModelSpec, task_names: Sequence[str] | None = None,
+                 task_bias_features: Sequence[str] = ()):
         super().__init__()
         spec.check_buildable()
         self.spec = spec
         self.task_names: List[str] = list(task_names if task_names is not None else spec.task_names)
         self.gate_layout: List[GateLayout] = []
         self.hyperparameters: Dict[str, Any] = {}
+        # 0 or 1 TaskIdBias: a ModuleList so that TorchScript compiles both cases and a model
+        # without biases keeps exactly the state_dict it had before the option existed.
+        self.task_bias = nn.ModuleList(
+            [TaskIdBias(spec, task_bias_features, len(self.task_names))] if len(task_bias_features) else [])
 
     def forward(self, features: Dict[str, Tensor]) -> Dict[str, Tensor]:
         outputs, _ = self.compute(features)
-        return self._as_dict(outputs)
+        return self._as_dict(self._with_task_bias(outputs, features))
 
     @torch.jit.export
     def forward_with_gates(self, features: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], List[Tensor]]:
         outputs, gates = self.compute(features)
-        return self._as_dict(outputs), gates
+        return self._as_dict(self._with_task_bias(outputs, features)), gates
+
+    def _with_task_bias(self, outputs: Tensor, features: Dict[str, Tensor]) -> Tensor:
+        for bias in self.task_bias:
+            outputs = outputs.float() + bias(features)  # (batch, K) + (batch, K), in fp32 under autocast too
+        return outputs
 
     def compute(self, features: Dict[str, Tensor]) -> Tuple[Tensor, List[Tensor]]:
         raise NotImplementedError
@@ -95,10 +108,11 @@ def _towers(count: int, in_features: int, tower_hidden: Sequence[int]) -> Stacke
 
 class SingleTask(MultiTaskModel):
     def __init__(self, spec: ModelSpec, task: str | None = None,
-                 bottom_hidden: Sequence[int] = PAPER_EXPERT, tower_hidden: Sequence[int] = PAPER_TOWER):
+                 bottom_hidden: Sequence[int] = PAPER_EXPERT, tower_hidden: Sequence[int] = PAPER_TOWER,
+                 task_bias_features: Sequence[str] = ()):
         if task is not None and task not in spec.task_names:
             raise ValueError(f"single_task: unknown task {task!r}; tasks are {spec.task_names}")
-        super().__init__(spec, [task] if task is not None else None)
+        super().__init__(spec, [task] if task is not None else None, task_bias_features)
         _check_sizes("bottom_hidden", bottom_hidden)
         _check_sizes("tower_hidden", tower_hidden)
         count = len(self.task_names)
@@ -131,6 +145,11 @@ class SingleTask(MultiTaskModel):
             elif key.startswith("task_inputs."):
                 if int(key.split(".")[1]) in indices:
                     value = other[key].detach().clone()
+            elif key.startswith("task_bias.") and key.endswith(".table"):
+                for index in indices:  # column k of the (ids, K) bias table is task k's
+                    value[:, index] = other[key][:, index]
+            elif key.startswith("task_bias."):
+                pass  # the table's offsets / sizes: the same in both (same spec)
             else:
                 raise KeyError(f"state entry {key!r} belongs to no task; cannot merge per task")
             merged[key] = value
@@ -139,8 +158,8 @@ class SingleTask(MultiTaskModel):
 
 class SharedBottom(MultiTaskModel):
     def __init__(self, spec: ModelSpec, bottom_hidden: Sequence[int] = PAPER_EXPERT,
-                 tower_hidden: Sequence[int] = PAPER_TOWER):
-        super().__init__(spec)
+                 tower_hidden: Sequence[int] = PAPER_TOWER, task_bias_features: Sequence[str] = ()):
+        super().__init__(spec, task_bias_features=task_bias_features)
         _check_sizes("bottom_hidden", bottom_hidden)
         _check_sizes("tower_hidden", tower_hidden)
         self.feature_input = FeatureInput(spec)
@@ -177,8 +196,9 @@ class CrossStitchLayer(nn.Module):
 
 class CrossStitch(MultiTaskModel):
     def __init__(self, spec: ModelSpec, column_hidden: Sequence[int] = PAPER_EXPERT,
-                 tower_hidden: Sequence[int] = PAPER_TOWER, stitch_self_weight: float = 0.9):
-        super().__init__(spec)
+                 tower_hidden: Sequence[int] = PAPER_TOWER, stitch_self_weight: float = 0.9,
+                 task_bias_features: Sequence[str] = ()):
+        super().__init__(spec, task_bias_features=task_bias_features)
         _check_sizes("column_hidden", column_hidden)
         _check_sizes("tower_hidden", tower_hidden)
         if not 0.0 <= stitch_self_weight <= 1.0:
@@ -230,8 +250,8 @@ class PLE(MultiTaskModel):
 
     def __init__(self, spec: ModelSpec, num_levels: int = 2, specific_experts: Any = 1,
                  shared_experts: int = 1, expert_hidden: Sequence[int] = PAPER_EXPERT,
-                 tower_hidden: Sequence[int] = PAPER_TOWER):
-        super().__init__(spec)
+                 tower_hidden: Sequence[int] = PAPER_TOWER, task_bias_features: Sequence[str] = ()):
+        super().__init__(spec, task_bias_features=task_bias_features)
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}")
         if shared_experts < 0:
@@ -291,31 +311,36 @@ class PLE(MultiTaskModel):
 
 class CGC(PLE):
     def __init__(self, spec: ModelSpec, specific_experts: Any = 1, shared_experts: int = 1,
-                 expert_hidden: Sequence[int] = PAPER_EXPERT, tower_hidden: Sequence[int] = PAPER_TOWER):
+                 expert_hidden: Sequence[int] = PAPER_EXPERT, tower_hidden: Sequence[int] = PAPER_TOWER,
+                 task_bias_features: Sequence[str] = ()):
         super().__init__(spec, num_levels=1, specific_experts=specific_experts, shared_experts=shared_experts,
-                         expert_hidden=expert_hidden, tower_hidden=tower_hidden)
+                         expert_hidden=expert_hidden, tower_hidden=tower_hidden,
+                         task_bias_features=task_bias_features)
 
 
 class MMoE(PLE):
     """MMoE = one level of shared experts only, one gate per task over all of them."""
 
     def __init__(self, spec: ModelSpec, num_experts: int = 4, expert_hidden: Sequence[int] = PAPER_EXPERT,
-                 tower_hidden: Sequence[int] = PAPER_TOWER):
+                 tower_hidden: Sequence[int] = PAPER_TOWER, task_bias_features: Sequence[str] = ()):
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
         super().__init__(spec, num_levels=1, specific_experts=0, shared_experts=num_experts,
-                         expert_hidden=expert_hidden, tower_hidden=tower_hidden)
+                         expert_hidden=expert_hidden, tower_hidden=tower_hidden,
+                         task_bias_features=task_bias_features)
 
 
 class MultiLevelMMoE(PLE):
     """ML-MMoE: stacked MMoE levels; a shared gate feeds each next level's experts."""
 
     def __init__(self, spec: ModelSpec, num_levels: int = 2, num_experts: int = 4,
-                 expert_hidden: Sequence[int] = PAPER_EXPERT, tower_hidden: Sequence[int] = PAPER_TOWER):
+                 expert_hidden: Sequence[int] = PAPER_EXPERT, tower_hidden: Sequence[int] = PAPER_TOWER,
+                 task_bias_features: Sequence[str] = ()):
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
         super().__init__(spec, num_levels=num_levels, specific_experts=0, shared_experts=num_experts,
-                         expert_hidden=expert_hidden, tower_hidden=tower_hidden)
+                         expert_hidden=expert_hidden, tower_hidden=tower_hidden,
+                         task_bias_features=task_bias_features)
 
 
 def _check_sizes(name: str, sizes: Sequence[int]) -> None:

@@ -241,7 +241,7 @@ def _old_vocabulary(source: dict[str, Any], new_vocabulary: dict[str, Any] | Non
 def map_state(model: torch.nn.Module, old_state: dict[str, torch.Tensor], old_spec: ModelSpec, spec: ModelSpec,
               vocab_sources: dict[str, str], old_vocabulary: dict[str, Any], vocab_record: dict[str, Any] | None):
     """(state dict of `model` with the old weights in it, loaded names, names left fresh, rows per feature)."""
-    from ple_model.input_layer import CategoricalGroup, _EmbeddingTable
+    from ple_model.input_layer import CategoricalGroup, TaskIdBias, _EmbeddingTable
 
     from .vocabulary import ids_by_vocabulary
 
@@ -255,14 +255,15 @@ def map_state(model: torch.nn.Module, old_state: dict[str, torch.Tensor], old_sp
         key = f"{name}.table"
         handled |= {key, f"{name}.offsets", f"{name}.vocab_sizes"}
         names = module.names if isinstance(module, CategoricalGroup) else [module.name]
+        only = names if isinstance(module, TaskIdBias) else None   # its width is the task count, not a dim
         old_layout = _table_layout(old_spec, names, int(state[key].shape[1]), multi=not isinstance(
-            module, CategoricalGroup))
+            module, CategoricalGroup), only=only)
         if key not in old_state or old_layout is None or old_state[key].shape != (
                 sum(size for _, size in old_layout.values()), state[key].shape[1]):
             not_loaded.append(key)
             continue
         new_layout = _table_layout(spec, names, int(state[key].shape[1]), multi=not isinstance(
-            module, CategoricalGroup))
+            module, CategoricalGroup), only=only)
         for feature in names:
             if feature not in old_layout:
                 continue
@@ -281,13 +282,16 @@ def map_state(model: torch.nn.Module, old_state: dict[str, torch.Tensor], old_sp
     return state, loaded, not_loaded, rows
 
 
-def _table_layout(spec: ModelSpec, names: list[str], dim: int, multi: bool) -> dict[str, tuple[int, int]] | None:
+def _table_layout(spec: ModelSpec, names: list[str], dim: int, multi: bool,
+                  only: list[str] | None = None) -> dict[str, tuple[int, int]] | None:
     """{feature: (offset, rows)} of the table that holds `names` in a model built from `spec`
-    (categorical features of one embedding size share a table, in spec order; None: no such table)."""
+    (categorical features of one embedding size share a table, in spec order; None: no such table).
+    `only`: the table holds exactly these categorical features, in spec order (per-task id biases)."""
     if multi:
         feature = next((f for f in spec.features if f.name == names[0] and f.type == "multi_categorical"), None)
         return {feature.name: (0, int(feature.vocab_size))} if feature is not None else None
-    group = [f for f in spec.features if f.type == "categorical" and int(f.embedding_dim) == dim]
+    group = [f for f in spec.features if f.type == "categorical"
+             and (int(f.embedding_dim) == dim if only is None else f.name in only)]
     layout, offset = {}, 0
     for feature in group:
         layout[feature.name] = (offset, int(feature.vocab_size))

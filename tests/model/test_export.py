@@ -59,8 +59,9 @@ def test_ple_exports_to_onnx_with_a_dynamic_batch(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning")
 def test_hashed_sparse_trained_model_exports_through_evaluation_and_hashes_alike(tmp_path):
-    """The serving exports (publishing/export.py) of a model with a hashed open vocabulary, trained with sparse
-    gradients: TorchScript and ONNX reproduce PyTorch on raw 40-bit ids, so the hash runs inside the graphs."""
+    """The serving exports (publishing/export.py) of a model with a hashed open vocabulary (and per-task biases
+    of the hashed id), trained with sparse gradients: TorchScript and ONNX reproduce PyTorch on raw 40-bit ids,
+    so the hash runs inside the graphs."""
     import onnxruntime
 
     from publishing.export import export_model
@@ -72,7 +73,7 @@ def test_hashed_sparse_trained_model_exports_through_evaluation_and_hashes_alike
                       "max_len": 3},
                      {"name": "x", "type": "numeric"}],
         "tasks": [{"name": "play", "type": "binary"}, {"name": "watch", "type": "regression"}]})
-    model = build_model("ple", spec, expert_hidden=[8], tower_hidden=[4])
+    model = build_model("ple", spec, expert_hidden=[8], tower_hidden=[4], task_bias_features=["user_id"])
     set_sparse_gradients(model, True)
     generator = torch.Generator().manual_seed(1)
     features = {"user_id": torch.randint(1, 2**40, (300,), generator=generator),
@@ -80,6 +81,9 @@ def test_hashed_sparse_trained_model_exports_through_evaluation_and_hashes_alike
                 "x": torch.randn(300, generator=generator)}
     sum(o.sum() for o in model(features).values()).backward()   # a sparse backward happened
     assert model.feature_input.categorical_groups[0].table.grad.is_sparse
+    assert model.task_bias[0].table.grad.is_sparse   # the per-task user biases, hashed like the embedding
+    with torch.no_grad():
+        model.task_bias[0].table.normal_()   # trained-looking biases: the exports must add them too
     info = export_model(model, spec, tmp_path, features=features)
     assert max(info["onnx"]["max_abs_difference"].values()) <= 1e-5
     assert max(info["torchscript"]["max_abs_difference"].values()) <= 1e-5

@@ -1,5 +1,5 @@
 """The global-batch loss (Eq. 9 over all workers) gives 2 workers exactly the gradient one process gets on the
-concatenated batch, on both distributed backends, sparse embedding rows included."""
+concatenated batch, on both distributed backends, sparse embedding rows (and per-task id biases) included."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def plan_path(tmp_path_factory):
         "--train-path", str(root / "train"), "--validation-path", str(root / "valid"), "--spec",
         str(root / "spec.yaml"), "--out", str(root / "out"), "--workers", "2", "--weighting", "uncertainty",
         "--embedding-optimizer", "sparse_adam", "--batch-size", "32", "--set", "model_params.expert_hidden=[8]",
-        "--set", "model_params.tower_hidden=[8]"], prog="ple train")
+        "--set", "model_params.tower_hidden=[8]", "--set", "model_params.task_bias_features=[user_idx]"],
+        prog="ple train")
     prepare_plan(config)
     return root / "out" / "plan.json"
 
@@ -69,6 +70,7 @@ def test_two_workers_get_the_single_process_gradient_of_the_concatenated_batch(p
     batch = gradient_check.global_batch(spec)
     expected = single_process_gradients(plan_path, batch)
     assert set(ranks[0]) == set(expected) and any(name.endswith("table") for name in expected)
+    assert float(expected["model.task_bias.0.table"].abs().sum()) > 0   # the per-task user biases' sparse rows too
     for name, value in expected.items():
         assert torch.equal(ranks[0][name], ranks[1][name]), name          # every rank steps alike
         torch.testing.assert_close(ranks[0][name], value, rtol=1e-5, atol=1e-7, msg=name)

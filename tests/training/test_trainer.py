@@ -72,7 +72,7 @@ def test_resume_from_an_end_of_epoch_checkpoint_matches_an_uninterrupted_run(tab
 @pytest.mark.parametrize("embedding_optimizer", ["dense", "sparse_adam", "rowwise_adagrad"])
 def test_crash_mid_epoch_then_resume_is_exact(tables, tmp_path, embedding_optimizer):
     common = ["--epochs", "2", "--checkpoint-every-steps", "4", "--embedding-optimizer", embedding_optimizer,
-              "--selection", "last_epoch"]
+              "--selection", "last_epoch", "--set", "model_params.task_bias_features=[user_idx]"]
     full = train(tables, tmp_path / "full", *common)
     with pytest.raises(fault_callbacks.SimulatedCrash):
         train(tables, tmp_path / "crashed", *common, callbacks=[fault_callbacks.RaiseAfterSteps(steps=15 + 6)])
@@ -141,6 +141,7 @@ def test_model_pt_holds_the_epoch_the_criterion_chose(tables, tmp_path):
 def test_single_task_keeps_each_task_at_its_own_best_epoch(tables, tmp_path):
     out = tmp_path / "run"
     record = train(tables, out, "--model", "single_task", "--epochs", "3", "--patience", "3",
+                   "--set", "model_params.task_bias_features=[user_idx]",   # per-task biases: a column per task
                    validation="valid_flipped", small=SMALL_SINGLE_TASK)
     chosen = record["selection"]["chosen_epoch"]
     assert record["selection"]["criterion"] == "per_task"
@@ -158,6 +159,9 @@ def test_single_task_keeps_each_task_at_its_own_best_epoch(tables, tmp_path):
                 assert torch.equal(value[index], source[key][index]), (task, key)
             elif key.startswith(f"task_inputs.{index}."):
                 assert torch.equal(value, source[key]), (task, key)
+            elif key == "task_bias.0.table":
+                assert torch.equal(value[:, index], source[key][:, index]), (task, key)
+    assert not torch.equal(epoch_states[0]["task_bias.0.table"], epoch_states[2]["task_bias.0.table"])  # trained
     # Scored by evaluation: each task reproduces the validation metric of its own chosen epoch.
     scores = _rescore(out, flipped_share(tables["validation"], 3))
     for task in ("play", "share"):

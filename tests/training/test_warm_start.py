@@ -82,6 +82,24 @@ def test_warm_start_keeps_shared_users_rows_by_raw_value_and_counts_them(grown_l
     assert set(warm["loaded"]) >= set(same_shape) and not warm["not_loaded"]
 
 
+def test_per_task_user_biases_are_carried_by_raw_value_like_the_embedding(grown_lake):
+    from ple_model.model_file import load_model
+    from training.warm_start import fresh_model
+
+    root, biases = grown_lake, ["--set", "model_params.task_bias_features=[user_idx]"]
+    assert run_training(config(root, "day1_biases", DAYS[0], DAYS[1], *biases)) == 0
+    day2 = config(root, "day2_biases", DAYS[1], DAYS[2], *biases, "--init-from", str(root / "day1_biases"))
+    plan = prepare_plan(day2)
+    start = fresh_model(day2, plan.spec)
+    start.load_state_dict(torch.load(plan.warm_start.init_state))
+    old = load_model(root / "day1_biases" / "model.pt").model.task_bias[0].table.detach()
+    new = start.task_bias[0].table.detach()
+    assert old.shape == (31, 3) and new.shape == (51, 3) and float(old.abs().sum()) > 0   # (users, tasks)
+    assert torch.equal(new[:31], old)                       # u1..u30 (and OOV): day 1's biases exactly
+    assert torch.equal(new[31:], torch.zeros(20, 3))        # u31..u50: fresh, i.e. zero
+    assert "task_bias.0.table" in plan.warm_start.loaded
+
+
 def test_rows_follow_the_raw_value_when_the_ids_are_renumbered(grown_lake):
     from ple_model.model_file import load_model
     from training.warm_start import fresh_model
