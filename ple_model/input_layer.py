@@ -104,10 +104,14 @@ class CategoricalGroup(_EmbeddingTable):
         self.register_buffer("vocab_sizes", torch.tensor(vocab_sizes, dtype=torch.long))
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
+        embedded = self.embedded(features)
+        return embedded.reshape(embedded.shape[0], -1)
+
+    def embedded(self, features: Dict[str, Tensor]) -> Tensor:
+        """(batch, n_features, dim): each feature's row of the table."""
         ids = torch.stack([features[name].reshape(-1).long() for name in self.names], dim=1)
         in_vocab = (ids >= 0) & (ids < self.vocab_sizes)
-        embedded = self.lookup(self.rows(ids, in_vocab) + self.offsets)  # (batch, n_features, dim)
-        return embedded.reshape(embedded.shape[0], -1)
+        return self.lookup(self.rows(ids, in_vocab) + self.offsets)
 
 
 class TaskIdBias(CategoricalGroup):
@@ -127,11 +131,7 @@ class TaskIdBias(CategoricalGroup):
 
     def forward(self, features: Dict[str, Tensor]) -> Tensor:
         """(batch, K): task k's summed bias."""
-        # CategoricalGroup.forward's lookup, not flattened (TorchScript has no super() calls).
-        ids = torch.stack([features[name].reshape(-1).long() for name in self.names], dim=1)
-        in_vocab = (ids >= 0) & (ids < self.vocab_sizes)
-        biases = self.lookup(self.rows(ids, in_vocab) + self.offsets)   # (batch, n_features, K)
-        return biases.sum(dim=1)
+        return self.embedded(features).sum(dim=1)   # (batch, n_features, K) summed over the features
 
 
 def _bias_features(spec: ModelSpec, feature_names: Sequence[str]) -> List[FeatureSpec]:
