@@ -109,7 +109,10 @@ class GeneratorSettings(BaseModel):
     seed: int = Field(0, ge=0)
     gzip: bool = Field(True, description="gzip the event files")
     gzip_level: int = Field(1, ge=1, le=9, description="1: ~3x faster than 6 for ~25% larger files")
-    files_per_day: int = Field(2, ge=1, le=64)
+    files_per_day: int = Field(2, ge=1, le=64, description="files per chunk of a day (one chunk up to "
+                                                          "chunk_impressions)")
+    chunk_impressions: int = Field(1_000_000, ge=100, description="a day is simulated and written this many "
+                                   "impressions at a time: memory stays ~2 GB at any day size")
     faults: FaultRates = Field(default_factory=FaultRates)
 
     def manifest_settings(self) -> dict:
@@ -339,8 +342,9 @@ def _ts_tokens(ts_ms: np.ndarray, as_epoch: np.ndarray) -> list[str]:
 
 
 def render_lines(day: dt.date, imps: DayImpressions, events: DayEvents, first_event_number: int,
-                 rng: np.random.Generator) -> np.ndarray:
-    """One JSON line per event (object array, in `events` order)."""
+                 rng: np.random.Generator, first_impression_number: int = 0) -> np.ndarray:
+    """One JSON line per event (object array, in `events` order); event and impression ids are
+    numbered from the given numbers (a day's later chunks continue its earlier ones)."""
     stamp = day.strftime("%Y%m%d")
     n = len(events.etype)
     ts_tok = np.array(_ts_tokens(events.ts_ms, rng.random(n) >= ISO_SHARE), dtype=object)
@@ -355,7 +359,7 @@ def render_lines(day: dt.date, imps: DayImpressions, events: DayEvents, first_ev
             f'{{"event_id":"ev-{stamp}-{k:09d}","event_type":"{name}","ts":{t},"user_id":"u{u:07d}",'
             f'"item_id":"v{i:06d}","impression_id":"im-{stamp}-{m:08d}"'
             for k, t, u, i, m in zip(event_no[idx].tolist(), ts_tok[idx].tolist(), imps.user[imp].tolist(),
-                                      imps.item[imp].tolist(), imp.tolist())
+                                      imps.item[imp].tolist(), (imp + first_impression_number).tolist())
         ]
         extra = events.extra[idx].tolist()
         if name == "impression":
@@ -595,20 +599,19 @@ def prepare_output(raw_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def write_partition(pool: ThreadPoolExecutor, out_dir: Path, part: Partition, settings: GeneratorSettings) -> int:
-    """One received-day partition: its lines in order of arrival, split into files written in
-    parallel, then the _SUCCESS marker (written last: the partition is complete, docs/DATA.md).
-    Returns the bytes written (uncompressed)."""
+def write_partition(pool: ThreadPoolExecutor, out_dir: Path, part: Partition, settings: GeneratorSettings,
+                    first_file: int = 0) -> int:
+    """Lines of one received-day partition (or of one chunk of it) in order of arrival, split into
+    `files_per_day` files numbered from `first_file`, written in parallel. Returns the bytes written
+    (uncompressed). The caller writes the _SUCCESS marker once the partition is whole."""
     ordered = part.lines[np.argsort(part.recv_ms, kind="stable")].tolist()
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = ".json.gz" if settings.gzip else ".json"
     chunks = np.array_split(np.arange(len(ordered)), settings.files_per_day)
-    futures = [pool.submit(_write_lines, out_dir / f"part-{i:05d}{suffix}",
+    futures = [pool.submit(_write_lines, out_dir / f"part-{first_file + i:05d}{suffix}",
                            ordered[c[0]:c[-1] + 1] if len(c) else [], settings.gzip, settings.gzip_level)
                for i, c in enumerate(chunks)]
-    written = sum(f.result() for f in futures)
-    (out_dir / MARKER).touch()
-    return written
+    return sum(f.result() for f in futures)
 
 
 def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool = False,
@@ -650,13 +653,47 @@ def generate(settings: GeneratorSettings, raw_dir: str | Path, overwrite: bool =
 
 def _generate_day(settings: GeneratorSettings, world: World, d: int, rng: np.random.Generator,
                   carry: list[Partition], pool: ThreadPoolExecutor, raw_dir: Path) -> tuple[dict, list[Partition]]:
-    """Simulate day `d`, write the partition of the lines received that day (with its faults);
-    returns (its manifest entry, the lines received later: carried to the next days)."""
+    """Simulate day `d` and write the partition of the lines received that day (with its faults), in
+    chunks of at most `chunk_impressions` impressions so that memory does not grow with the day;
+    then its _SUCCESS marker (last: the partition is complete, docs/DATA.md). Returns (its manifest
+    entry, the lines received later: carried to the next days)."""
+    day = settings.start_date + dt.timedelta(days=d)
+    n_imp = int(round(settings.impressions_per_day * (1.15 if day.weekday() >= 5 else 1.0)))
+    out_dir = raw_dir / "events" / f"dt={day.isoformat()}"
+    entry = {"lines": 0, "events_by_type": dict.fromkeys(S.EVENT_TYPES, 0), "impressions_simulated": n_imp,
+             "quarantine": {}, "quarantined": 0, "duplicates": 0, "late_moved_to_next_day": 0,
+             "bytes_uncompressed": 0}
+    later: list[Partition] = []
+    numbers = (0, 0)   # the first impression and event numbers of the next chunk
+    for chunk, first in enumerate(range(0, n_imp, settings.chunk_impressions)):
+        size = min(settings.chunk_impressions, n_imp - first)
+        part, moved, reasons, duplicates, pending, numbers = _generate_chunk(
+            settings, world, d, size, numbers, rng, carry if chunk == 0 else [])
+        entry["bytes_uncompressed"] += write_partition(pool, out_dir, part, settings,
+                                                       first_file=chunk * settings.files_per_day)
+        entry["lines"] += len(part.lines)
+        for code, name in enumerate(S.EVENT_TYPES):
+            entry["events_by_type"][name] += int((part.etype == code).sum())
+        for reason, count in reasons.items():
+            entry["quarantine"][reason] = entry["quarantine"].get(reason, 0) + count
+        entry["duplicates"] += duplicates
+        entry["late_moved_to_next_day"] += len(moved.lines)
+        later += [pending, moved]
+    (out_dir / MARKER).touch()
+    entry["quarantine"] = dict(sorted(entry["quarantine"].items()))
+    entry["quarantined"] = int(sum(entry["quarantine"].values()))
+    return entry, later
+
+
+def _generate_chunk(settings: GeneratorSettings, world: World, d: int, n_imp: int, numbers: tuple[int, int],
+                    rng: np.random.Generator, carry: list[Partition]):
+    """`n_imp` impressions of day `d` and their events, numbered from `numbers`: (the lines received
+    that day with their faults, the lines moved late to the next day, the fault reasons, the duplicates,
+    the lines received on later days, the numbers the next chunk starts from)."""
     day = settings.start_date + dt.timedelta(days=d)
     start_ms = _day_start_ms(settings.start_date)
-    n_imp = int(round(settings.impressions_per_day * (1.15 if day.weekday() >= 5 else 1.0)))
     imps, events = simulate_day(world, day, n_imp, rng)
-    lines = render_lines(day, imps, events, 0, rng)
+    lines = render_lines(day, imps, events, numbers[1], rng, first_impression_number=numbers[0])
     imp_part = np.where(events.etype == IMPRESSION, -1, imps.recv_ms[events.imp] // DAY_MS)
     clean_target = (events.etype != IMPRESSION) | ~imps.engaged[events.imp]
     today = Partition(lines, events.etype, events.recv_ms, events.ts_ms, clean_target, imp_part)
@@ -664,14 +701,5 @@ def _generate_day(settings: GeneratorSettings, world: World, d: int, rng: np.ran
     this_day = pending.recv_ms // DAY_MS == start_ms // DAY_MS + d
     part, moved, reasons, duplicates = inject_faults(
         pending.take(this_day), settings.faults, rng, start_ms + d * DAY_MS, can_move_late=d + 1 < settings.days)
-    written = write_partition(pool, raw_dir / "events" / f"dt={day.isoformat()}", part, settings)
-    return {
-        "lines": len(part.lines),
-        "events_by_type": {name: int((part.etype == code).sum()) for code, name in enumerate(S.EVENT_TYPES)},
-        "impressions_simulated": n_imp,
-        "quarantine": dict(sorted(reasons.items())),
-        "quarantined": int(sum(reasons.values())),
-        "duplicates": duplicates,
-        "late_moved_to_next_day": len(moved.lines),
-        "bytes_uncompressed": written,
-    }, [pending.take(~this_day), moved]
+    return (part, moved, reasons, duplicates, pending.take(~this_day),
+            (numbers[0] + n_imp, numbers[1] + len(events.etype)))

@@ -139,6 +139,29 @@ def model_rows(spark, path: str, model_id: str) -> list[dict[str, Any]]:
     return [row.asDict() for row in frame.collect()]
 
 
+def logged_model_rows(path: str, model_id: str) -> list[dict[str, Any]] | None:
+    """model_rows without Spark: the latest version's files from the Delta log, read with pyarrow.
+    None when there is no table yet or the log reader cannot read it (then Spark does). Files written
+    before ADDED_COLUMNS existed lack them: those read None, as Spark reads them NULL."""
+    import pyarrow.parquet as pq
+
+    from ple_runtime import arrow_storage, delta_log
+
+    try:
+        if not delta_log.is_delta_table(path):
+            return None
+        files = delta_log.snapshot(path).files
+    except delta_log.DeltaLogError:
+        return None
+    columns = [c.split()[0] for c in METRICS_DDL.split(", ")]
+    rows = []
+    for file in files:
+        source, location = arrow_storage.filesystem(file.path)
+        part = pq.read_table(location, filesystem=source, filters=[("model_id", "==", model_id)])
+        rows.extend({c: r.get(c) for c in columns} for r in part.to_pylist())
+    return rows
+
+
 def done_dates(rows: list[dict[str, Any]], tasks: list[str]) -> set[str]:
     by_date: dict[str, set[str]] = {}
     for row in rows:
@@ -151,11 +174,34 @@ def run(config: BackfillConfig, spark=None, log=print) -> BackfillOutcome:
     with tempfile.TemporaryDirectory(prefix="ple-backfill-") as workdir:
         settings = registry_settings(config.data_dir, config.tracking_uri, config.registered_model)
         model = load_or_fail(config.model, settings, Path(workdir), config.resolved_device)
+        if spark is None and not config.force:
+            done = summarise_if_done(config, model, log)
+            if done is not None:
+                return done
         if spark is None:
             from ple_runtime.spark import get_spark
 
             spark = get_spark("ple-backfill")
         return run_backfill(config, model, spark, log)
+
+
+def summarise_if_done(config: BackfillConfig, model: ResolvedModel, log=print) -> BackfillOutcome | None:
+    """When every date of the range is already done (the DAG's summary after its mapped tasks): the
+    outputs from the table read without Spark, so no JVM starts. None when there is work to do."""
+    rows = logged_model_rows(config.metrics_table_path, model.model_id)
+    dates = date_range(config.start, config.end)
+    if rows is None or not set(dates) <= done_dates(rows, model.spec.task_names):
+        return None
+    outcome = BackfillOutcome()
+    for date in dates:
+        _skip(date, model, outcome, log)
+    write_outputs(config, model, rows, outcome)
+    return outcome
+
+
+def _skip(date: str, model: ResolvedModel, outcome: BackfillOutcome, log) -> None:
+    outcome.skipped.append(date)
+    log(f"backfill: {date} already done for {model.model_id} (use --force to redo)")
 
 
 def run_backfill(config: BackfillConfig, model: ResolvedModel, spark, log=print) -> BackfillOutcome:
@@ -170,8 +216,7 @@ def run_backfill(config: BackfillConfig, model: ResolvedModel, spark, log=print)
         log(f"backfill: no prediction drift: {reference['note']}")
     for date in date_range(config.start, config.end):
         if date in already and not config.force:
-            outcome.skipped.append(date)
-            log(f"backfill: {date} already done for {model.model_id} (use --force to redo)")
+            _skip(date, model, outcome, log)
             continue
         try:
             snapshot = resolve_date_snapshot(config.table_path, date, partition_column=config.partition_column)
@@ -190,7 +235,7 @@ def run_backfill(config: BackfillConfig, model: ResolvedModel, spark, log=print)
             log(f"backfill: {date} FAILED: {outcome.failed[date]}")
             if config.debug_tracebacks:
                 traceback.print_exc()
-    write_outputs(config, model, spark, outcome)
+    write_outputs(config, model, model_rows(spark, table, model.model_id), outcome)
     return outcome
 
 
@@ -201,9 +246,9 @@ def _with_interval(row: dict[str, Any], metric: str) -> str:
     return f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else "")
 
 
-def write_outputs(config, model: ResolvedModel, spark, outcome: BackfillOutcome) -> None:
-    rows = [r for r in model_rows(spark, config.metrics_table_path, model.model_id)
-            if config.start.isoformat() <= r["dt"] <= config.end.isoformat()]
+def write_outputs(config, model: ResolvedModel, rows_of_model: list[dict[str, Any]], outcome: BackfillOutcome) -> None:
+    """The plots, the HTML report and backfill.json of the range, from the model's rows of the table."""
+    rows = [r for r in rows_of_model if config.start.isoformat() <= r["dt"] <= config.end.isoformat()]
     out = Path(config.out_path(model))
     out.mkdir(parents=True, exist_ok=True)
     metric_by_task = {t.name: GAIN_METRIC[t.type][0] for t in model.spec.tasks}

@@ -67,18 +67,21 @@ def spark():
     session = get_spark(
         "ple-tests",
         {
-            "spark.sql.shuffle.partitions": "2",
+            # One task per shuffle: on days of a few hundred rows a second task is only scheduling
+            # (tests/extraction: about -9% CPU, docs/measurements/test_suite.md). Parallelism stays 2:
+            # TorchDistributor's workers each need a task slot.
+            "spark.sql.shuffle.partitions": "1",
             "spark.default.parallelism": "2",
             "spark.driver.memory": "2g",
             # Tiny data: adaptive re-planning only adds work (a test day's extract runs 60 Spark jobs
             # instead of 89, and a fresh session's first days take half the time: docs/measurements/
-            # test_suite.md). The jobs that tests start as users do (spark-submit, `ple`, the DAGs,
-            # the cluster) keep the pipeline's setting, adaptive on.
+            # test_suite.md). The jobs that tests start as users do (spark-submit, `ple`, the demo)
+            # keep the pipeline's setting, adaptive on; the DAGs' and the cluster's tiny days do not.
             "spark.sql.adaptive.enabled": "false",
             # Tiny data again: compiling generated code (Janino) costs more than it saves. Interpreted
             # expressions give the same rows (Spark's own tests run both paths) and a warm test day's
             # extract takes ~20 s instead of ~30 s on a loaded 2-core box (docs/measurements/test_suite.md).
-            # Spark jobs started as users start them keep code generation.
+            # tests/runtime's jobs and the demo keep code generation.
             "spark.sql.codegen.wholeStage": "false",
             "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         },

@@ -65,11 +65,17 @@ def test_lines_follow_the_contract_and_tasks_correlate_like_a_feed(tmp_path):
 
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
+    """Two days generated in chunks of 1,000 impressions (as a 20M-impression day is, by 1M), then
+    extracted: a chunk that reused another's event or impression ids would show as duplicates or
+    lost engagement in extract's figures, which must equal the manifest's."""
     data = tmp_path_factory.mktemp("generated")
     argv = ["--data-dir", str(data), "--users", "300", "--items", "120", "--days", "2",
-            "--impressions-per-day", "3000", "--start-date", "2026-01-05", "--fault-rate", "0.004"]
+            "--impressions-per-day", "3000", "--start-date", "2026-01-05", "--fault-rate", "0.004",
+            "--chunk-impressions", "1000"]
     assert generate_job.main(argv) == 0
     manifest = json.loads((data / "raw" / "_manifest.json").read_text())
+    files = sorted(p.name for p in (data / "raw" / "events" / "dt=2026-01-05").iterdir())
+    assert files == ["_SUCCESS", *(f"part-{i:05d}.json.gz" for i in range(3 * 2))]   # 3 chunks x 2 files
     assert extract.main(["--data-dir", str(data), "--start", "2026-01-05", "--end", "2026-01-06"]) == 0
     return data, manifest
 

@@ -32,6 +32,18 @@ def test_backfill_three_days_then_skip_then_a_missing_date(spark, lake_root, tra
     assert 'src="data:image/png;base64,' in (tmp_path / "plots" / "backfill.html").read_text()
     capsys.readouterr()
 
+    # A range whose every date is done (the DAG's summary task) is summarised without Spark: the
+    # table read through its Delta log, the same rows in the report, no Spark job run.
+    report = (tmp_path / "plots" / "backfill.html").read_text()
+    (tmp_path / "plots" / "backfill.html").unlink()
+    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
+    assert backfill_main(common + ["--start", "2026-01-05", "--end", "2026-01-07"]) == 0
+    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup(None)) == jobs_before
+    assert (tmp_path / "plots" / "backfill.html").read_text() == report
+    assert json.loads((tmp_path / "plots" / "backfill.json").read_text())["skipped"] == [
+        "2026-01-05", "2026-01-06", "2026-01-07"]
+    capsys.readouterr()
+
     # Done dates are skipped; a missing date fails without stopping the others, and is listed.
     assert backfill_main([*common, "--start", "2026-01-06", "--end", "2026-01-08"]) == 1
     captured = capsys.readouterr()
