@@ -667,29 +667,40 @@ def _generate_day(settings: GeneratorSettings, world: World, d: int, rng: np.ran
     numbers = (0, 0)   # the first impression and event numbers of the next chunk
     for chunk, first in enumerate(range(0, n_imp, settings.chunk_impressions)):
         size = min(settings.chunk_impressions, n_imp - first)
-        part, moved, reasons, duplicates, pending, numbers = _generate_chunk(
-            settings, world, d, size, numbers, rng, carry if chunk == 0 else [])
-        entry["bytes_uncompressed"] += write_partition(pool, out_dir, part, settings,
+        result = _generate_chunk(settings, world, d, size, numbers, rng, carry if chunk == 0 else [])
+        entry["bytes_uncompressed"] += write_partition(pool, out_dir, result.received, settings,
                                                        first_file=chunk * settings.files_per_day)
-        entry["lines"] += len(part.lines)
+        entry["lines"] += len(result.received.lines)
         for code, name in enumerate(S.EVENT_TYPES):
-            entry["events_by_type"][name] += int((part.etype == code).sum())
-        for reason, count in reasons.items():
+            entry["events_by_type"][name] += int((result.received.etype == code).sum())
+        for reason, count in result.reasons.items():
             entry["quarantine"][reason] = entry["quarantine"].get(reason, 0) + count
-        entry["duplicates"] += duplicates
-        entry["late_moved_to_next_day"] += len(moved.lines)
-        later += [pending, moved]
+        entry["duplicates"] += result.duplicates
+        entry["late_moved_to_next_day"] += len(result.moved_late.lines)
+        later += [result.received_later, result.moved_late]
+        numbers = result.next_numbers
     (out_dir / MARKER).touch()
     entry["quarantine"] = dict(sorted(entry["quarantine"].items()))
     entry["quarantined"] = int(sum(entry["quarantine"].values()))
     return entry, later
 
 
+@dataclass
+class _Chunk:
+    """What one chunk of a day's impressions gives."""
+
+    received: Partition          # lines received on the day, with their faults
+    moved_late: Partition        # clean engagement moved to the next day's partition (a fault)
+    reasons: dict[str, int]      # quarantine reason -> lines
+    duplicates: int
+    received_later: Partition    # lines whose delivery falls on a later day
+    next_numbers: tuple[int, int]  # the first impression and event numbers of the next chunk
+
+
 def _generate_chunk(settings: GeneratorSettings, world: World, d: int, n_imp: int, numbers: tuple[int, int],
-                    rng: np.random.Generator, carry: list[Partition]):
-    """`n_imp` impressions of day `d` and their events, numbered from `numbers`: (the lines received
-    that day with their faults, the lines moved late to the next day, the fault reasons, the duplicates,
-    the lines received on later days, the numbers the next chunk starts from)."""
+                    rng: np.random.Generator, carry: list[Partition]) -> _Chunk:
+    """`n_imp` impressions of day `d` and their events, numbered from `numbers`, plus `carry` (lines of
+    earlier days delivered on this one)."""
     day = settings.start_date + dt.timedelta(days=d)
     start_ms = _day_start_ms(settings.start_date)
     imps, events = simulate_day(world, day, n_imp, rng)
@@ -701,5 +712,5 @@ def _generate_chunk(settings: GeneratorSettings, world: World, d: int, n_imp: in
     this_day = pending.recv_ms // DAY_MS == start_ms // DAY_MS + d
     part, moved, reasons, duplicates = inject_faults(
         pending.take(this_day), settings.faults, rng, start_ms + d * DAY_MS, can_move_late=d + 1 < settings.days)
-    return (part, moved, reasons, duplicates, pending.take(~this_day),
-            (numbers[0] + n_imp, numbers[1] + len(events.etype)))
+    return _Chunk(part, moved, reasons, duplicates, pending.take(~this_day),
+                  (numbers[0] + n_imp, numbers[1] + len(events.etype)))
