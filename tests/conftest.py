@@ -21,6 +21,7 @@ VENV_BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # evaluation_fixtures, evaluation_tables, next to this file
 # The fixtures shared by tests/evaluation, tests/publishing and tests/orchestration (one session instance each).
 from evaluation_fixtures import examples_problem, lake_root, mlflow_server, trained_models  # noqa: E402,F401
+from tiny_spark import tiny_data_spark_conf  # noqa: E402
 
 
 SHARED_FIXTURE_GROUPS = {"evaluation": "scoring", "publishing": "scoring", "orchestration": "scoring"}
@@ -67,23 +68,15 @@ def spark():
     session = get_spark(
         "ple-tests",
         {
-            # One task per shuffle: on days of a few hundred rows a second task is only scheduling
-            # (tests/extraction: about -9% CPU, docs/measurements/test_suite.md). Parallelism stays 2:
-            # TorchDistributor's workers each need a task slot.
-            "spark.sql.shuffle.partitions": "1",
+            # Tiny days (tests/tiny_spark.py: the Airflow tests' spark-defaults.conf, read here too):
+            # one task per shuffle (a second task is only scheduling), no adaptive re-planning, no
+            # generated code (Janino compiles cost more than they save; Spark's own tests run both
+            # paths). Measured in docs/measurements/test_suite.md. Jobs tests start as users do
+            # (tests/runtime, the demo) keep the pipeline's settings.
+            **tiny_data_spark_conf(),
+            # TorchDistributor's 2 workers each need a task slot.
             "spark.default.parallelism": "2",
             "spark.driver.memory": "2g",
-            # Tiny data: adaptive re-planning only adds work (a test day's extract runs 60 Spark jobs
-            # instead of 89, and a fresh session's first days take half the time: docs/measurements/
-            # test_suite.md). The jobs that tests start as users do (spark-submit, `ple`, the demo)
-            # keep the pipeline's setting, adaptive on; the DAGs' and the cluster's tiny days do not.
-            "spark.sql.adaptive.enabled": "false",
-            # Tiny data again: compiling generated code (Janino) costs more than it saves. Interpreted
-            # expressions give the same rows (Spark's own tests run both paths) and a warm test day's
-            # extract takes ~20 s instead of ~30 s on a loaded 2-core box (docs/measurements/test_suite.md).
-            # tests/runtime's jobs and the demo keep code generation.
-            "spark.sql.codegen.wholeStage": "false",
-            "spark.sql.codegen.factoryMode": "NO_CODEGEN",
         },
     )
     yield session

@@ -29,6 +29,7 @@ import pytest
 
 from ple_runtime import arrow_storage, delta_log
 from tests.cluster.local_cluster import REPO_ROOT, process_tree
+from tests.tiny_spark import tiny_data_spark_conf
 
 pytestmark = pytest.mark.slow
 
@@ -36,14 +37,12 @@ pytestmark = pytest.mark.slow
 # generator writes a fourth, the next day of the last one (its late events and engagement).
 START, MIDDLE, END = "2026-01-05", "2026-01-06", "2026-01-07"
 DAYS = (START, MIDDLE, END)
-# Settings for days of a few thousand events, as the tests' own SparkSession and the Airflow tests' jobs
-# use (tests/conftest.py): no code generation, no adaptive re-planning. On such days they cost more than
-# they save (this folder alone: 305 -> 279 core-seconds, docs/measurements/test_suite.md); the rows are
-# the same (Spark's own tests run both paths). What this file proves is
-# the cluster's part: the standalone master, executors on both workers, s3a:// reads and Delta writes.
-# The pipeline's own settings run in the demo and tests/runtime.
-TINY_DATA_CONF = ("--conf", "spark.sql.codegen.wholeStage=false", "--conf", "spark.sql.codegen.factoryMode=NO_CODEGEN",
-                  "--conf", "spark.sql.adaptive.enabled=false", "--conf", "spark.sql.shuffle.partitions=1")
+# The tests' tiny-data Spark settings (tests/tiny_spark.py), as the Airflow tests' jobs use them: on days
+# of a few thousand events they cost less (this folder alone: 305 -> 279 core-seconds,
+# docs/measurements/test_suite.md) and give the same rows. What this file proves is the cluster's part:
+# the standalone master, executors on both workers, s3a:// reads and Delta writes. The pipeline's own
+# settings run in the demo and tests/runtime.
+TINY_DATA_CONF = tuple(arg for key, value in tiny_data_spark_conf().items() for arg in ("--conf", f"{key}={value}"))
 
 
 @pytest.fixture(scope="module")
