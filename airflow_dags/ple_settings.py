@@ -26,16 +26,16 @@ DEFAULTS: dict[str, str] = {
     "spark_driver_memory": "4g",
     "train_workers": "2",
     "horovod_hosts": "",                             # empty: localhost:<train_workers>
-    "model": "ple",
-    "epochs": "2",
-    "batch_size": "1024",
+    "model": "",                                     # empty: the train config's (model, epochs, batch size:
+    "epochs": "",                                    # a Variable you set wins over the file)
+    "batch_size": "",
     "precision": "fp32",                             # fp32 | bf16 | auto (bf16 where the CPU has AMX)
     "train_days": "7",
     "training_mode": "full",                         # full | incremental (warm start from production)
     "full_retrain_every_days": "7",                  # incremental: retrain the whole window this often
     "spec": "",                                      # empty: <code_dir>/conf/video_spec.yaml
-    "train_config": "",                              # a `ple train --config` file (e.g. `ple tune`'s
-                                                     # best_train.yaml): its model, epochs, batch size win
+    "train_config": "",                              # empty: <code_dir>/conf/train.yaml (the tuned defaults);
+                                                     # or a `ple train --config` file, e.g. `ple tune`'s best_train.yaml
     "maintain_retention_hours": "168",               # ple maintain's VACUUM retention (Delta's minimum)
     "maintain_target_file_mb": "128",                # ple maintain's compaction target file size
     "publish_config": "",                            # empty: <code_dir>/conf/publish.yaml (gate tolerances, floors)
@@ -65,12 +65,12 @@ def data_path(*parts: str) -> str:
 
 
 def model_settings() -> str:
-    """`--config FILE` when the train_config setting names one (its model, epochs and batch size then
-    apply), else the model, epochs and batch_size settings as flags."""
-    config = var("train_config")
-    return ("{{ ('--config ' ~ ple_quote(" + config + ")) if " + config + " else ('--model ' ~ ple_quote("
-            + var("model") + ") ~ ' --epochs ' ~ ple_quote(" + var("epochs") + ") ~ ' --batch-size ' ~ ple_quote("
-            + var("batch_size") + ")) }}")
+    """`--config FILE` (the train_config setting, default conf/train.yaml), then `--model`, `--epochs` and
+    `--batch-size` for those of the model, epochs and batch_size settings that are set (they win over the file)."""
+    config = var("train_config") + " or (" + var("code_dir") + " ~ '/conf/train.yaml')"
+    flags = "".join(f" ~ ((' --{flag} ' ~ ple_quote({var(name)})) if {var(name)} else '')"
+                    for name, flag in (("model", "model"), ("epochs", "epochs"), ("batch_size", "batch-size")))
+    return "{{ '--config ' ~ ple_quote(" + config + ")" + flags + " }}"
 
 
 def ple_command(*args: str) -> str:

@@ -1,17 +1,21 @@
 """The scale curve: generate -> extract -> train (PLE, 1 epoch) -> evaluate at growing sizes.
 
     .venv/bin/python bench/scale.py                                   # 0.2M, 1M and 5M impressions a day
-    .venv/bin/python bench/scale.py --impressions 200000 1000000 --keep /tmp/scale
+    .venv/bin/python bench/scale.py --impressions 1000000 10000000 20000000   # to 20M (lean from 10M)
 
 For each size: 4 days of raw logs (`ple generate`, 50,000 users, 5,000 items), the first 3
 extracted as one range (`ple extract --start --end`; day 4 is day 3's next partition), PLE
 trained on day 1 and validated on day 2 (`ple train`, 1 epoch, 1 worker), evaluated on day 3
-(`ple evaluate`, intervals included). Every stage runs as the user runs it, a `ple`
+(`ple evaluate`, intervals included). From `--lean-from` impressions a day (default 10M) a size
+is lean: 3 days generated, days 1-2 extracted, day 2 evaluated (the validation day: a bench of
+time and memory, not of the model), which saves a generated and an extracted day at the sizes
+that take hours. Every stage runs as the user runs it, a `ple`
 subprocess; its wall time and the peak memory of its whole process tree (the Spark JVM
 included; proportional set size, so shared pages count once; sampled every 0.2 s) are measured from here. Prints, per stage and size:
 seconds, the stage's throughput (lines/s for generate and extract, samples/s for train,
 rows/s for evaluate), peak memory, and how each grows against the first size (the anchor,
-measured in the same run), with the load average before and after.
+measured in the same run; time also per line or row, x1.00 = linear), with the load average before
+and after.
 """
 
 from __future__ import annotations
@@ -78,28 +82,31 @@ class StageFailed(RuntimeError):
     """A stage exited non-zero (at large sizes: often out of memory); the curve stops at that size."""
 
 
-def one_size(impressions: int, root: Path, stages: dict[str, dict[str, float]]) -> None:
+def one_size(impressions: int, root: Path, stages: dict[str, dict[str, float]], lean: bool) -> None:
     """Fills `stages` (stage -> figures) one stage at a time, printing each as it ends."""
+    days = DAYS[:3] if lean else DAYS
+    extracted, evaluated = days[:-1], days[-2]   # the last day is only the next partition of the one before
     data = root / f"impressions-{impressions}"
     shutil.rmtree(data, ignore_errors=True)
     logs = data / "logs"
     logs.mkdir(parents=True)
 
     def done(stage: str, seconds: float, peak: int, count: int, unit: str) -> None:
-        stages[stage] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": count / seconds, "unit": unit}
+        stages[stage] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": count / seconds, "unit": unit,
+                         "count": count}
         print(f"{impressions:>10,} impressions/day  {stage:<9} {seconds:8.1f} s  {count / seconds:>10,.0f} "
               f"{unit:<10} peak {peak / 1e9:5.2f} GB", flush=True)
 
-    seconds, peak = run_stage(["generate", "--data-dir", str(data), "--days", str(len(DAYS)), "--start-date", DAYS[0],
+    seconds, peak = run_stage(["generate", "--data-dir", str(data), "--days", str(len(days)), "--start-date", DAYS[0],
                                "--users", "50000", "--items", "5000", "--impressions-per-day", str(impressions)],
                               logs / "generate.log")
     manifest = json.loads((data / "raw" / "_manifest.json").read_text())["partitions"]
-    lines = sum(manifest[d]["lines"] for d in DAYS)
+    lines = sum(manifest[d]["lines"] for d in days)
     done("generate", seconds, peak, lines, "lines/s")
 
-    seconds, peak = run_stage(["extract", "--data-dir", str(data), "--start", DAYS[0], "--end", DAYS[2]],
+    seconds, peak = run_stage(["extract", "--data-dir", str(data), "--start", extracted[0], "--end", extracted[-1]],
                               logs / "extract.log")
-    lines = sum(manifest[d]["lines"] for d in DAYS[:3])
+    lines = sum(manifest[d]["lines"] for d in extracted)
     done("extract", seconds, peak, lines, "lines/s")
 
     run = data / "runs" / "ple"
@@ -117,7 +124,7 @@ def one_size(impressions: int, root: Path, stages: dict[str, dict[str, float]]) 
           f"{_table_state_bytes(record['embeddings']['optimizer'], tables, record['embeddings']['rows']) / 1e6:.1f} MB "
           "(in the peak)", flush=True)
 
-    seconds, peak = run_stage(["evaluate", "--model", str(run), "--data-dir", str(data), "--date", DAYS[2],
+    seconds, peak = run_stage(["evaluate", "--model", str(run), "--data-dir", str(data), "--date", evaluated,
                                "--no-with-production", "--out", str(data / "evaluation")], logs / "evaluate.log")
     rows = json.loads((data / "evaluation" / "metrics.json").read_text())["snapshot"]["rows"]
     done("evaluate", seconds, peak, rows, "rows/s")
@@ -137,10 +144,19 @@ def _table_state_bytes(optimizer: str, table_bytes: int, rows: int) -> int:
     return {"dense": 3 * table_bytes, "sparse_adam": 2 * table_bytes, "rowwise_adagrad": 4 * rows}[optimizer]
 
 
+def _growth(anchor: dict[str, float], size: dict[str, float]) -> str:
+    """Time and memory against the anchor, and time per line/row against the anchor's (x1.00 = linear)."""
+    time = size["seconds"] / anchor["seconds"]
+    return (f"time x{time:.2f} (x{time / (size['count'] / anchor['count']):.2f} of linear), "
+            f"memory x{size['peak_gb'] / anchor['peak_gb']:.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impressions", type=int, nargs="+", default=[200_000, 1_000_000, 5_000_000],
                         help="impressions a day, one size each (the first is the anchor)")
+    parser.add_argument("--lean-from", type=int, default=10_000_000,
+                        help="from this many impressions a day: 3 days generated, 2 extracted, the 2nd evaluated")
     parser.add_argument("--keep", type=Path, help="data folder to keep (default: a temporary one, deleted)")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="ple-scale-"))
@@ -152,7 +168,7 @@ def main() -> int:
         for impressions in args.impressions:
             results[impressions] = {}
             try:
-                one_size(impressions, root, results[impressions])
+                one_size(impressions, root, results[impressions], impressions >= args.lean_from)
             except StageFailed as failure:
                 print(f"{impressions:>10,} impressions/day  {failure}", flush=True)
                 break
@@ -163,9 +179,8 @@ def main() -> int:
     anchor = args.impressions[0]
     print(f"\ngrowth against {anchor:,} impressions/day (size x{'/'.join(f'{n / anchor:g}' for n in args.impressions)}):")
     for stage in results[anchor]:
-        cells = [f"time x{results[n][stage]['seconds'] / results[anchor][stage]['seconds']:.2f}, "
-                 f"memory x{results[n][stage]['peak_gb'] / results[anchor][stage]['peak_gb']:.2f}"
-                 if stage in results.get(n, {}) else "not reached" for n in args.impressions]
+        cells = [_growth(results[anchor][stage], results[n][stage]) if stage in results.get(n, {}) else "not reached"
+                 for n in args.impressions]
         print(f"  {stage:<9} " + " | ".join(cells))
     return 0
 

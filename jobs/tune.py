@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         write_best_pipeline(config.out, summary)
     print(f"ple tune: {len(summary['trials'])} trials in {summary['storage']}; " +
           (f"best trial {best['number']} ({best['value']:+.5f}): {config.out}/best_train.yaml and best_pipeline.yaml"
-           if best else "no trial completed"))
+           if best else "no trial completed" + (f" within max_task_loss {config.max_task_loss}"
+                                                 if config.max_task_loss is not None else "")))
     return 0 if best else 1
 
 

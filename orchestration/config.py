@@ -16,9 +16,58 @@ from ple_runtime.lake import Lake, default_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ["single_task", "shared_bottom", "mmoe", "cgc", "ple"]
+# Chosen on the video world's validation day (docs/measurements/seesaw.md): a per-task user and item bias
+# removed PLE's loss on play against single-task; every model gets them, so the comparison stays matched.
+DEFAULT_TASK_BIAS_FEATURES = ("user_idx", "item_idx")
 
 
-class PipelineConfig(JobConfig):
+class ModelSettings(JobConfig):
+    """What every model of `ple pipeline` and `ple experiment` is trained with (the spec, per-model
+    hyperparameters, the loss weighting), checked against the spec up front."""
+
+    spec: Location = Field(str(REPO_ROOT / "conf" / "video_spec.yaml"), description="feature/task spec")
+    model_params: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"ple": {"specific_experts": 2, "shared_experts": 2},
+                                 "cgc": {"specific_experts": 2, "shared_experts": 2}},
+        description="hyperparameters per model name (e.g. --set model_params.ple.num_levels=3)")
+    # Static weights with the spec's (comment 3) and per-task id biases: chosen by `ple tune` at ~1M rows, where
+    # uncertainty weighting gave play ~1/27 of the loss weight and lost on it (docs/measurements/seesaw.md).
+    weighting: str = Field("static", description="loss weighting for every model")
+    weighting_params: dict[str, Any] = Field(default_factory=dict, description="its parameters (e.g. dwa temperature)")
+    task_weights: dict[str, float] = Field(default_factory=dict, description="loss weight per task over the "
+                                                                          "spec's (as `ple train`)")
+    task_bias_features: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TASK_BIAS_FEATURES),
+        description="id features that get a learned bias per task in every model (model_params.task_bias_features; "
+                    "a model's own model_params win); [] for none")
+
+    @model_validator(mode="after")
+    def _check_model_settings(self) -> "ModelSettings":
+        from ple_model import MODEL_NAMES, ModelSpec, model_hyperparameters
+
+        for model, params in self.model_params.items():
+            unknown = sorted(set(params) - set(model_hyperparameters(model))) if model in MODEL_NAMES else None
+            if unknown is None:
+                raise ValueError(f"model_params names unknown model {model!r}; valid: {list(MODEL_NAMES)}")
+            if unknown:
+                raise ValueError(f"model_params.{model} has unknown hyperparameters {unknown}; "
+                                 f"valid: {sorted(model_hyperparameters(model))}")
+        if not Path(self.spec).is_file():
+            raise ValueError(f"spec file {self.spec} does not exist")
+        features = {f.name for f in ModelSpec.from_yaml(self.spec).features if f.type != "numeric"}
+        missing = sorted(set(self.task_bias_features) - features)
+        if missing:
+            raise ValueError(f"task_bias_features {missing} are not id features of the spec {self.spec}; set "
+                             f"task_bias_features to some of {sorted(features)} or [] for none")
+        return self
+
+    def model_params_of(self, model: str) -> dict[str, Any]:
+        """One model's hyperparameters: the shared task_bias_features under the model's own model_params."""
+        shared = {"task_bias_features": list(self.task_bias_features)} if self.task_bias_features else {}
+        return {**shared, **self.model_params.get(model, {})}
+
+
+class PipelineConfig(ModelSettings):
     """Run generate -> extract -> train -> evaluate -> publish locally."""
 
     data_dir: Location = Field(default_factory=default_data_dir, description="data root for raw logs, lake, runs, registry")
@@ -28,18 +77,9 @@ class PipelineConfig(JobConfig):
     items: int = Field(500, ge=10)
     impressions_per_day: int = Field(20_000, ge=100)
     fault_rate: float = Field(0.002, ge=0, le=0.05, description="share of raw lines corrupted on purpose")
-    spec: Location = Field(str(REPO_ROOT / "conf" / "video_spec.yaml"), description="feature/task spec")
     models: list[str] = Field(["ple", "mmoe", "single_task"],
                               description="models to train; single_task gives the MTL gain baseline")
-    model_params: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"ple": {"specific_experts": 2, "shared_experts": 2},
-                                 "cgc": {"specific_experts": 2, "shared_experts": 2}},
-        description="hyperparameters per model name (e.g. --set model_params.ple.num_levels=3)")
     publish_model: str = Field("ple", description="which trained model is evaluated and published")
-    # Uncertainty weighting keeps the rare tasks (comment: ~1.4% positives) from
-    # being drowned by play's larger loss in the shared parameters.
-    weighting: str = Field("uncertainty", description="loss weighting for every model")
-    weighting_params: dict[str, Any] = Field(default_factory=dict, description="its parameters (e.g. dwa temperature)")
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(1024, ge=32)
     lr: float = Field(2e-3, gt=0)
@@ -63,17 +103,6 @@ class PipelineConfig(JobConfig):
             raise ValueError(f"unknown models {unknown}; valid: {list(MODEL_NAMES)}")
         if self.publish_model not in self.models:
             raise ValueError(f"publish_model {self.publish_model!r} must be one of models {self.models}")
-        from ple_model import model_hyperparameters
-
-        for model, params in self.model_params.items():
-            unknown = sorted(set(params) - set(model_hyperparameters(model))) if model in MODEL_NAMES else None
-            if unknown is None:
-                raise ValueError(f"model_params names unknown model {model!r}; valid: {list(MODEL_NAMES)}")
-            if unknown:
-                raise ValueError(f"model_params.{model} has unknown hyperparameters {unknown}; "
-                                 f"valid: {sorted(model_hyperparameters(model))}")
-        if not Path(self.spec).is_file():
-            raise ValueError(f"spec file {self.spec} does not exist")
         return self
 
     def day(self, index: int) -> str:
@@ -96,13 +125,12 @@ class PipelineConfig(JobConfig):
         return self.day(self.days - 1)
 
 
-class ExperimentConfig(JobConfig):
+class ExperimentConfig(ModelSettings):
     """Train a list of models x seeds, evaluate all on the test day, write one report."""
 
     data_dir: Location = Field(default_factory=default_data_dir, description="data root ($PLE_DATA_DIR)")
     table: Location | None = Field(None, description="examples Delta table (default <data>/lake/examples)")
     partition_column: str = Field("dt", description="date partition column")
-    spec: Location = Field(str(REPO_ROOT / "conf" / "video_spec.yaml"), description="feature/task spec")
     train_start: dt.date = Field(..., description="first training day")
     train_end: dt.date = Field(..., description="last training day")
     validation_date: dt.date = Field(..., description="validation day (early stopping, --calibrate)")
@@ -110,12 +138,6 @@ class ExperimentConfig(JobConfig):
     models: list[str] = Field(default_factory=lambda: list(DEFAULT_MODELS),
                               description="models to train; single_task is the baseline of the MTL gain")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="one run per model per seed")
-    model_params: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"ple": {"specific_experts": 2, "shared_experts": 2},
-                                 "cgc": {"specific_experts": 2, "shared_experts": 2}},
-        description="hyperparameters per model (as `ple pipeline`'s; --set model_params.ple.num_levels=3)")
-    weighting: str = Field("uncertainty", description="loss weighting of every model (as `ple pipeline`)")
-    weighting_params: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(3, ge=1)
     # One process with the pipeline's global batch (2 workers x 1024) and its effective rate (2 x 2e-3):
     # the training loop's global-batch loss makes this the same optimisation, without Gloo on 2 busy cores.

@@ -51,8 +51,9 @@ def train_config(config: ExperimentConfig, model: str, seed: int):
         "table": config.table_path, "partition_column": config.partition_column,
         "train_start": config.train_start, "train_end": config.train_end,
         "validation_date": config.validation_date, "spec": config.spec, "model": model,
-        "model_params": config.model_params.get(model, {}), "weighting": config.weighting,
-        "weighting_params": config.weighting_params, "epochs": config.epochs, "batch_size": config.batch_size,
+        "model_params": config.model_params_of(model), "weighting": config.weighting,
+        "weighting_params": config.weighting_params, "task_weights": config.task_weights,
+        "epochs": config.epochs, "batch_size": config.batch_size,
         "lr": config.lr, "seed": seed, "workers": config.workers, "launcher": config.launcher,
         "early_stop_metric": config.early_stop_metric, "progress": False, "device": config.device,
         "out": str(Path(config.out_path, "runs", model, f"seed{seed}")), **config.train_settings})

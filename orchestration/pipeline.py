@@ -52,9 +52,9 @@ def stage_configs(config: PipelineConfig) -> StageConfigs:
     first, last = config.train_days
     train = {model: validate_config(TrainConfig, {
         "table": lake.examples, "train_start": first, "train_end": last, "validation_date": config.validation_day,
-        "spec": config.spec, "model": model, "model_params": config.model_params.get(model, {}),
+        "spec": config.spec, "model": model, "model_params": config.model_params_of(model),
         "weighting": config.weighting, "weighting_params": config.weighting_params,
-        "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
+        "task_weights": config.task_weights, "epochs": config.epochs, "batch_size": config.batch_size, "lr": config.lr,
         "workers": config.workers, "seed": config.seed, "out": str(runs / model), "precision": config.precision,
         **({"training_mode": config.training_mode, "full_retrain_every_days": config.full_retrain_every_days}
            if model == config.publish_model else {})})

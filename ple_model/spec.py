@@ -202,6 +202,15 @@ class ModelSpec(BaseModel):
             features.append(feature)
         return ModelSpec(features=features, tasks=list(self.tasks))
 
+    def with_task_weights(self, weights: Mapping[str, float]) -> "ModelSpec":
+        """A new spec with the given tasks' loss `weight` replaced (a run's setting over the spec file's)."""
+        unknown = sorted(set(weights) - set(self.task_names))
+        if unknown:
+            raise SpecError(f"task weights name unknown tasks {unknown}; tasks are {self.task_names}")
+        tasks = [TaskSpec.model_validate({**task.model_dump(), "weight": float(weights[task.name])})
+                 if task.name in weights else task for task in self.tasks]
+        return ModelSpec(features=list(self.features), tasks=tasks)
+
     def check_buildable(self) -> None:
         """Raise SpecError unless every id feature has a vocab_size."""
         for feature in self.features:

@@ -39,6 +39,10 @@ class TrainConfig(JobConfig):
                                          description="model hyperparameters, e.g. --set model_params.num_levels=2")
     weighting: str = Field("decay", description="loss weighting: static, decay, uncertainty, ...")
     weighting_params: dict[str, Any] = Field(default_factory=dict)
+    task_weights: dict[str, float] = Field(
+        default_factory=dict, description="loss weight per task, replacing the spec's `weight` for this run "
+                                          "(static and decay weightings: w_k of Eq. 10), e.g. "
+                                          "--set task_weights.comment=3")
     vocab_sizes: dict[str, int] = Field(default_factory=dict,
                                         description="vocab_size per feature; wins over the vocabulary table")
     vocabulary_table: Location | None = Field(
@@ -138,7 +142,8 @@ class TrainConfig(JobConfig):
     log_every_steps: int = Field(20, ge=1)
     progress: bool = Field(True, description="tqdm progress bar on rank 0")
 
-    @field_validator("model_params", "weighting_params", "vocab_sizes", "selection_metrics", mode="before")
+    @field_validator("model_params", "weighting_params", "task_weights", "vocab_sizes", "selection_metrics",
+                     mode="before")
     @classmethod
     def _mapping_from_text(cls, value: Any) -> Any:
         return mapping_from_text(value)

@@ -360,7 +360,7 @@ def _load_spec(config: TrainConfig) -> ModelSpec:
     from ple_model import SpecError
 
     try:
-        return ModelSpec.from_yaml(config.spec)
+        return ModelSpec.from_yaml(config.spec).with_task_weights(config.task_weights)
     except (SpecError, ValueError, OSError) as error:
         raise ConfigError(f"spec {config.spec}: {error}") from None
 

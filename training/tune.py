@@ -105,6 +105,17 @@ class TuneConfig(JobConfig):
     tracking_uri: str | None = Field(None, description="MLflow URI (default $MLFLOW_TRACKING_URI, else "
                                                        "sqlite:///<out>/mlflow.db)")
     mlflow_experiment: str = "ple-tune"
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list, description="settings to try first (after the base trial), e.g. one found by hand: "
+                                          "[{task_weights.comment: 3, lr: 0.002}]; searched keys left out are sampled")
+    max_task_loss: float | None = Field(
+        None, ge=0, description="no-seesaw constraint: a trial whose selected validation metric is worse than the "
+                                "reference's on any task by more than this (absolute: AUC points, MSE) is "
+                                "infeasible: TPE learns to avoid it and it cannot be the best (e.g. 0.0005)")
+    base_trial: bool = Field(True, description="queue the base settings' values of the searched keys as the study's "
+                                               "first trial, so the best is weighed against what you would train "
+                                               "without tuning (keys whose base value lies outside the search "
+                                               "are sampled)")
 
     @field_validator("train", "search", mode="before")
     @classmethod
@@ -125,6 +136,10 @@ class TuneConfig(JobConfig):
                            if not k.startswith("model_params.") or k.split(".", 1)[1] in valid}
         for key in self.search:
             _check_search_key(key, valid, model)
+        for settings in self.enqueue:
+            unknown = sorted(set(settings) - set(self.search))
+            if unknown:
+                raise ValueError(f"enqueue names keys that are not searched: {unknown}; searched: {sorted(self.search)}")
         return self
 
     def base_train_settings(self) -> dict[str, Any]:
@@ -156,6 +171,9 @@ def _check_search_key(key: str, model_keys: dict, model: str) -> None:
         if len(parts) != 3 or parts[1] not in WEIGHTINGS:
             raise ValueError(f"search key {key!r}: use weighting_params.<weighting>.<param>, weighting one of "
                              f"{sorted(WEIGHTINGS)}")
+    elif parts[0] == "task_weights":
+        if len(parts) != 2:
+            raise ValueError(f"search key {key!r}: use task_weights.<task>")
     elif parts[0] not in TrainConfig.model_fields or (parts[0] != "model_params" and len(parts) != 1):
         raise ValueError(f"search key {key!r} is not a `ple train` setting")
     if parts[0] in ("out", "table", "train_start", "train_end", "validation_date", "train_path",
@@ -266,6 +284,16 @@ class Objective:
     def selected(self, record: dict[str, Any]) -> float:
         return self.value(record["selection"]["selected_metrics"])
 
+    def worst_task_loss(self, metrics: dict[str, dict[str, Any]]) -> float:
+        """How much worse than the reference the worst task is (absolute, in its metric; < 0: all better)."""
+        from .selection import metric_direction
+
+        losses = []
+        for task, metric in self.metrics_by_task.items():
+            change = metrics[task][metric] - self.reference[task][metric]
+            losses.append(-change if metric_direction(metric) == "max" else change)
+        return max(losses)
+
 
 def selected_metrics(run_folder: Path) -> dict[str, dict[str, Any]]:
     record = json.loads((Path(run_folder) / "run_record.json").read_text())
@@ -359,10 +387,45 @@ def _retry_interrupted(study) -> None:
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
 
 
+def _base_value(base: dict[str, Any], key: str, spec) -> Any:
+    """The value the base settings give a searched key (the model's or the spec's default when unset)."""
+    from ple_model import model_hyperparameters
+
+    parts = key.split(".")
+    if parts[0] == "model_params":
+        model = base.get("model", TrainConfig.model_fields["model"].default)
+        return base.get("model_params", {}).get(parts[1], model_hyperparameters(model).get(parts[1]))
+    if parts[0] == "task_weights":
+        return base.get("task_weights", {}).get(parts[1], spec.task(parts[1]).weight)
+    if parts[0] == "weighting_params":
+        return base.get("weighting_params", {}).get(parts[2]) if base.get("weighting") == parts[1] else None
+    field = TrainConfig.model_fields[parts[0]]
+    return base.get(parts[0], None if field.is_required() else field.get_default(call_default_factory=True))
+
+
+def base_trial_params(base: dict[str, Any], search: dict[str, Distribution], spec) -> dict[str, Any]:
+    """Optuna parameters of the base settings, for the keys whose base value the search can propose."""
+    params = {}
+    for key, distribution in search.items():
+        value = _base_value(base, key, spec)
+        if distribution.type == "categorical":
+            as_stored = value if all(_primitive(c) for c in distribution.choices) else json.dumps(value)
+            stored = [c if _primitive(c) else json.dumps(c) for c in distribution.choices]
+            if as_stored in stored:
+                params[key] = as_stored
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                distribution.low <= value <= distribution.high:
+            params[key] = value
+    return params
+
+
 def make_study(config: TuneConfig):
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials)
+    limit = config.max_task_loss
+    constraints = None if limit is None else (lambda t: [t.user_attrs.get("worst_task_loss", 0.0) - limit])
+    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials,
+                                         constraints_func=constraints)
     if config.pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=config.startup_trials,
                                              n_warmup_steps=config.warmup_epochs)
@@ -379,6 +442,8 @@ def trial_function(config: TuneConfig, base: dict[str, Any], objective: Objectiv
                    log: TrialLog):
     import optuna
 
+    epochs = int(base.get("epochs", TrainConfig.model_fields["epochs"].default))
+
     def run_trial(trial) -> float:
         settings = sample_settings(trial, config.search,
                                    base.get("weighting", TrainConfig.model_fields["weighting"].default))
@@ -390,9 +455,11 @@ def trial_function(config: TuneConfig, base: dict[str, Any], objective: Objectiv
         def after_epoch(record: dict[str, Any]) -> None:
             last = record["epochs"][-1]
             value = objective.value(last["validation"])
+            trial.set_user_attr("worst_task_loss", objective.worst_task_loss(last["validation"]))
             log.epoch(run_id, record, value)
             trial.report(value, int(last["epoch"]))
-            if trial.should_prune():
+            # After the last epoch the trial is done: its selected value counts (pruning saves nothing then).
+            if int(last["epoch"]) + 1 < epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {last['epoch']}: objective {value:.5f}")
 
         try:
@@ -410,6 +477,7 @@ def trial_function(config: TuneConfig, base: dict[str, Any], objective: Objectiv
             raise
         value = objective.selected(record)
         trial.set_user_attr("selected_metrics", record["selection"]["selected_metrics"])
+        trial.set_user_attr("worst_task_loss", objective.worst_task_loss(record["selection"]["selected_metrics"]))
         log.end(run_id, "COMPLETE", value)
         return value
 
@@ -423,9 +491,19 @@ def run_study(config: TuneConfig) -> dict[str, Any]:
     base = config.base_train_settings()
     epochs = int(base.get("epochs", TrainConfig.model_fields["epochs"].default))
     checked = train_config(base, {}, Path(config.out) / "reference", epochs, True, None)  # fails fast, names keys
+    spec = ModelSpec.from_yaml(checked.spec)
+    unknown = sorted({k.split(".")[1] for k in config.search if k.startswith("task_weights.")} - set(spec.task_names))
+    if unknown:
+        raise ConfigError(f"search keys task_weights.{unknown}: the spec {checked.spec} has tasks {spec.task_names}")
     reference = ensure_reference(config, base)
-    objective = Objective(ModelSpec.from_yaml(checked.spec), checked.selection_metrics, selected_metrics(reference))
+    objective = Objective(spec, checked.selection_metrics, selected_metrics(reference))
     study = make_study(config)
+    if not study.get_trials(deepcopy=False):   # a new study: the base settings, then the given ones, come first
+        if config.base_trial:
+            study.enqueue_trial(base_trial_params(base, config.search, spec), user_attrs={"base": True})
+        for settings in config.enqueue:
+            study.enqueue_trial({k: v if _primitive(v) else json.dumps(v) for k, v in settings.items()},
+                                user_attrs={"enqueued": True})
     _retry_interrupted(study)
     done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and not t.user_attrs.get("interrupted")]
     remaining = None if config.trials is None else config.trials - len(done)
@@ -436,7 +514,7 @@ def run_study(config: TuneConfig) -> dict[str, Any]:
         study.optimize(trial_function(config, base, objective, reference, log), n_trials=remaining,
                        timeout=None if config.minutes is None else config.minutes * 60, catch=(TrialFailed,),
                        gc_after_trial=True)
-    return write_results(config, study, base, reference)
+    return write_results(config, study, base, reference, objective)
 
 
 def _importances(study) -> dict[str, float] | None:
@@ -458,23 +536,36 @@ def best_settings(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, A
     return {k: merged[k] for k in dict.fromkeys(keys) if k in merged}
 
 
-def write_results(config: TuneConfig, study, base: dict[str, Any], reference: Path) -> dict[str, Any]:
+def best_trial(study, objective: Objective, max_task_loss: float | None):
+    """The complete trial with the highest objective, among those within max_task_loss on every task."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if max_task_loss is not None:
+        complete = [t for t in complete if objective.worst_task_loss(t.user_attrs["selected_metrics"]) <= max_task_loss]
+    return max(complete, key=lambda t: t.value, default=None)
+
+
+def write_results(config: TuneConfig, study, base: dict[str, Any], reference: Path,
+                  objective: Objective) -> dict[str, Any]:
     import yaml
 
     out = Path(config.out)
     trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                "intermediate": {str(k): v for k, v in t.intermediate_values.items()},
                "run_folder": t.user_attrs.get("run_folder"), "error": t.user_attrs.get("error"),
+               "base": bool(t.user_attrs.get("base")), "enqueued": bool(t.user_attrs.get("enqueued")),
+               "worst_task_loss": (objective.worst_task_loss(t.user_attrs["selected_metrics"])
+                                   if "selected_metrics" in t.user_attrs else None),
                "seconds": t.duration.total_seconds() if t.duration else None} for t in study.get_trials()]
     summary: dict[str, Any] = {"study": config.study_name, "storage": config.storage_url, "reference": str(reference),
                                "objective": "mean_normalized change of the validation metrics vs the reference",
-                               "trials": trials, "importances": _importances(study), "best": None}
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if complete:
-        best = study.best_trial
+                               "max_task_loss": config.max_task_loss, "trials": trials,
+                               "importances": _importances(study), "best": None}
+    best = best_trial(study, objective, config.max_task_loss)
+    if best is not None:
         settings = best_settings(base, best.user_attrs["settings"])
+        within = "" if config.max_task_loss is None else f"; every task within {config.max_task_loss} of it"
         header = (f"# `ple tune` study {config.study_name!r}: trial {best.number}, objective {best.value:+.5f} "
-                  f"(mean normalized validation change vs {reference}).\n")
+                  f"(mean normalized validation change vs {reference}{within}).\n")
         (out / "best_train.yaml").write_text(header + "# ple train --config THIS --table ... --out ...\n"
                                              + yaml.safe_dump(settings, sort_keys=False))
         summary["best"] = {"number": best.number, "value": best.value, "settings": settings,

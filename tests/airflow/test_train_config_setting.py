@@ -1,4 +1,5 @@
-"""The daily DAG's train task takes `ple tune`'s best_train.yaml through the ple_train_config setting."""
+"""The daily DAG's train task reads a `ple train` config file (conf/train.yaml, or `ple tune`'s best_train.yaml
+through the ple_train_config setting); the model, epochs and batch_size settings, when set, win over it."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ def render(variables: dict[str, str]) -> list[str]:
     return shlex.split(template.render(var=SimpleNamespace(value=variables), ple_quote=shlex.quote))
 
 
-def test_train_config_replaces_the_model_flags_and_is_quoted():
-    assert render({}) == ["--model", "ple", "--epochs", "2", "--batch-size", "1024"]
-    assert render({"ple_model": "mmoe", "ple_batch_size": "256"})[:2] == ["--model", "mmoe"]
-    assert render({"ple_train_config": "/tune/my study/best_train.yaml"}) == [
-        "--config", "/tune/my study/best_train.yaml"]
+def test_the_train_config_file_comes_first_and_set_flags_win_over_it():
+    code = {"ple_code_dir": "/srv/ple"}
+    assert render(code) == ["--config", "/srv/ple/conf/train.yaml"]   # the tuned defaults
+    assert render({**code, "ple_model": "mmoe", "ple_batch_size": "256"}) == [
+        "--config", "/srv/ple/conf/train.yaml", "--model", "mmoe", "--batch-size", "256"]
+    assert render({"ple_train_config": "/tune/my study/best_train.yaml", "ple_epochs": "1"}) == [
+        "--config", "/tune/my study/best_train.yaml", "--epochs", "1"]
 
 
 def test_the_daily_dag_renders_the_setting_into_train(dagbag):

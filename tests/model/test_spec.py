@@ -97,3 +97,19 @@ def test_label_defaults_to_task_name_and_model_inputs_key_labels_by_task():
     assert {k: v.tolist() for k, v in masks.items()} == {"play": [1.0], "vcr": [1.0]}
     with pytest.raises(KeyError, match="lacks columns \\['watch'\\]"):
         model_inputs({"user_idx": [1], "play": [1.0]}, spec)
+
+
+def test_with_task_weights_replaces_the_named_tasks_weights_only():
+    import yaml
+
+    from ple_model.weighting import build_weighting
+
+    spec = ModelSpec.model_validate(yaml.safe_load(ARCHITECTURE_EXAMPLE))
+    weighted = spec.with_task_weights({"comment": 3})
+    assert {t.name: t.weight for t in weighted.tasks} == {"play": 1.0, "watch_ratio": 1.0, "share": 1.0, "comment": 3.0}
+    assert spec.task("comment").weight == 1.0   # the spec itself is unchanged
+    assert build_weighting("static", weighted).current_weights(0)["comment"] == 3.0
+    with pytest.raises(SpecError, match=r"unknown tasks \['click'\]"):
+        spec.with_task_weights({"click": 2.0})
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        spec.with_task_weights({"share": -1.0})

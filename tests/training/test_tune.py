@@ -47,9 +47,11 @@ def tune_config(lake: dict, out: Path) -> Path:
               "model_params.shared_experts": {"type": "int", "low": 1, "high": 2},
               "model_params.tower_hidden": {"type": "categorical", "choices": [[8], [16, 8]]},
               "weighting": {"type": "categorical", "choices": ["static", "dwa"]},
-              "weighting_params.dwa.temperature": {"type": "float", "low": 0.5, "high": 4.0}}
+              "weighting_params.dwa.temperature": {"type": "float", "low": 0.5, "high": 4.0},
+              "task_weights.share": {"type": "float", "low": 0.5, "high": 2.0}}
     path = out.parent / "tune.yaml"
-    path.write_text(yaml.safe_dump({"train": train, "search": search, "out": str(out), "trials": 2,
+    enqueue = [{"model_params.shared_experts": 2, "task_weights.share": 1.5}]   # a setting found by hand: trial 1
+    path.write_text(yaml.safe_dump({"train": train, "search": search, "enqueue": enqueue, "max_task_loss": 1.0, "out": str(out), "trials": 2,
                                     "startup_trials": 2, "study_name": "test-study"}))
     return path
 
@@ -90,6 +92,15 @@ def test_tune_resumes_an_interrupted_study_and_never_reads_the_test_day(lake, tm
     assert trials[1].params == trials[2].params == trials[3].params
     assert (trials[2].user_attrs["retry_of"], trials[3].user_attrs["retry_of"]) == (1, 2)
     assert [t.state.name for t in trials if t.number in (0, 3)] == ["COMPLETE"] * 2  # budget: 2 finished trials
+    # Trial 0 is the base settings wherever the search can propose them (the sampler picks the weighting:
+    # the base's, decay, is not a choice); a searched task weight reaches the run's spec.
+    assert trials[0].user_attrs["base"] and "base" not in trials[1].user_attrs and trials[1].user_attrs["enqueued"]
+    assert {k: trials[3].params[k] for k in ("model_params.shared_experts", "task_weights.share")} == {
+        "model_params.shared_experts": 2, "task_weights.share": 1.5}   # the retried trial 1
+    assert {k: trials[0].params[k] for k in ("lr", "model_params.tower_hidden", "task_weights.share")} == {
+        "lr": 1e-3, "model_params.tower_hidden": "[8]", "task_weights.share": 1.0}
+    plan = json.loads((out / "trials" / "0003" / "plan.json").read_text())
+    assert {t["name"]: t["weight"] for t in plan["spec"]["tasks"]}["share"] == trials[3].params["task_weights.share"]
 
     # The test day: named in no run's config, absent from every snapshot (and unreadable anyway).
     for folder in [out / "reference", *(out / "trials").iterdir()]:
@@ -107,6 +118,12 @@ def test_tune_resumes_an_interrupted_study_and_never_reads_the_test_day(lake, tm
     assert "play.auc" in done.data.metrics and done.data.tags["run_folder"] == str(out / "trials" / "0003")
     assert done.data.metrics["objective"] == pytest.approx(trials[3].value)
 
+    # The no-seesaw limit (loose here: every trial within it) goes through the sampler's constraints, and every
+    # finished trial's worst task loss is in study.json.
+    summary = json.loads((out / "study.json").read_text())
+    assert summary["max_task_loss"] == 1.0
+    assert all(isinstance(t["worst_task_loss"], float) for t in summary["trials"] if t["state"] == "COMPLETE")
+    assert all(t.system_attrs.get("constraints") is not None for t in trials if t.state.name == "COMPLETE")
     # The best settings, as `ple train` and `ple pipeline` read them.
     from orchestration.config import PipelineConfig
     from ple_runtime.config import parse_job_config
@@ -123,3 +140,4 @@ def test_tune_resumes_an_interrupted_study_and_never_reads_the_test_day(lake, tm
     pipeline = parse_job_config(PipelineConfig, ["--config", str(out / "best_pipeline.yaml")], prog="ple pipeline")
     assert pipeline.lr == best.params["lr"] and pipeline.model_params["ple"] == train.model_params
     assert (pipeline.weighting, pipeline.weighting_params) == (train.weighting, train.weighting_params)
+    assert pipeline.task_weights == train.task_weights == {"share": best.params["task_weights.share"]}
