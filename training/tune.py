@@ -67,6 +67,15 @@ class Distribution(BaseModel):
     log: bool = False
     choices: list[Any] | None = None
 
+    @property
+    def choices_primitive(self) -> bool:
+        return all(c is None or isinstance(c, (bool, int, float, str)) for c in self.choices)
+
+    def stored(self, value: Any) -> Any:
+        """A value as the study stores it: Optuna keeps primitive choices only, so when a choice is not
+        primitive (layer sizes) every choice travels as its JSON text; numbers as they are."""
+        return value if self.type != "categorical" or self.choices_primitive else json.dumps(value)
+
     @model_validator(mode="after")
     def _check(self) -> "Distribution":
         if self.type == "categorical":
@@ -139,7 +148,8 @@ class TuneConfig(JobConfig):
         for settings in self.enqueue:
             unknown = sorted(set(settings) - set(self.search))
             if unknown:
-                raise ValueError(f"enqueue names keys that are not searched: {unknown}; searched: {sorted(self.search)}")
+                raise ValueError(f"enqueue names keys that are not searched: {unknown}; "
+                                 f"searched: {sorted(self.search)}")
         return self
 
     def base_train_settings(self) -> dict[str, Any]:
@@ -183,20 +193,13 @@ def _check_search_key(key: str, model_keys: dict, model: str) -> None:
 
 # --- sampling ------------------------------------------------------------------------------
 
-def _primitive(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
 def suggest(trial, key: str, distribution: Distribution) -> Any:
     if distribution.type == "float":
         return trial.suggest_float(key, distribution.low, distribution.high, log=distribution.log)
     if distribution.type == "int":
         return trial.suggest_int(key, int(distribution.low), int(distribution.high), log=distribution.log)
-    choices = distribution.choices
-    if all(_primitive(c) for c in choices):
-        return trial.suggest_categorical(key, choices)
-    # Optuna stores primitive choices only: lists (layer sizes) travel as their JSON text.
-    return json.loads(trial.suggest_categorical(key, [json.dumps(c) for c in choices]))
+    choice = trial.suggest_categorical(key, [distribution.stored(c) for c in distribution.choices])
+    return choice if distribution.choices_primitive else json.loads(choice)
 
 
 def _set_dotted(target: dict, key: str, value: Any) -> None:
@@ -409,10 +412,9 @@ def base_trial_params(base: dict[str, Any], search: dict[str, Distribution], spe
     for key, distribution in search.items():
         value = _base_value(base, key, spec)
         if distribution.type == "categorical":
-            as_stored = value if all(_primitive(c) for c in distribution.choices) else json.dumps(value)
-            stored = [c if _primitive(c) else json.dumps(c) for c in distribution.choices]
-            if as_stored in stored:
-                params[key] = as_stored
+            stored = distribution.stored(value)   # as text too, so a tuple default matches its list choice
+            if stored in [distribution.stored(c) for c in distribution.choices]:
+                params[key] = stored
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and \
                 distribution.low <= value <= distribution.high:
             params[key] = value
@@ -486,15 +488,16 @@ def trial_function(config: TuneConfig, base: dict[str, Any], objective: Objectiv
 
 def run_study(config: TuneConfig) -> dict[str, Any]:
     """Train the reference (once), run trials until the budget is spent, write the results; the summary."""
-    from ple_model import ModelSpec
+    from ple_model import ModelSpec, SpecError
 
     base = config.base_train_settings()
     epochs = int(base.get("epochs", TrainConfig.model_fields["epochs"].default))
     checked = train_config(base, {}, Path(config.out) / "reference", epochs, True, None)  # fails fast, names keys
     spec = ModelSpec.from_yaml(checked.spec)
-    unknown = sorted({k.split(".")[1] for k in config.search if k.startswith("task_weights.")} - set(spec.task_names))
-    if unknown:
-        raise ConfigError(f"search keys task_weights.{unknown}: the spec {checked.spec} has tasks {spec.task_names}")
+    try:   # searched task weights name tasks of the spec (else every trial would fail on it)
+        spec.with_task_weights({k.split(".")[1]: 1.0 for k in config.search if k.startswith("task_weights.")})
+    except SpecError as error:
+        raise ConfigError(f"search keys task_weights.*: {error} (spec {checked.spec})") from None
     reference = ensure_reference(config, base)
     objective = Objective(spec, checked.selection_metrics, selected_metrics(reference))
     study = make_study(config)
@@ -502,7 +505,7 @@ def run_study(config: TuneConfig) -> dict[str, Any]:
         if config.base_trial:
             study.enqueue_trial(base_trial_params(base, config.search, spec), user_attrs={"base": True})
         for settings in config.enqueue:
-            study.enqueue_trial({k: v if _primitive(v) else json.dumps(v) for k, v in settings.items()},
+            study.enqueue_trial({k: config.search[k].stored(v) for k, v in settings.items()},
                                 user_attrs={"enqueued": True})
     _retry_interrupted(study)
     done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and not t.user_attrs.get("interrupted")]

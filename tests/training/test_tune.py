@@ -51,7 +51,8 @@ def tune_config(lake: dict, out: Path) -> Path:
               "task_weights.share": {"type": "float", "low": 0.5, "high": 2.0}}
     path = out.parent / "tune.yaml"
     enqueue = [{"model_params.shared_experts": 2, "task_weights.share": 1.5}]   # a setting found by hand: trial 1
-    path.write_text(yaml.safe_dump({"train": train, "search": search, "enqueue": enqueue, "max_task_loss": 1.0, "out": str(out), "trials": 2,
+    path.write_text(yaml.safe_dump({"train": train, "search": search, "enqueue": enqueue, "max_task_loss": 1.0,
+                                    "out": str(out), "trials": 2,
                                     "startup_trials": 2, "study_name": "test-study"}))
     return path
 

@@ -115,7 +115,8 @@ def test_a_trial_is_pruned_between_epochs_but_never_after_its_last(tmp_path, mon
         run = tune.trial_function(config, {"epochs": epochs}, tune.Objective(spec, {}, reference), tmp_path,
                                   tune.TrialLog(config))
         study.optimize(run, n_trials=1)
-        assert (study.trials[-1].state.name, trained) == (state, [0, 1]), json.dumps(study.trials[-1].intermediate_values)
+        assert (study.trials[-1].state.name, trained) == (state, [0, 1]), \
+            json.dumps(study.trials[-1].intermediate_values)
 
 
 def test_max_task_loss_keeps_a_seesaw_trial_from_being_the_best(tmp_path):
