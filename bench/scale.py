@@ -15,7 +15,8 @@ included; proportional set size, so shared pages count once; sampled every 0.2 s
 seconds, the stage's throughput (lines/s for generate and extract, samples/s for train,
 rows/s for evaluate), peak memory, and how each grows against the first size (the anchor,
 measured in the same run; time also per line or row, x1.00 = linear), with the load average before
-and after.
+and after each stage. `--keep DIR --resume` goes on with a curve that an earlier run in DIR did not
+finish: its finished stages are reported from DIR's records (with when they ran), the rest run.
 """
 
 from __future__ import annotations
@@ -82,52 +83,99 @@ class StageFailed(RuntimeError):
     """A stage exited non-zero (at large sizes: often out of memory); the curve stops at that size."""
 
 
-def one_size(impressions: int, root: Path, stages: dict[str, dict[str, float]], lean: bool) -> None:
+class SizeRun:
+    """One size's folder and the record of its finished stages (`scale_record.json`): with `--resume`
+    a stage recorded there is not run again, so a curve that takes longer than one sitting goes on
+    where it stopped (a stage cut off mid-way runs again, from its own outputs removed)."""
+
+    def __init__(self, impressions: int, root: Path, lean: bool, resume: bool):
+        self.impressions, self.lean = impressions, lean
+        self.days = DAYS[:3] if lean else DAYS
+        self.data = root / f"impressions-{impressions}"
+        self.record_file = self.data / "scale_record.json"
+        recorded = json.loads(self.record_file.read_text()) if self.record_file.is_file() else {}
+        if not (resume and recorded.get("lean") == lean):   # a lean and a full size differ in days
+            shutil.rmtree(self.data, ignore_errors=True)
+            recorded = {}
+        (self.data / "logs").mkdir(parents=True, exist_ok=True)
+        self.stages: dict[str, dict] = recorded.get("stages", {})
+
+    def stage(self, name: str, outputs: list[Path], measure) -> dict:
+        """The stage's figures: from the record, else run by `measure() -> (seconds, peak, count, unit)` after
+        its `outputs` (left by an earlier cut-off run) are removed, then recorded."""
+        if name not in self.stages:
+            for path in outputs:
+                shutil.rmtree(path, ignore_errors=True)
+            load_before = os.getloadavg()[0]
+            seconds, peak, count, unit = measure()
+            self.stages[name] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": count / seconds, "unit": unit,
+                                 "count": count, "load_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            self.record_file.write_text(json.dumps({"impressions": self.impressions, "lean": self.lean,
+                                                    "stages": self.stages}, indent=1) + "\n")
+            reused = ""
+        else:
+            reused = f"  (recorded {self.stages[name]['finished']})"
+        figures = self.stages[name]
+        print(f"{self.impressions:>10,} impressions/day  {name:<9} {figures['seconds']:8.1f} s  "
+              f"{figures['rate']:>10,.0f} {figures['unit']:<10} peak {figures['peak_gb']:5.2f} GB  "
+              f"load {figures['load_1min'][0]:.1f}-{figures['load_1min'][1]:.1f}{reused}", flush=True)
+        return figures
+
+
+def one_size(impressions: int, root: Path, stages: dict[str, dict[str, float]], lean: bool, resume: bool) -> None:
     """Fills `stages` (stage -> figures) one stage at a time, printing each as it ends."""
-    days = DAYS[:3] if lean else DAYS
+    size = SizeRun(impressions, root, lean, resume)
+    data, logs, days = size.data, size.data / "logs", size.days
     extracted, evaluated = days[:-1], days[-2]   # the last day is only the next partition of the one before
-    data = root / f"impressions-{impressions}"
-    shutil.rmtree(data, ignore_errors=True)
-    logs = data / "logs"
-    logs.mkdir(parents=True)
+    manifest_file = data / "raw" / "_manifest.json"
 
-    def done(stage: str, seconds: float, peak: int, count: int, unit: str) -> None:
-        stages[stage] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": count / seconds, "unit": unit,
-                         "count": count}
-        print(f"{impressions:>10,} impressions/day  {stage:<9} {seconds:8.1f} s  {count / seconds:>10,.0f} "
-              f"{unit:<10} peak {peak / 1e9:5.2f} GB", flush=True)
+    def generate():
+        seconds, peak = run_stage(["generate", "--data-dir", str(data), "--days", str(len(days)), "--start-date",
+                                   DAYS[0], "--users", "50000", "--items", "5000", "--impressions-per-day",
+                                   str(impressions)], logs / "generate.log")
+        manifest = json.loads(manifest_file.read_text())["partitions"]
+        return seconds, peak, sum(manifest[d]["lines"] for d in days), "lines/s"
 
-    seconds, peak = run_stage(["generate", "--data-dir", str(data), "--days", str(len(days)), "--start-date", DAYS[0],
-                               "--users", "50000", "--items", "5000", "--impressions-per-day", str(impressions)],
-                              logs / "generate.log")
-    manifest = json.loads((data / "raw" / "_manifest.json").read_text())["partitions"]
-    lines = sum(manifest[d]["lines"] for d in days)
-    done("generate", seconds, peak, lines, "lines/s")
-
-    seconds, peak = run_stage(["extract", "--data-dir", str(data), "--start", extracted[0], "--end", extracted[-1]],
-                              logs / "extract.log")
-    lines = sum(manifest[d]["lines"] for d in extracted)
-    done("extract", seconds, peak, lines, "lines/s")
+    def extract():
+        seconds, peak = run_stage(["extract", "--data-dir", str(data), "--start", extracted[0], "--end", extracted[-1]],
+                                  logs / "extract.log")
+        manifest = json.loads(manifest_file.read_text())["partitions"]
+        return seconds, peak, sum(manifest[d]["lines"] for d in extracted), "lines/s"
 
     run = data / "runs" / "ple"
-    seconds, peak = run_stage(["train", "--table", str(data / "lake" / "examples"), "--train-start", DAYS[0],
-                               "--train-end", DAYS[0], "--validation-date", DAYS[1],
-                               "--spec", str(REPO / "conf" / "video_spec.yaml"), "--model", "ple", "--epochs", "1",
-                               "--out", str(run), "--no-progress"], logs / "train.log")
-    record = json.loads((run / "run_record.json").read_text())
-    rows = record["train_snapshot"]["num_records"]
-    done("train", seconds, peak, rows, "samples/s")
-    tables = _embedding_bytes(run / "model.pt")
+
+    def train():
+        seconds, peak = run_stage(["train", "--table", str(data / "lake" / "examples"), "--train-start", DAYS[0],
+                                   "--train-end", DAYS[0], "--validation-date", DAYS[1],
+                                   "--spec", str(REPO / "conf" / "video_spec.yaml"), "--model", "ple", "--epochs", "1",
+                                   "--out", str(run), "--no-progress"], logs / "train.log")
+        return seconds, peak, _run_record(run)["train_snapshot"]["num_records"], "samples/s"
+
+    def evaluate():
+        seconds, peak = run_stage(["evaluate", "--model", str(run), "--data-dir", str(data), "--date", evaluated,
+                                   "--no-with-production", "--out", str(data / "evaluation")], logs / "evaluate.log")
+        rows = json.loads((data / "evaluation" / "metrics.json").read_text())["snapshot"]["rows"]
+        return seconds, peak, rows, "rows/s"
+
+    stages["generate"] = size.stage("generate", [data / "raw"], generate)
+    stages["extract"] = size.stage("extract", [data / "lake"], extract)
+    stages["train"] = size.stage("train", [run], train)
+    _print_training_memory(run)
+    stages["evaluate"] = size.stage("evaluate", [data / "evaluation"], evaluate)
+
+
+def _run_record(run: Path) -> dict:
+    return json.loads((run / "run_record.json").read_text())
+
+
+def _print_training_memory(run: Path) -> None:
+    record, tables = _run_record(run), _embedding_bytes(run / "model.pt")
     print(f"{'':>10}  train: {record['train_row_groups']} row groups, shuffle buffer {record['shuffle_buffer_rank0']:,} "
           f"rows; embedding tables {tables / 1e6:.1f} MB ({record['embeddings']['rows']:,} rows), their "
           f"{record['embeddings']['optimizer']} optimizer state and gradient "
           f"{_table_state_bytes(record['embeddings']['optimizer'], tables, record['embeddings']['rows']) / 1e6:.1f} MB "
           "(in the peak)", flush=True)
-
-    seconds, peak = run_stage(["evaluate", "--model", str(run), "--data-dir", str(data), "--date", evaluated,
-                               "--no-with-production", "--out", str(data / "evaluation")], logs / "evaluate.log")
-    rows = json.loads((data / "evaluation" / "metrics.json").read_text())["snapshot"]["rows"]
-    done("evaluate", seconds, peak, rows, "rows/s")
 
 
 def _embedding_bytes(model_file: Path) -> int:
@@ -158,7 +206,12 @@ def main() -> int:
     parser.add_argument("--lean-from", type=int, default=10_000_000,
                         help="from this many impressions a day: 3 days generated, 2 extracted, the 2nd evaluated")
     parser.add_argument("--keep", type=Path, help="data folder to keep (default: a temporary one, deleted)")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --keep: stages a run there already finished are reported from its record, "
+                             "not run again (a curve over several sittings)")
     args = parser.parse_args()
+    if args.resume and args.keep is None:
+        parser.error("--resume needs --keep (the folder whose finished stages are reused)")
     root = args.keep or Path(tempfile.mkdtemp(prefix="ple-scale-"))
     cores, memory = os.cpu_count(), psutil.virtual_memory().total / 2**30
     print(f"machine: {cores} cores, {memory:.0f} GiB; load average before: "
@@ -168,7 +221,7 @@ def main() -> int:
         for impressions in args.impressions:
             results[impressions] = {}
             try:
-                one_size(impressions, root, results[impressions], impressions >= args.lean_from)
+                one_size(impressions, root, results[impressions], impressions >= args.lean_from, args.resume)
             except StageFailed as failure:
                 print(f"{impressions:>10,} impressions/day  {failure}", flush=True)
                 break

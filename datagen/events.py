@@ -31,9 +31,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from feature_eng import schema as S
 from ple_runtime.errors import InputError
@@ -105,6 +106,9 @@ class GeneratorSettings(BaseModel):
     items: int = Field(500, ge=2)
     days: int = Field(7, ge=1, le=366)
     impressions_per_day: int = Field(20_000, ge=1, description="weekend days get 15% more")
+    impressions_on: dict[dt.date, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="these days' impressions instead (a traffic spike, a larger test day); "
+        "the world and the days before them stay as without it")
     start_date: dt.date = Field(dt.date(2026, 1, 1), description="first day (UTC)")
     seed: int = Field(0, ge=0)
     gzip: bool = Field(True, description="gzip the event files")
@@ -114,6 +118,15 @@ class GeneratorSettings(BaseModel):
     chunk_impressions: int = Field(1_000_000, ge=100, description="a day is simulated and written this many "
                                    "impressions at a time: memory stays ~2 GB at any day size")
     faults: FaultRates = Field(default_factory=FaultRates)
+
+    @model_validator(mode="after")
+    def _impressions_on_generated_days(self):
+        last = self.start_date + dt.timedelta(days=self.days - 1)
+        outside = sorted(d.isoformat() for d in self.impressions_on if not self.start_date <= d <= last)
+        if outside:
+            raise ValueError(f"impressions_on names {', '.join(outside)}, outside the generated days "
+                             f"{self.start_date}..{last}")
+        return self
 
     def manifest_settings(self) -> dict:
         """These settings only (not the fields a subclass adds), JSON-safe, for the manifest."""
@@ -658,7 +671,8 @@ def _generate_day(settings: GeneratorSettings, world: World, d: int, rng: np.ran
     then its _SUCCESS marker (last: the partition is complete, docs/DATA.md). Returns (its manifest
     entry, the lines received later: carried to the next days)."""
     day = settings.start_date + dt.timedelta(days=d)
-    n_imp = int(round(settings.impressions_per_day * (1.15 if day.weekday() >= 5 else 1.0)))
+    n_imp = settings.impressions_on.get(day) or int(round(
+        settings.impressions_per_day * (1.15 if day.weekday() >= 5 else 1.0)))
     out_dir = raw_dir / "events" / f"dt={day.isoformat()}"
     entry = {"lines": 0, "events_by_type": dict.fromkeys(S.EVENT_TYPES, 0), "impressions_simulated": n_imp,
              "quarantine": {}, "quarantined": 0, "duplicates": 0, "late_moved_to_next_day": 0,

@@ -4,6 +4,7 @@
     ple generate --impressions-per-day 3500000 --days 1 --no-gzip
     ple generate --fault-rate 0.002               # every fault kind at 0.2% of the lines
     ple generate --set faults.duplicate=0.01 --set faults.late=0.005
+    ple generate --days 12 --impressions-on '{2026-01-12: 800000}'   # one day 8x larger
 
 The manifest (<raw>/_manifest.json) lists per partition the lines written, the
 faults injected and the quarantine reason `ple extract` must give for each.
@@ -14,10 +15,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
 
 from datagen.events import FaultRates, GeneratorSettings
-from ple_runtime.config import JobConfig, Location
+from ple_runtime.config import JobConfig, Location, mapping_from_text
 from ple_runtime.lake import Lake, default_data_dir
 
 
@@ -29,6 +32,11 @@ class GenerateConfig(JobConfig, GeneratorSettings):
     fault_rate: float | None = Field(None, ge=0, le=0.05,
                                      description="shortcut: every fault kind at this rate (overrides faults)")
     overwrite: bool = Field(False, description="replace logs a previous generation wrote there")
+
+    @field_validator("impressions_on", mode="before")
+    @classmethod
+    def _mapping_from_text(cls, value: Any) -> Any:
+        return mapping_from_text(value)
 
     @model_validator(mode="after")
     def _fault_rate_sets_every_fault(self):

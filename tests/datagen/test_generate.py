@@ -33,6 +33,20 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     assert a.keys() == c.keys() and a != c
 
 
+def test_a_larger_last_day_leaves_the_world_and_the_days_before_it_unchanged(tmp_path):
+    last = SMALL["start_date"] + dt.timedelta(days=1)
+    generate(GeneratorSettings(**SMALL), tmp_path / "a")
+    settings = generate_job.GenerateConfig(**SMALL, impressions_on=f"{{{last}: 9000}}")   # as --impressions-on
+    manifest = generate(settings, tmp_path / "b")
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    same = {p for p in a if not str(p).startswith(f"events/dt={last}") and p.name != "_manifest.json"}
+    assert same and all(a[p] == b[p] for p in same)   # dimensions and the first day, byte for byte
+    assert manifest["partitions"][last.isoformat()]["impressions_simulated"] == 9000
+    assert manifest["partitions"][SMALL["start_date"].isoformat()]["impressions_simulated"] == 3000
+    with pytest.raises(ValueError, match="2026-01-09, outside the generated days 2026-01-05..2026-01-06"):
+        GeneratorSettings(**SMALL, impressions_on={dt.date(2026, 1, 9): 10})
+
+
 def test_refuses_to_overwrite_without_flag(tmp_path):
     generate(GeneratorSettings(**{**SMALL, "days": 1}), tmp_path)
     with pytest.raises(FileExistsError):
