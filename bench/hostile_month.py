@@ -45,7 +45,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -55,6 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from extraction.raw_logs import MARKER  # noqa: E402  (imports no Spark module)
+from scale import cpu_model  # noqa: E402
 
 # The values a run added to the vocabulary: a day extracted again adds none (its first run did; pinned by
 # tests/extraction/test_extract_multiday.py), so it is left out; the vocabulary table itself is compared.
@@ -71,13 +71,6 @@ EXPECTED = {  # what the first attempt concerned must say (a substring of the me
 
 def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 @dataclass
@@ -426,7 +419,7 @@ def main() -> int:
     args = parser.parse_args()
     bench = Bench(args, Path(), [], bad_positions(args))
     args.root.mkdir(parents=True, exist_ok=True)
-    print(f"hostile month: {os.cpu_count()} CPUs ({_cpu_model()}), load {_load()}, {args.days} days of "
+    print(f"hostile month: {os.cpu_count()} CPUs ({cpu_model()}), load {_load()}, {args.days} days of "
           f"{args.impressions_per_day:,} impressions, bad partitions: "
           + ", ".join(f"{s} {(args.start + dt.timedelta(days=i)).isoformat()}" for i, s in sorted(bench.bad.items())),
           flush=True)

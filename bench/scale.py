@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,18 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 PLE = str(Path(sys.executable).parent / "ple")
 DAYS = ("2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine() -> str:
+    """What a stage ran on: stages of one curve recorded in different sittings must share it."""
+    return f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {cpu_model()}"
 
 
 def _tree_memory(process: psutil.Process) -> int:
@@ -110,12 +123,15 @@ class SizeRun:
             seconds, peak, count, unit = measure()
             self.stages[name] = {"seconds": seconds, "peak_gb": peak / 1e9, "rate": count / seconds, "unit": unit,
                                  "count": count, "load_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
-                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine()}
             self.record_file.write_text(json.dumps({"impressions": self.impressions, "lean": self.lean,
                                                     "stages": self.stages}, indent=1) + "\n")
             reused = ""
         else:
-            reused = f"  (recorded {self.stages[name]['finished']})"
+            ran_on = self.stages[name].get("machine")
+            reused = f"  (recorded {self.stages[name]['finished']}" + (
+                ")" if ran_on == machine() else "; machine not recorded)" if ran_on is None
+                else f" on {ran_on}: not comparable with this machine's stages)")
         figures = self.stages[name]
         print(f"{self.impressions:>10,} impressions/day  {name:<9} {figures['seconds']:8.1f} s  "
               f"{figures['rate']:>10,.0f} {figures['unit']:<10} peak {figures['peak_gb']:5.2f} GB  "
@@ -213,8 +229,7 @@ def main() -> int:
     if args.resume and args.keep is None:
         parser.error("--resume needs --keep (the folder whose finished stages are reused)")
     root = args.keep or Path(tempfile.mkdtemp(prefix="ple-scale-"))
-    cores, memory = os.cpu_count(), psutil.virtual_memory().total / 2**30
-    print(f"machine: {cores} cores, {memory:.0f} GiB; load average before: "
+    print(f"machine: {machine()}; load average before: "
           + " ".join(f"{x:.1f}" for x in os.getloadavg()), flush=True)
     results: dict[int, dict[str, dict[str, float]]] = {}
     try:
