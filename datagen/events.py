@@ -129,8 +129,12 @@ class GeneratorSettings(BaseModel):
         return self
 
     def manifest_settings(self) -> dict:
-        """These settings only (not the fields a subclass adds), JSON-safe, for the manifest."""
-        return self.model_dump(mode="json", include=set(GeneratorSettings.model_fields))
+        """These settings only (not the fields a subclass adds), JSON-safe, for the manifest; no
+        `impressions_on` when empty, so such logs' manifest is byte-identical to earlier versions'."""
+        settings = self.model_dump(mode="json", include=set(GeneratorSettings.model_fields))
+        if not self.impressions_on:
+            del settings["impressions_on"]
+        return settings
 
 
 # --- the world: users and items with latent factors ------------------------------------------
