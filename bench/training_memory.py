@@ -3,9 +3,10 @@
     .venv/bin/python bench/scale.py --impressions 200000 --keep /tmp/scale02     # a lake (extract's row groups)
     .venv/bin/python bench/training_memory.py --data /tmp/scale02/impressions-200000 --copies 1 5
 
-A day `c` times as large is a Parquet table (`dt=` folders) whose training day (scale.py's day 1) holds `c`
-hard links of each of that day's extracted files and whose validation day (day 2) one: the same row groups
-as extract wrote them, `c` times as many rows, the same model and vocabulary (the lake's). Each size is
+A day `c` times as large is a Parquet table (`dt=` folders) whose training day (scale.py's day 1) and
+validation day (day 2) hold `c` hard links of each of that day's extracted files (`--fixed-validation`: the
+validation day once, as before 2026-12-07, which left validation and calibration out of the growth): the same
+row groups as extract wrote them, `c` times as many rows, the same model and vocabulary (the lake's). Each size is
 trained as the user runs it (a `ple` subprocess), and the peak proportional set size of its process tree
 sampled every 0.2 s (bench/scale.py's `run_stage`). Prints per size: rows, row groups, the shuffling
 buffer, seconds, samples/s, peak memory, and the embedding tables' bytes with their optimizer state
@@ -28,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import DAYS, REPO, StageFailed, _embedding_bytes, _table_state_bytes, run_stage  # noqa: E402
 
 
-def copied_days(data: Path, copies: int, root: Path) -> Path:
+def copied_days(data: Path, copies: int, root: Path, validation_copies: int) -> Path:
     sys.path.insert(0, str(REPO))
     from ple_runtime.snapshot import resolve_date_snapshot
 
     table = root / f"examples-x{copies}"
     shutil.rmtree(table, ignore_errors=True)
-    for day, count in ((DAYS[0], copies), (DAYS[1], 1)):
+    for day, count in ((DAYS[0], copies), (DAYS[1], validation_copies)):
         folder = table / f"dt={day}"
         folder.mkdir(parents=True)
         for copy in range(count):
@@ -68,6 +69,8 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[],
                         help="train settings, e.g. max_steps_per_epoch=250 (the shuffling buffer fills before the "
                              "first step, so a capped epoch reaches the same peak, sooner)")
+    parser.add_argument("--fixed-validation", action="store_true",
+                        help="the validation day once at every size (only the training day grows)")
     args = parser.parse_args()
     extra = [item for setting in args.set for item in ("--set", setting)]
     root = Path(tempfile.mkdtemp(prefix="ple-training-memory-"))
@@ -76,7 +79,7 @@ def main() -> int:
     results = {}
     try:
         for copies in args.copies:
-            table = copied_days(args.data, copies, root)
+            table = copied_days(args.data, copies, root, 1 if args.fixed_validation else copies)
             try:
                 found = train(args.data, table, root / f"run-x{copies}", root / f"train-x{copies}.log", extra)
             except StageFailed as failure:

@@ -36,7 +36,9 @@ def iter_date_snapshot(snapshot: DateSnapshot, columns: Sequence[str], rows_per_
                        spark=None) -> Iterator[pd.DataFrame]:
     """The snapshot's rows (only `columns`) as pandas frames of `rows_per_batch` rows (the last shorter), read
     batch by batch (evaluation/streaming.py); sets snapshot.reader, and snapshot.rows after the last batch."""
-    from .streaming import frame_batches, parquet_batches
+    from ple_runtime.arrow_storage import parquet_batches
+
+    from .streaming import frame_batches
 
     columns = list(dict.fromkeys(columns))
 

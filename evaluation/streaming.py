@@ -31,12 +31,11 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
-from ple_runtime import arrow_storage
 
 DEFAULT_ROWS_PER_BATCH = 65536
 DEFAULT_MEMORY_BUDGET_MB = 2048
@@ -149,48 +148,6 @@ class GrowingArray:
 def aligned_batch_rows(rows_per_batch: int, forward_batch_size: int) -> int:
     """`rows_per_batch` rounded up to a multiple of the forward pass's batch size (same passes as one read)."""
     return max(1, math.ceil(rows_per_batch / forward_batch_size)) * forward_batch_size
-
-
-def _rebatched(tables: Iterator, rows: int) -> Iterator:
-    """pyarrow tables of any sizes -> tables of exactly `rows` rows (the last one shorter)."""
-    import pyarrow as pa
-
-    pending: list = []
-    held = 0
-    for table in tables:
-        if table.num_rows == 0:
-            continue
-        pending.append(table)
-        held += table.num_rows
-        while held >= rows:
-            whole = pa.concat_tables(pending, promote_options="default") if len(pending) > 1 else pending[0]
-            yield whole.slice(0, rows)
-            rest = whole.slice(rows)
-            pending, held = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
-    if held:
-        yield pa.concat_tables(pending, promote_options="default") if len(pending) > 1 else pending[0]
-
-
-def parquet_batches(locations: Sequence[str], columns: list[str], rows: int) -> Iterator[pd.DataFrame]:
-    """`columns` of the Parquet files, in file order, as pandas frames of `rows` rows (the last shorter).
-    A file that lacks a column raises KeyError naming it (as `arrow_storage.read_parquet`)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    def tables():
-        for location in locations:
-            source, path = arrow_storage.filesystem(location)
-            with source.open_input_file(path) as handle:
-                parquet = pq.ParquetFile(handle)
-                present = parquet.schema_arrow.names
-                missing = [c for c in columns if c not in present]
-                if missing:
-                    raise KeyError(f"{location} lacks columns {missing}; it has {sorted(present)}")
-                for batch in parquet.iter_batches(batch_size=rows, columns=columns):
-                    yield pa.Table.from_batches([batch])
-
-    for table in _rebatched(tables(), rows):
-        yield table.to_pandas()
 
 
 def frame_batches(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:

@@ -249,11 +249,13 @@ def fit_calibration(spec: ModelSpec, predictions: Mapping[str, Any], labels: Map
     for task in spec.tasks:
         if task.name not in predictions:
             continue
-        value = np.asarray(predictions[task.name], dtype=np.float64).reshape(-1)
-        label = np.asarray(labels[task.name], dtype=np.float64).reshape(-1)
+        # Indexed first, cast to float64 after (the same values): a float64 copy of every row of a 10M-row
+        # day is 80 MB per array, of the sample space's rows only what is fitted.
+        value = np.asarray(predictions[task.name]).reshape(-1)
+        label = np.asarray(labels[task.name]).reshape(-1)
         in_space = (np.asarray(masks[task.name]).reshape(-1) > 0) if task.name in masks else np.ones(value.size, bool)
         in_space &= np.isfinite(label) & np.isfinite(value)
-        value, label = value[in_space], label[in_space]
+        value, label = value[in_space].astype(np.float64), label[in_space].astype(np.float64)
         binary = task.type == "binary"
         problem = None
         if value.size < min_rows:

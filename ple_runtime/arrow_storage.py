@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import posixpath
 from pathlib import Path
+from typing import Iterator, Sequence
 from urllib.parse import unquote, urlparse
 
 from ple_runtime.errors import StageError
@@ -134,3 +135,46 @@ def read_parquet(locations, columns: list[str]):
             raise KeyError(f"{location} lacks columns {missing}; it has {sorted(present)}")
         tables.append(pq.read_table(path, columns=columns, filesystem=source))
     return pa.concat_tables(tables, promote_options="default") if tables else pa.table({c: [] for c in columns})
+
+
+def _rebatched(tables: Iterator, rows: int) -> Iterator:
+    """pyarrow tables of any sizes -> tables of exactly `rows` rows (the last one shorter)."""
+    import pyarrow as pa
+
+    pending: list = []
+    held = 0
+    for table in tables:
+        if table.num_rows == 0:
+            continue
+        pending.append(table)
+        held += table.num_rows
+        while held >= rows:
+            whole = pa.concat_tables(pending, promote_options="default") if len(pending) > 1 else pending[0]
+            yield whole.slice(0, rows)
+            rest = whole.slice(rows)
+            pending, held = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+    if held:
+        yield pa.concat_tables(pending, promote_options="default") if len(pending) > 1 else pending[0]
+
+
+def parquet_batches(locations: Sequence[str], columns: list[str], rows: int) -> Iterator:
+    """`columns` of the Parquet files, in file order, as pandas frames of `rows` rows (the last shorter), read
+    one Parquet batch at a time: memory is a batch's, whatever the files' size.
+    A file that lacks a column raises KeyError naming it (as `read_parquet`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def tables():
+        for location in locations:
+            source, path = filesystem(location)
+            with source.open_input_file(path) as handle:
+                parquet = pq.ParquetFile(handle)
+                present = parquet.schema_arrow.names
+                missing = [c for c in columns if c not in present]
+                if missing:
+                    raise KeyError(f"{location} lacks columns {missing}; it has {sorted(present)}")
+                for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+                    yield pa.Table.from_batches([batch])
+
+    for table in _rebatched(tables(), rows):
+        yield table.to_pandas()

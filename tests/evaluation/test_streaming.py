@@ -14,7 +14,8 @@ from model_registry.model_refs import load_or_fail
 from model_registry.registry import registry_settings
 from evaluation.snapshot_rows import read_date_snapshot
 from ple_runtime.snapshot import resolve_date_snapshot
-from evaluation.streaming import CompactStore, DayArrays, parquet_batches
+from evaluation.streaming import CompactStore, DayArrays
+from ple_runtime.arrow_storage import parquet_batches
 from ple_model import model_inputs
 from ple_model.model_inputs import source_columns
 

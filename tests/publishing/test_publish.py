@@ -104,9 +104,9 @@ def reads(monkeypatch):
     """The rows publish reads, batch by batch: [(rows asked, rows given)] of the streaming reader; reading a
     whole day at once (evaluation.snapshot_rows' pyarrow reader) fails the test."""
     import evaluation.snapshot_rows
-    import evaluation.streaming
+    import ple_runtime.arrow_storage
 
-    stream = evaluation.streaming.parquet_batches
+    stream = ple_runtime.arrow_storage.parquet_batches
     seen: list[tuple[int, int]] = []
 
     def counted(locations, columns, rows):
@@ -117,7 +117,7 @@ def reads(monkeypatch):
     def whole_day(*args, **kwargs):
         raise AssertionError("publish read a whole day at once")
 
-    monkeypatch.setattr(evaluation.streaming, "parquet_batches", counted)
+    monkeypatch.setattr(ple_runtime.arrow_storage, "parquet_batches", counted)
     monkeypatch.setattr(evaluation.snapshot_rows, "_read_with_arrow", whole_day)
     return seen
 

@@ -262,6 +262,30 @@ def test_calibration_none_leaves_the_model_file_without_one(tables, tmp_path):
     assert read_calibration(str(tmp_path / "raw" / "model.pt")) is None and "calibration" not in record
 
 
+def test_calibration_scores_the_validation_rows_in_batches_as_one_whole_read(tables, tmp_path):
+    """The rows calibration is fitted on are read in batches that cross the files' boundaries; they are the
+    predictions, labels and masks a whole read of the validation files gives, bit for bit, kept compactly."""
+    from ple_model import model_inputs
+    from ple_model.model_file import load_model
+    from ple_model.model_inputs import source_columns
+    from ple_model.prediction import predict
+    from ple_runtime import arrow_storage
+    from training.calibration import validation_predictions
+
+    train(tables, tmp_path / "run", "--epochs", "1", "--calibration", "none")
+    loaded = load_model(tmp_path / "run" / "model.pt")
+    paths = sorted(str(p) for p in (tables["root"] / "valid").glob("*.parquet"))
+    assert len(paths) == 2
+    predictions, labels, masks = validation_predictions(loaded, paths, batch_size=64, rows_per_batch=130)
+    whole = model_inputs(arrow_storage.read_parquet(paths, source_columns(loaded.spec)).to_pandas(), loaded.spec)
+    expected, _ = predict(loaded.model, loaded.spec, whole.features, 64)
+    for task in loaded.spec.task_names:
+        assert predictions[task].dtype == labels[task].dtype == np.float32 and masks[task].dtype == bool
+        assert np.array_equal(predictions[task], expected[task])
+        assert np.array_equal(labels[task], whole.labels[task])
+        assert np.array_equal(masks[task], whole.masks[task] > 0)
+
+
 def test_bf16_training_keeps_fp32_weights_and_says_which_path_ran(tables, tmp_path):
     """precision=bf16 (with the sparse embedding path): the run completes, its record says bf16 and why, and the
     weights it keeps (model.pt, the checkpoint's optimizer state) are fp32; the bf16 forward did run (its outputs
