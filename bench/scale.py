@@ -11,7 +11,8 @@ is lean: 3 days generated, days 1-2 extracted, day 2 evaluated (the validation d
 time and memory, not of the model), which saves a generated and an extracted day at the sizes
 that take hours. Every stage runs as the user runs it, a `ple`
 subprocess; its wall time and the peak memory of its whole process tree (the Spark JVM
-included; proportional set size, so shared pages count once; sampled every 0.2 s) are measured from here. Prints, per stage and size:
+included; proportional set size, so shared pages count once; sampled every 0.2 s; or, if larger, the exact
+peak resident set of its largest process, which no sample can miss) are measured from here. Prints, per stage and size:
 seconds, the stage's throughput (lines/s for generate and extract, samples/s for train,
 rows/s for evaluate), peak memory, and how each grows against the first size (the anchor,
 measured in the same run; time also per line or row, x1.00 = linear), with the load average before
@@ -66,8 +67,9 @@ def _tree_memory(process: psutil.Process) -> int:
 
 def run_stage(args: list[str], log: Path, env: dict[str, str] | None = None,
               program: list[str] | None = None) -> tuple[float, int]:
-    """(seconds, peak memory (PSS) of the process tree in bytes) of one `ple` command (or `program` with
-    those arguments); its output goes to `log`."""
+    """(seconds, peak memory in bytes) of one `ple` command (or `program` with those arguments); its output
+    goes to `log`. Peak: the larger of the process tree's proportional set size sampled every 0.2 s and the
+    largest single process's exact peak resident set."""
     started = time.perf_counter()
     with open(log, "w") as out:
         child = subprocess.Popen([*(program or [PLE]), *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -84,9 +86,14 @@ def run_stage(args: list[str], log: Path, env: dict[str, str] | None = None,
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        code = child.wait()
+        # wait4: the child's exact peak resident set (its own or a reaped descendant's, the largest); a
+        # spike shorter than the sampling interval (a whole day read into pandas for a few seconds) is
+        # missed by the samples, not by this.
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = code = os.waitstatus_to_exitcode(status)
         done.set()
         sampler.join()
+    peak = max(peak, usage.ru_maxrss * 1024)
     if code != 0:
         raise StageFailed(f"`ple {args[0]}` failed (exit {code}, peak {peak / 1e9:.2f} GB); see {log}")
     return time.perf_counter() - started, peak

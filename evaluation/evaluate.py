@@ -39,7 +39,7 @@ from model_registry.registry import registry_settings
 from ple_model import model_inputs
 from ple_model.metrics import GAIN_METRIC, mtl_gain
 from ple_model.model_inputs import source_columns
-from ple_model.prediction import predict
+from ple_model.prediction import aligned_batch_rows, predict
 from ple_runtime import arrow_storage
 from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
@@ -52,7 +52,7 @@ from .report import evaluation_report
 from .scoring import calibration_change, score_predictions
 from .snapshot_rows import iter_date_snapshot
 from .streaming import (DEFAULT_MEMORY_BUDGET_MB, DEFAULT_ROWS_PER_BATCH, CompactStore, DayArrays, PassSettings,
-                        ScoredModel, aligned_batch_rows, frame_batches, score_day)
+                        ScoredModel, frame_batches, score_day)
 
 EVALUATION_FORMAT = "ple-evaluation/1"   # keys only added since (intervals, GAUC, ranking, calibration)
 SINGLE_TASK_SYSTEM = "single-task system"

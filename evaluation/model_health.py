@@ -95,7 +95,9 @@ def validation_reference(model, options, spark=None) -> dict[str, Any]:
     from ple_runtime.snapshot import resolve_date_snapshot
 
     from .snapshot_rows import iter_date_snapshot
-    from .streaming import CompactStore, PassSettings, ScoredModel, aligned_batch_rows, score_day
+    from ple_model.prediction import aligned_batch_rows
+
+    from .streaming import CompactStore, PassSettings, ScoredModel, score_day
 
     found = validation_day(model)
     if found is None:

@@ -2,7 +2,7 @@
 
 An evaluation used to read the whole day into pandas (about 2.3-3 KB a row: every column
 of the day, every model's features) before scoring. Here the day is read in batches of
-`rows_per_batch` rows (pyarrow's `iter_batches` over each Parquet file, re-cut so that every
+`rows_per_batch` rows (`ple_runtime.arrow_storage.parquet_batches`: pyarrow's `iter_batches` over each Parquet file, re-cut so that every
 batch but the last has exactly that many rows); each batch is turned into model inputs and
 scored by EVERY model (candidate, published, baselines, compared) before the next is read,
 and then dropped. What stays, per row, is what AUC/DeLong, GAUC, NDCG, calibration and the
@@ -27,7 +27,6 @@ vectors, column mapping) still collects the day to the driver and is then cut in
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,11 +143,6 @@ class GrowingArray:
 
 
 # --- reading the snapshot in batches ------------------------------------------------------
-
-def aligned_batch_rows(rows_per_batch: int, forward_batch_size: int) -> int:
-    """`rows_per_batch` rounded up to a multiple of the forward pass's batch size (same passes as one read)."""
-    return max(1, math.ceil(rows_per_batch / forward_batch_size)) * forward_batch_size
-
 
 def frame_batches(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
     """An in-memory frame cut into batches (the Spark reader's day, or a caller's frame)."""

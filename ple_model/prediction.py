@@ -9,11 +9,18 @@ Evaluation scores models with it; training fits post-hoc calibration with it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from .metrics import gate_usage, predictions_from_outputs
 from .spec import ModelSpec
+
+
+def aligned_batch_rows(rows_per_batch: int, forward_batch_size: int) -> int:
+    """`rows_per_batch` rounded up to a multiple of the forward pass's batch size (same passes as one read)."""
+    return max(1, math.ceil(rows_per_batch / forward_batch_size)) * forward_batch_size
 
 
 def predict(model: torch.nn.Module, spec: ModelSpec, features: dict[str, np.ndarray], batch_size: int = 8192,
