@@ -8,7 +8,7 @@ validation day (day 2) hold `c` hard links of each of that day's extracted files
 validation day once, as before 2026-12-07, which left validation and calibration out of the growth): the same
 row groups as extract wrote them, `c` times as many rows, the same model and vocabulary (the lake's). Each size is
 trained as the user runs it (a `ple` subprocess), and the peak proportional set size of its process tree
-sampled every 0.2 s (bench/scale.py's `run_stage`). Prints per size: rows, row groups, the shuffling
+sampled every 0.2 s, or the largest process's exact peak resident set if larger (bench/scale.py's `run_stage`). Prints per size: rows, row groups, the shuffling
 buffer, seconds, samples/s, peak memory, and the embedding tables' bytes with their optimizer state
 (part of the peak, the same at every size), and the growth against the first size.
 """

@@ -253,6 +253,8 @@ class Trainer:
         filled = 0
         for batch in self._batches(train=False):
             self.callbacks.on_validation_batch(self, batch)
+            if filled + batch.rows > len(local):
+                break   # more rows than the footers say: the error below
             predictions = predictions_from_outputs(self.spec, self.model(batch.features))
             rows = local[filled:filled + batch.rows]
             for index, task in enumerate(self.spec.task_names):
@@ -261,8 +263,8 @@ class Trainer:
                 rows[:, 3 * index + 2] = batch.masks[task].cpu()
             filled += len(rows)
         if filled != len(local):
-            raise TrainingError(f"rank {self.world.rank} read {filled} validation rows where the footers say "
-                                f"{len(local)}; the shard layout and the reader disagree")
+            raise TrainingError(f"rank {self.world.rank} read other than the {len(local)} validation rows the "
+                                "footers say; the shard layout and the reader disagree")
         everything = self.world.allgather(local, name="validation_rows")  # AUC needs every row together
         self.model.train()
         if not self.world.is_root:
