@@ -25,7 +25,9 @@ from ple_model.prediction import aligned_batch_rows, predict
 from ple_runtime import arrow_storage
 from ple_runtime.lineage import write_json
 
+from .data import shard_layout
 from .plan import TrainingPlan
+from .validation_rows import ValidationRows
 
 
 def _level(predictions: dict[str, np.ndarray], labels, masks) -> dict[str, dict[str, float]]:
@@ -39,26 +41,23 @@ def _level(predictions: dict[str, np.ndarray], labels, masks) -> dict[str, dict[
     return figures
 
 
-def validation_predictions(loaded, paths: list[str], batch_size: int,
-                           rows_per_batch: int = 65536) -> tuple[dict, dict, dict]:
-    """The model's predictions, labels and sample-space masks for every row of `paths`, read and scored
-    `rows_per_batch` rows at a time (a multiple of `batch_size`: the forward passes of one whole read): what
-    stays is 9 bytes a row and task (float32 prediction and label, bool mask), not the day's columns (the
-    whole day read into pandas peaked at 2.89 GB for 1M rows)."""
-    names = loaded.spec.task_names
-    kinds = (("predictions", np.float32), ("labels", np.float32), ("masks", bool))
-    parts: dict[str, dict[str, list[np.ndarray]]] = {kind: {task: [] for task in names} for kind, _ in kinds}
+def validation_predictions(loaded, paths: list[str], rows: int, batch_size: int,
+                           rows_per_batch: int = 65536) -> ValidationRows:
+    """The model's predictions, labels and sample-space masks for every row of `paths` (`rows` of them, from
+    the footers), read and scored `rows_per_batch` rows at a time (a multiple of `batch_size`: the forward
+    passes of one whole read): what stays is what validation keeps (training/validation_rows.py, 27 bytes a
+    row for the video spec), not the day's columns (the whole day read into pandas peaked at 2.89 GB for 1M
+    rows)."""
+    kept = ValidationRows(loaded.spec, rows)
     for frame in arrow_storage.parquet_batches(paths, source_columns(loaded.spec),
                                                 aligned_batch_rows(rows_per_batch, batch_size)):
         inputs = model_inputs(frame, loaded.spec)
         predictions, _ = predict(loaded.model, loaded.spec, inputs.features, batch_size)
-        for task in names:
-            parts["predictions"][task].append(predictions[task].astype(np.float32, copy=False))
-            parts["labels"][task].append(inputs.labels[task])
-            parts["masks"][task].append(inputs.masks[task] > 0)
-    # each task's parts freed as soon as they are joined: the kept arrays exist once, not twice
-    return tuple({task: np.concatenate(chunks) if (chunks := parts[kind].pop(task)) else np.zeros(0, dtype)
-                  for task in names} for kind, dtype in kinds)
+        if not kept.fill(predictions, inputs.labels, inputs.masks):
+            break
+    if kept.filled != kept.rows:
+        raise ValueError(f"the validation files gave other than the {rows} rows their footers say: {paths}")
+    return kept
 
 
 def calibrate_model(plan: TrainingPlan) -> dict[str, Any] | None:
@@ -68,13 +67,14 @@ def calibrate_model(plan: TrainingPlan) -> dict[str, Any] | None:
     if method == "none" or not model_file.is_file():
         return None
     loaded = load_model(model_file)
-    predictions, labels, masks = validation_predictions(loaded, plan.validation_snapshot.paths,
-                                                        plan.config.validation_batch_size)
+    snapshot = plan.validation_snapshot
+    kept = validation_predictions(loaded, snapshot.paths, shard_layout(snapshot.urls, 1).total_rows,
+                                  plan.config.validation_batch_size)
+    predictions, labels, masks = kept.columns()
     calibration = fit_calibration(loaded.spec, predictions, labels, masks, method=method)
     attach_calibration(str(model_file), calibration)
     calibrated = calibration.apply_numpy(predictions)
-    rows = len(next(iter(labels.values()))) if labels else 0
-    return {"method": method, "fitted_on": plan.validation_snapshot.summary(), "rows": rows,
+    return {"method": method, "fitted_on": snapshot.summary(), "rows": kept.rows,
             "fit": calibration.fit_report,
             "before": _level(predictions, labels, masks),
             "after": _level(calibrated, labels, masks)}

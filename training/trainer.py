@@ -38,7 +38,7 @@ import torch
 
 from ple_model import autocast, build_model, read_model_file, save_model
 from ple_model.losses import masked_task_loss_sums
-from ple_model.metrics import evaluate_tasks, predictions_from_outputs
+from ple_model.metrics import predictions_from_outputs
 from ple_model.weighting import build_weighting
 from ple_runtime.config import config_as_dict
 from ple_runtime.lineage import run_context, write_json
@@ -52,6 +52,7 @@ from .optim import build_optimizers, zero_grad
 from .plan import TrainingPlan
 from .precision import agreed, resolve_precision
 from .selection import build_selection, task_metrics
+from .validation_rows import ValidationRows
 from .world import SingleProcessWorld, init_world, set_rng_state
 
 
@@ -246,33 +247,22 @@ class Trainer:
         """Metrics over every validation row (rank 0; None elsewhere) and the seconds it took (a collective)."""
         started = time.time()
         self.model.eval()
-        # Filled in place, 12 bytes a row and task: the rows are known from the footers, and a list of
-        # per-batch parts concatenated at the end held the day twice (1 GB at 10M rows, 4 tasks).
-        local = torch.empty((self.validation_layout.rows_per_shard[self.world.rank], 3 * len(self.spec.task_names)),
-                            dtype=torch.float32)
-        filled = 0
+        # Filled in place (rows known from the footers): a list of per-batch parts concatenated at the
+        # end held the day twice (1 GB at 10M rows, 4 tasks).
+        local = ValidationRows(self.spec, self.validation_layout.rows_per_shard[self.world.rank])
         for batch in self._batches(train=False):
             self.callbacks.on_validation_batch(self, batch)
-            if filled + batch.rows > len(local):
+            if not local.fill(predictions_from_outputs(self.spec, self.model(batch.features)), batch.labels,
+                              batch.masks):
                 break   # more rows than the footers say: the error below
-            predictions = predictions_from_outputs(self.spec, self.model(batch.features))
-            rows = local[filled:filled + batch.rows]
-            for index, task in enumerate(self.spec.task_names):
-                rows[:, 3 * index] = torch.as_tensor(predictions[task])
-                rows[:, 3 * index + 1] = batch.labels[task].cpu()
-                rows[:, 3 * index + 2] = batch.masks[task].cpu()
-            filled += len(rows)
-        if filled != len(local):
-            raise TrainingError(f"rank {self.world.rank} read other than the {len(local)} validation rows the "
+        if local.filled != local.rows:
+            raise TrainingError(f"rank {self.world.rank} read other than the {local.rows} validation rows the "
                                 "footers say; the shard layout and the reader disagree")
-        everything = self.world.allgather(local, name="validation_rows")  # AUC needs every row together
+        everything = local.gather(self.world)  # AUC needs every row together
         self.model.train()
         if not self.world.is_root:
             return None, time.time() - started
-        columns = {name: everything[:, 3 * i:3 * i + 3].numpy() for i, name in enumerate(self.spec.task_names)}
-        metrics = evaluate_tasks(self.spec, {t: c[:, 0] for t, c in columns.items()},
-                                 {t: c[:, 1] for t, c in columns.items()}, {t: c[:, 2] for t, c in columns.items()})
-        return plain(metrics), time.time() - started
+        return plain(everything.metrics()), time.time() - started
 
     def end_epoch(self, figures: dict[str, Any], validation: dict | None, seconds: float) -> None:
         record, stop = None, False

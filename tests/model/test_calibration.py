@@ -153,6 +153,32 @@ def test_isotonic_fit_on_float64_scores_that_round_to_one_float32(spec):
     assert np.all(np.diff(ordered) >= 0), "the map decreases between knots"
 
 
+@pytest.mark.parametrize("labels", ["binary", "regression"])
+def test_pav_on_pooled_points_gives_every_rows_level_from_the_rows_themselves(labels):
+    """The fit sees points, not rows (ties pooled, and runs of neighbouring scores whose rows share one label
+    pooled: `_points`): PAV's level for every row must be what scikit-learn's IsotonicRegression fitted on the
+    rows themselves gives; and the thinning quantiles np.quantile's of the rows."""
+    from sklearn.isotonic import IsotonicRegression, isotonic_regression
+
+    from ple_model.calibration import _points
+
+    rng = np.random.default_rng(5)
+    scores = np.round(rng.beta(2, 8, 30_000), 4).astype(np.float32)   # many ties
+    if labels == "binary":
+        label = (rng.random(scores.size) < scores * 1.5).astype(np.uint8)
+    else:
+        label = np.round(np.clip(scores + rng.normal(0, 0.2, scores.size), 0, 1), 1).astype(np.float32)
+    points = _points(scores, label, max_knots=64)
+    assert points.rows.size < np.unique(scores).size, "equal-label runs were not pooled"
+    assert points.rows.sum() == scores.size and np.all(points.first <= points.last)
+    fitted = isotonic_regression(points.mean_label, sample_weight=points.rows, y_min=0.0, y_max=1.0)
+    by_rows = IsotonicRegression(y_min=0.0, y_max=1.0).fit_transform(scores.astype(np.float64),
+                                                                      label.astype(np.float64))
+    order = np.argsort(scores, kind="stable")
+    assert np.allclose(np.repeat(fitted, points.rows.astype(int)), by_rows[order], rtol=0, atol=1e-12)
+    assert np.array_equal(points.quantiles, np.quantile(scores.astype(np.float64), np.linspace(0, 1, 64)))
+
+
 def test_isotonic_map_never_leaves_its_knots_range():
     """Float32 rounding of the piecewise-linear sum once gave 1.0000001 for a probability (the metrics refuse
     it). Over many random monotone maps ending at 1.0, no input may map outside [y_first, y_last]."""

@@ -276,14 +276,20 @@ def test_calibration_scores_the_validation_rows_in_batches_as_one_whole_read(tab
     loaded = load_model(tmp_path / "run" / "model.pt")
     paths = sorted(str(p) for p in (tables["root"] / "valid").glob("*.parquet"))
     assert len(paths) == 2
-    predictions, labels, masks = validation_predictions(loaded, paths, batch_size=64, rows_per_batch=130)
     whole = model_inputs(arrow_storage.read_parquet(paths, source_columns(loaded.spec)).to_pandas(), loaded.spec)
+    rows = len(whole.labels["play"])
+    kept = validation_predictions(loaded, paths, rows, batch_size=64, rows_per_batch=130)
+    predictions, labels, masks = kept.columns()
     expected, _ = predict(loaded.model, loaded.spec, whole.features, 64)
     for task in loaded.spec.task_names:
-        assert predictions[task].dtype == labels[task].dtype == np.float32 and masks[task].dtype == bool
+        binary = loaded.spec.task(task).type == "binary"
+        assert predictions[task].dtype == np.float32 and masks[task].dtype == np.uint8
+        assert labels[task].dtype == (np.uint8 if binary else np.float32)
         assert np.array_equal(predictions[task], expected[task])
         assert np.array_equal(labels[task], whole.labels[task])
         assert np.array_equal(masks[task], whole.masks[task] > 0)
+    with pytest.raises(ValueError, match="other than the"):   # the footers' rows are what the files give
+        validation_predictions(loaded, paths, rows + 1, batch_size=64, rows_per_batch=130)
 
 
 def test_bf16_training_keeps_fp32_weights_and_says_which_path_ran(tables, tmp_path):
