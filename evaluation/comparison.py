@@ -114,7 +114,7 @@ class PairedScores:
         label = np.asarray(self.labels[task])[in_space]
         if not keys or label.size == 0 or label.min() == label.max():
             return None
-        aucs, covariance = delong_auc(label, np.stack([self.predictions[k][task][in_space] for k in keys]))
+        aucs, covariance = delong_auc(label, [self.predictions[k][task][in_space] for k in keys])  # no stacked copy
         return {"keys": keys, "aucs": aucs, "covariance": covariance}
 
     def _row_bootstrap(self):

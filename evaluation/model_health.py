@@ -47,11 +47,11 @@ def task_health(spec, predictions: dict[str, np.ndarray], labels: dict, masks: d
         if task.name not in predictions:
             continue
         in_space = np.asarray(masks[task.name]).reshape(-1) > 0
-        # the sample space's rows, then float64 (the same values; no float64 copy of the whole day)
-        prediction = np.asarray(predictions[task.name]).reshape(-1)[in_space].astype(np.float64)
-        label = np.asarray(labels[task.name]).reshape(-1)[in_space].astype(np.float64)
-        mean_prediction = float(prediction.mean()) if prediction.size else math.nan
-        observed = float(label.mean()) if label.size else math.nan
+        # the sample space's rows in their own dtypes, means summed in float64 (no float64 copies of the day)
+        prediction = np.asarray(predictions[task.name]).reshape(-1)[in_space]
+        label = np.asarray(labels[task.name]).reshape(-1)[in_space]
+        mean_prediction = float(prediction.mean(dtype=np.float64)) if prediction.size else math.nan
+        observed = float(label.mean(dtype=np.float64)) if label.size else math.nan
         health[task.name] = {"rows": int(prediction.size), "mean_prediction": mean_prediction, "observed": observed,
                              "calibration": mean_prediction / observed if observed else math.nan,
                              "histogram": prediction_histogram(prediction)}

@@ -50,8 +50,8 @@ def score_predictions(spec: ModelSpec, predictions: dict[str, np.ndarray], label
         if task.name not in metrics:
             continue
         in_space = np.asarray(masks[task.name]) > 0
-        prediction = np.asarray(predictions[task.name])[in_space].astype(np.float64)   # rows in space only
-        label = np.asarray(labels[task.name])[in_space].astype(np.float64)
+        # rows in space only, in their own dtypes (the curve's means sum in float64): no float64 copies of the day
+        prediction, label = np.asarray(predictions[task.name])[in_space], np.asarray(labels[task.name])[in_space]
         result = metrics[task.name]
         if task.type == "regression":
             # Same meaning as the binary tasks' figure: mean prediction / mean observed value.

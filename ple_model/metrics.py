@@ -23,8 +23,9 @@ Uncertainty and the metrics recommender teams report (all numpy, vectorised):
   column, so differences between columns (models) are paired.
   `bootstrap_ratio_samples_by_block`: the same law over row blocks (the
   (units, k) matrices never whole: memory of a block at any row count).
-- `structural_components`: one score vector's AUC and per-row DeLong
-  components from one sort (what `delong_auc` and the binary AUC use).
+- `structural_components`: one score vector's AUC (and, into given arrays, its
+  rows' DeLong components per class) from one sort (what `delong_auc` and the
+  binary AUC use).
 - `group_auc`: AUC within each group (user), weighted by the group's rows,
   groups with one class skipped and counted (GAUC).
 - `ranking_score`, `ndcg_at_k`: the paper's `prod_k p_k^{w_k}` ranking score
@@ -113,7 +114,7 @@ def _binary_metrics(prediction: np.ndarray, label: np.ndarray, count: int) -> Di
         metrics["auc_undefined_reason"] = f"only one class in the sample space ({metrics['positives']} positives of {count})"
     else:
         # roc_auc_score's value (within 1e-16) from one sort: it held ~73 B a row, this ~25.
-        metrics["auc"] = structural_components(label > 0.5, prediction, components=False)[0]
+        metrics["auc"] = structural_components(label > 0.5, prediction)
     metrics["logloss"] = _log_loss(label, prediction)
     metrics["mean_prediction"] = float(prediction.mean(dtype=np.float64))
     metrics["observed_rate"] = float(label.mean(dtype=np.float64))
@@ -196,12 +197,14 @@ def normal_interval(estimate: float, variance: float, level: float = 0.95) -> tu
 
 
 def structural_components(positive: np.ndarray, score: np.ndarray,
-                          components: bool = True) -> tuple[float, np.ndarray | None]:
-    """(AUC, per row: DeLong's structural component) of one score vector, from one sort.
+                          out: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """The AUC of one score vector from one sort; with `out` = (for_positives, for_negatives), also each row's
+    DeLong structural component, written into them in row order within each class.
 
     A positive's component is the share of negatives scored below it, a negative's the share of
     positives scored above it; ties count one half (as roc_auc_score). The AUC is computed from integer
-    counts (one rounding). Holds ~30 B a row while it runs (three rankdata calls held ~75)."""
+    counts (one rounding). Holds ~40 B a row while it runs with `out` (three rankdata calls held ~75;
+    a whole-day component array and its class copies ~65)."""
     n = score.size
     index = np.int32 if n < 2 ** 31 else np.int64
     order = np.argsort(score, kind="stable").astype(index)
@@ -211,49 +214,66 @@ def structural_components(positive: np.ndarray, score: np.ndarray,
     last[-1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=last[:-1])
     del ordered
-    ends = (np.flatnonzero(last) + 1).astype(index)          # one past each tie block's last row
+    ends = np.flatnonzero(last)
+    ends += 1                                                # one past each tie block's last row
+    ends = ends.astype(index)
     del last
     positives_to = np.cumsum(is_positive, dtype=index)[ends - 1]
     in_block_positives = np.diff(positives_to, prepend=0)
     in_block_negatives = np.diff(ends, prepend=0) - in_block_positives
     del ends
     positives, negatives = int(positives_to[-1]), int(n - positives_to[-1])
-    twice_below = 2 * np.cumsum(in_block_negatives, dtype=np.int64) - in_block_negatives   # 2 x (below + tied / 2)
-    auc = float(np.dot(in_block_positives, twice_below)) / (2.0 * positives * negatives)
-    if not components:
-        return auc, None
-    component = np.empty(n)
-    component[is_positive] = np.repeat(twice_below / (2.0 * negatives), in_block_positives)
-    del twice_below
-    above = (2 * (positives - positives_to.astype(np.int64)) + in_block_positives) / (2.0 * positives)
+    twice_below = np.cumsum(in_block_negatives, dtype=np.int64)   # 2 x (below + tied / 2), in place
+    twice_below *= 2
+    twice_below -= in_block_negatives
+    with_positives = in_block_positives > 0      # what the positives need: their blocks only
+    twice_below, positives_in = twice_below[with_positives], in_block_positives[with_positives].astype(np.int64)
+    del with_positives
+    auc = float(np.dot(positives_in, twice_below)) / (2.0 * positives * negatives)
+    if out is None:
+        return auc
+    # A row's place within its class, in row order: positives before it (or negatives before it). Indices
+    # and values made one class at a time and freed as soon as written: with mostly distinct scores the
+    # per-block arrays are as long as the day.
+    positives_through = np.cumsum(positive, dtype=index)
+    where = positives_through[order[is_positive]]
+    where -= 1
+    out[0][where] = np.repeat(twice_below / (2.0 * negatives), positives_in)
+    del twice_below, positives_in, where
+    rows = order[~is_positive]
+    del order, is_positive
+    rows -= positives_through[rows]
+    del positives_through
+    above = positives_to.astype(np.float64)      # (2 x positives above + tied) / (2 x positives), in place
     del positives_to
-    component[~is_positive] = np.repeat(above, in_block_negatives)
-    del above, in_block_positives, in_block_negatives, is_positive
-    in_rows = np.empty(n)
-    in_rows[order] = component
-    return auc, in_rows
+    np.subtract(positives, above, out=above)
+    above *= 2
+    above += in_block_positives
+    above /= 2.0 * positives
+    del in_block_positives
+    out[1][rows] = np.repeat(above, in_block_negatives)
+    return auc
 
 
 def delong_auc(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs of k score vectors on the same rows and their k x k covariance (DeLong, fast version).
 
-    label: (n,) 0/1; scores: (k, n) or (n,). Ties count one half, as in
+    label: (n,) 0/1; scores: (k, n) or (n,) (or a list of k (n,) arrays). Ties count one half, as in
     roc_auc_score. Sun & Xu (2014): every row's structural component in
     O(n log n) (`structural_components`: one sort per model); the covariance
     of two models' components gives the variance of their AUC difference on
     the same rows (paired). Needs both classes.
     """
     label = np.asarray(label).reshape(-1) > 0.5
-    scores = np.atleast_2d(np.asarray(scores))
+    scores = [np.asarray(score).reshape(-1) for score in scores] if isinstance(scores, (list, tuple)) \
+        else np.atleast_2d(np.asarray(scores))
     positives, negatives = int(label.sum()), int((~label).sum())
     if positives == 0 or negatives == 0:
         raise ValueError(f"DeLong needs both classes ({positives} positives, {negatives} negatives)")
     aucs = np.empty(len(scores))
     v_positive, v_negative = np.empty((len(scores), positives)), np.empty((len(scores), negatives))
     for model, score in enumerate(scores):
-        aucs[model], component = structural_components(label, score)
-        v_positive[model], v_negative[model] = component[label], component[~label]
-        del component
+        aucs[model] = structural_components(label, score, out=(v_positive[model], v_negative[model]))
     covariance = (np.atleast_2d(np.cov(v_positive)) / positives + np.atleast_2d(np.cov(v_negative)) / negatives
                   if positives > 1 and negatives > 1 else np.full((len(scores), len(scores)), math.nan))
     return aucs, covariance
@@ -489,14 +509,13 @@ def calibration_curve(prediction: np.ndarray, label: np.ndarray, bins: int = 10)
     events sit in the first few percent, where equal-width bins would put
     nearly every row in one bin. Also defined for regression values.
     """
-    prediction = np.asarray(prediction, dtype=np.float64).reshape(-1)
-    label = np.asarray(label, dtype=np.float64).reshape(-1)
+    prediction, label = np.asarray(prediction).reshape(-1), np.asarray(label).reshape(-1)   # means in float64
     if prediction.size == 0:
         return {"mean_prediction": [], "observed": [], "count": [], "strategy": "quantile"}
     order = np.argsort(prediction, kind="stable")
     groups = [g for g in np.array_split(order, min(bins, prediction.size)) if g.size]
-    return {"mean_prediction": [float(prediction[g].mean()) for g in groups],
-            "observed": [float(label[g].mean()) for g in groups],
+    return {"mean_prediction": [float(prediction[g].mean(dtype=np.float64)) for g in groups],
+            "observed": [float(label[g].mean(dtype=np.float64)) for g in groups],
             "count": [int(g.size) for g in groups], "strategy": "quantile"}
 
 
