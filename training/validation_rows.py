@@ -59,8 +59,7 @@ class ValidationRows:
 
     def gather(self, world) -> "ValidationRows":
         """Every rank's rows, concatenated in rank order (a collective: every rank calls it)."""
-        everything = ValidationRows.__new__(ValidationRows)
-        everything.spec = self.spec
+        everything = ValidationRows(self.spec, 0)
         everything.predictions = world.allgather(self.predictions, name="validation_predictions")
         everything.labels = {task: world.allgather(values, name=f"validation_label_{task}")
                              for task, values in self.labels.items()}
