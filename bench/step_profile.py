@@ -7,8 +7,8 @@
 Each run is `ple train` (PLE, 2 levels, rowwise_adagrad, batch 1024 per worker, the table of
 bench/training_throughput.py) under py-spy (`--subprocesses --idle`, 50 samples/s): the samples
 of a worker's training loop are split by what the stack is in (forward + loss, backward, the
-gradient exchange, the Eq. 9 sample-space counts allreduce, the optimizers, waiting for the next
-batch). `--idle` keeps the samples where the loop waits (on the other worker, on the loader), so
+wait for the gradient exchange, the wait for the Eq. 9 sample-space counts' sum started before
+the forward, the optimizers, waiting for the next batch). `--idle` keeps the samples where the loop waits (on the other worker, on the loader), so
 the shares are of wall time. The 1-worker runs (all cores, and 1 thread) are the anchors.
 """
 
@@ -29,7 +29,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 # (phase, a frame that marks it), first match wins: the collectives are inside the others' frames
 PHASES = [
-    ("counts allreduce (Eq. 9 sample-space counts)", "allreduce_sum ("),
+    ("meter", "after_step ("),
+    # the counts' sum starts before the forward and is waited for after it: what shows is the wait
+    ("counts allreduce (Eq. 9 sample-space counts)", "wait (training/world.py"),
+    # with torch.distributed the dense buckets leave during the backward (their start is in it); this is the
+    # wait for them, the rest of the dense parameters and the sparse tables' exchange
     ("gradient exchange (world.synchronize)", "synchronize ("),
     ("optimizers (world.step)", "step (training/world.py"),
     ("backward", "run_backward"),
@@ -37,7 +41,6 @@ PHASES = [
     ("forward + loss", "forward ("),
     ("forward + loss", "masked_task_loss_sums"),
     ("next batch (loader)", "_batches ("),
-    ("meter", "after_step ("),
 ]
 LOOP = "train_epoch (training/trainer.py"
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .spec import ModelSpec
+from .spec import ModelSpec, TaskSpec
 
 
 def _elementwise_loss(task_type: str, output: Tensor, label: Tensor) -> Tensor:
@@ -47,18 +47,32 @@ def masked_task_loss_sums(spec: ModelSpec, outputs: Mapping[str, Tensor], labels
         if task.name not in labels:
             raise KeyError(f"no labels for task {task.name!r}; got labels for {sorted(labels)}")
         label = torch.as_tensor(labels[task.name], device=output.device).float().reshape(-1)
-        if task.mask is not None and task.name not in masks:
-            raise KeyError(f"task {task.name!r} has a sample-space mask (column {task.mask!r}) "
-                           f"but masks has no entry for it; got {sorted(masks)}")
-        if task.name in masks:
-            in_space = torch.as_tensor(masks[task.name], device=output.device).reshape(-1) > 0
-        else:
-            in_space = torch.ones_like(output, dtype=torch.bool)
+        in_space = _in_space(task, masks, output.shape[0], output.device)
         label = torch.where(in_space, label, torch.zeros_like(label))
         losses = _elementwise_loss(task.type, output, label)
         sums[task.name] = torch.where(in_space, losses, torch.zeros_like(losses)).sum()
         counts[task.name] = in_space.sum()
     return sums, counts
+
+
+def _in_space(task: TaskSpec, masks: Mapping[str, Tensor], rows: int, device: torch.device) -> Tensor:
+    """The task's sample space over the batch's rows: its mask where it has one, else every row."""
+    if task.mask is not None and task.name not in masks:
+        raise KeyError(f"task {task.name!r} has a sample-space mask (column {task.mask!r}) "
+                       f"but masks has no entry for it; got {sorted(masks)}")
+    if task.name in masks:
+        return torch.as_tensor(masks[task.name], device=device).reshape(-1) > 0
+    return torch.ones(rows, dtype=torch.bool, device=device)
+
+
+def sample_space_counts(spec: ModelSpec, masks: Mapping[str, Tensor], rows: int,
+                        device: torch.device | str = "cpu") -> Tensor:
+    """Per task of the spec, in its order: the batch's rows in the task's sample space (float32, on `device`).
+
+    The same counts `masked_task_loss_sums` returns, from the masks alone: known before the forward,
+    so a distributed step can sum them over workers while its forward runs."""
+    device = torch.device(device)
+    return torch.stack([_in_space(task, masks, rows, device).sum().to(torch.float32) for task in spec.tasks])
 
 
 def masked_task_losses(spec: ModelSpec, outputs: Mapping[str, Tensor], labels: Mapping[str, Tensor],

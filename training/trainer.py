@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ple_model import autocast, build_model, read_model_file, save_model
-from ple_model.losses import masked_task_loss_sums
+from ple_model.losses import masked_task_loss_sums, sample_space_counts
 from ple_model.metrics import predictions_from_outputs
 from ple_model.weighting import build_weighting
 from ple_runtime.config import config_as_dict
@@ -164,11 +164,13 @@ class Trainer:
     def backward(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Forward, Eq. 9 over the global batch, backward. Returns this rank's in-space loss sums and counts."""
         task_names = self.spec.task_names
+        # the masks give the counts before the forward: their sum over workers travels while it runs
+        local_counts = sample_space_counts(self.spec, batch.masks, batch.rows, self.device)
+        pending_counts = self.world.allreduce_sum_async(local_counts, name="sample_space_counts")
         with autocast(self.precision.resolved, self.device.type):   # the forward only: losses stay fp32
             outputs = self.model(batch.features)
-        sums, counts = masked_task_loss_sums(self.spec, outputs, batch.labels, batch.masks)
-        local_counts = torch.stack([counts[t].to(torch.float32) for t in task_names])
-        global_counts = self.world.allreduce_sum(local_counts, name="sample_space_counts")
+        sums, _ = masked_task_loss_sums(self.spec, outputs, batch.labels, batch.masks)
+        global_counts = pending_counts.wait()
         task_losses = {t: sums[t] * self.world.size / global_counts[i].clamp_min(1.0) for i, t in enumerate(task_names)}
         zero_grad(self.optim.optimizers)
         self.weighting.backward(task_losses, epoch=self.epoch, shared_parameters=self.optim.parameters)

@@ -8,8 +8,10 @@ Three worlds, one interface (the training loop never asks which one it has):
   a sparse gradient (the rows a batch touched in an embedding table) is
   exchanged as Horovod does it: an allgather of its indices and values.
 - `TorchDistributedWorld` (TorchDistributor, or any torchrun): torch.distributed
-  (gloo on CPU, nccl on GPU); dense gradients are averaged with ONE allreduce
-  of a flat buffer per step; sparse ones by an explicit exchange of
+  (gloo on CPU, nccl on GPU); dense gradients are summed in buckets of ~1 MB
+  that leave while the backward still runs (from the second step;
+  training/gradient_buckets.py), the first step's in one flat allreduce
+  after it; sparse ones by an explicit exchange of
   (row indices, values): all_gather of the sizes, then of the padded indices
   and values, then one sparse sum / world size. Why not the DDP wrapper: the
   loss weighting's learned parameters live outside the model, the sparse
@@ -17,6 +19,9 @@ Three worlds, one interface (the training loop never asks which one it has):
   the averaged gradients before the step; one explicit exchange serves all
   three, identical in meaning to Horovod's average (tested: both give the
   single-process gradient of the concatenated batch).
+
+`world.allreduce_sum_async(tensor)` starts a sum the caller waits for later: the
+trainer sums the step's Eq. 9 sample-space counts while its forward runs.
 
 `world.step(optimizers, parameters, clip_norm)` = average gradients, clip
 (sparse-aware, over all parameters), step every optimizer.
@@ -29,10 +34,15 @@ sparse embeddings it does not grow with rows a batch does not touch.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+
+from training.gradient_buckets import GradientBuckets
+
+# DDP's first bucket is 1 MB: small enough that the towers' gradients leave while the experts' are computed
+GRADIENT_BUCKET_BYTES = 1 << 20
 
 
 def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> float:
@@ -70,6 +80,16 @@ def gradient_payload_bytes(parameters: Iterable[torch.nn.Parameter]) -> int:
     return total
 
 
+class PendingSum:
+    """A collective sum in flight: `wait()` blocks until it is done and returns the sum (once)."""
+
+    def __init__(self, finish: Callable[[], torch.Tensor]):
+        self._finish = finish
+
+    def wait(self) -> torch.Tensor:
+        return self._finish()
+
+
 class SingleProcessWorld:
     rank = 0
     size = 1
@@ -87,7 +107,11 @@ class SingleProcessWorld:
     # --- collectives (identity here) ----------------------------------------------------
 
     def allreduce_sum(self, tensor: torch.Tensor, name: str | None = None) -> torch.Tensor:
-        return tensor
+        return self.allreduce_sum_async(tensor, name).wait()
+
+    def allreduce_sum_async(self, tensor: torch.Tensor, name: str | None = None) -> PendingSum:
+        """Start summing `tensor` over ranks; `.wait()` gives the sum. Work done in between overlaps it."""
+        return PendingSum(lambda: tensor)
 
     def allreduce_min_int(self, value: int, name: str | None = None) -> int:
         return int(value)
@@ -172,8 +196,9 @@ class HorovodWorld(SingleProcessWorld):
         self.local_rank = hvd.local_rank()
         self.local_size = hvd.local_size()
 
-    def allreduce_sum(self, tensor: torch.Tensor, name: str | None = None) -> torch.Tensor:
-        return self.hvd.allreduce(tensor, op=self.hvd.Sum, name=name)
+    def allreduce_sum_async(self, tensor: torch.Tensor, name: str | None = None) -> PendingSum:
+        handle = self.hvd.allreduce_async(tensor, op=self.hvd.Sum, name=name)
+        return PendingSum(lambda: self.hvd.synchronize(handle))
 
     def allreduce_min_int(self, value: int, name: str | None = None) -> int:
         return int(self.hvd.allreduce(torch.tensor([int(value)], dtype=torch.int64), op=self.hvd.Min, name=name)[0])
@@ -236,14 +261,19 @@ class TorchDistributedWorld(SingleProcessWorld):
         self.size = dist.get_world_size()
         # nccl reduces CUDA tensors only; gloo CPU tensors.
         self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+        self.buckets: GradientBuckets | None = None   # from the second step (see training/gradient_buckets.py)
 
     def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self.device)
 
-    def allreduce_sum(self, tensor: torch.Tensor, name: str | None = None) -> torch.Tensor:
+    def allreduce_sum_async(self, tensor: torch.Tensor, name: str | None = None) -> PendingSum:
         result = self._on_device(tensor).clone()
-        self.dist.all_reduce(result, op=self.dist.ReduceOp.SUM)
-        return result.to(tensor.device)
+        work = self.dist.all_reduce(result, op=self.dist.ReduceOp.SUM, async_op=True)
+
+        def finish() -> torch.Tensor:
+            work.wait()
+            return result.to(tensor.device)
+        return PendingSum(finish)
 
     def _allreduce_int(self, value: int, op) -> int:
         tensor = self._on_device(torch.tensor([int(value)], dtype=torch.int64))
@@ -294,6 +324,26 @@ class TorchDistributedWorld(SingleProcessWorld):
     def synchronize(self, optimizers, parameters) -> None:
         dense = [p for p in parameters if p.grad is None or not p.grad.is_sparse]
         sparse = [p for p in parameters if p.grad is not None and p.grad.is_sparse]
+        if self.buckets is not None:          # summed while the backward ran; the rest below, after it
+            self.buckets.finish()
+            dense = [p for p in dense if id(p) not in self.buckets.parameter_ids]
+        else:
+            self.buckets = self._gradient_buckets(parameters)
+        self._average_dense(dense)
+        for parameter in sparse:
+            parameter.grad = self._average_sparse(parameter.grad)
+
+    def _gradient_buckets(self, parameters: Sequence[torch.nn.Parameter]) -> GradientBuckets:
+        """Buckets of the parameters whose gradient was dense on rank 0 in this (first) step: the same on every
+        rank, whatever its own batch reached. Sparse table gradients are exchanged after the backward (the
+        embeddings' gradients come last in it anyway)."""
+        dense = [i for i, p in enumerate(parameters) if p.grad is not None and not p.grad.is_sparse]
+        agreed = self.broadcast_object(dense)
+        return GradientBuckets(self.dist, self.device, self.size, [parameters[i] for i in agreed],
+                               GRADIENT_BUCKET_BYTES)
+
+    def _average_dense(self, dense: Sequence[torch.nn.Parameter]) -> None:
+        """One allreduce of the flattened gradients (a parameter without one contributes zeros)."""
         for parameter in dense:
             if parameter.grad is None:  # same layout on every rank, whatever a batch touched
                 parameter.grad = torch.zeros_like(parameter)
@@ -307,8 +357,6 @@ class TorchDistributedWorld(SingleProcessWorld):
                 count = parameter.grad.numel()
                 parameter.grad.copy_(flat[offset:offset + count].view_as(parameter.grad))
                 offset += count
-        for parameter in sparse:
-            parameter.grad = self._average_sparse(parameter.grad)
 
     def _average_sparse(self, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.coalesce()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ple_model import ModelSpec
-from ple_model.losses import masked_task_loss_sums, masked_task_losses
+from ple_model.losses import masked_task_loss_sums, masked_task_losses, sample_space_counts
 from ple_model.weighting import WEIGHTINGS, TaskWeighting, build_weighting, register_weighting
 
 
@@ -37,6 +37,8 @@ def test_masked_losses_follow_eq_9_by_hand(spec):
     assert float(unmasked["vcr"]) == pytest.approx(((0.3 - 0.5) ** 2 + 0 + 0.1 ** 2 + 0) / 4, rel=1e-6)
     sums, counts = masked_task_loss_sums(spec, outputs, labels, masks)
     assert int(counts["vcr"]) == 2 and float(sums["vcr"]) == pytest.approx(2 * expected_vcr, rel=1e-6)
+    # the counts a distributed step sums while its forward runs: the same, from the masks alone, in spec order
+    assert sample_space_counts(spec, masks, rows=4).tolist() == [4.0, 2.0] == [float(counts[t]) for t in ("play", "vcr")]
 
 
 def test_empty_sample_space_gives_zero_loss_and_finite_gradients(spec):
@@ -55,6 +57,8 @@ def test_missing_mask_for_a_masked_task_is_an_error(spec):
     with pytest.raises(KeyError, match="task 'vcr' has a sample-space mask"):
         masked_task_losses(spec, {"play": torch.zeros(2), "vcr": torch.zeros(2)},
                            {"play": torch.zeros(2), "vcr": torch.zeros(2)}, {})
+    with pytest.raises(KeyError, match="task 'vcr' has a sample-space mask"):
+        sample_space_counts(spec, {}, rows=2)
 
 
 def test_static_and_decay_weights_follow_eq_10(spec):

@@ -55,16 +55,23 @@ def dense_gradients(trainer) -> dict[str, torch.Tensor]:
 
 
 def main(plan_path: str, world_kind: str, out: str) -> None:
+    import training.world
     from training.plan import TrainingPlan
     from training.trainer import Trainer
-    from training.world import init_world
 
-    world = init_world(world_kind)
+    training.world.GRADIENT_BUCKET_BYTES = 512   # several buckets even for the test's tiny network
+    world = training.world.init_world(world_kind)
     trainer = Trainer(TrainingPlan.load(plan_path), world, launcher=world_kind)
     trainer.restore()  # rank 0's weights everywhere, as in a real run
-    trainer.backward(part(global_batch(trainer.spec), world.rank, world.size))
-    world.synchronize(trainer.optim.optimizers, trainer.optim.parameters)
-    torch.save(dense_gradients(trainer), Path(out) / f"grads-rank{world.rank}.pt")
+    batch = part(global_batch(trainer.spec), world.rank, world.size)
+    # twice: torch.distributed exchanges the first step's gradients after its backward, later ones in buckets
+    # during it (training/gradient_buckets.py)
+    for exchange in ("after-backward", "during-backward"):
+        trainer.backward(batch)   # sets the gradients to none first
+        world.synchronize(trainer.optim.optimizers, trainer.optim.parameters)
+        torch.save(dense_gradients(trainer), Path(out) / f"grads-{exchange}-rank{world.rank}.pt")
+    buckets = getattr(world, "buckets", None)
+    (Path(out) / f"buckets-rank{world.rank}.txt").write_text(str(len(buckets.buckets) if buckets else 0))
     world.shutdown()
 
 
