@@ -111,10 +111,11 @@ class PairedScores:
     def _delong_task(self, task: str) -> dict[str, Any] | None:
         keys = [k for k, p in self.predictions.items() if task in p]
         in_space = self._in_space(task)
-        label = np.asarray(self.labels[task])[in_space]
+        rows = slice(None) if in_space.all() else in_space    # a task on every row: no copies of the day
+        label = np.asarray(self.labels[task])[rows]
         if not keys or label.size == 0 or label.min() == label.max():
             return None
-        aucs, covariance = delong_auc(label, [self.predictions[k][task][in_space] for k in keys])  # no stacked copy
+        aucs, covariance = delong_auc(label, [self.predictions[k][task][rows] for k in keys])  # no stacked copy
         return {"keys": keys, "aucs": aucs, "covariance": covariance}
 
     def _row_bootstrap(self):

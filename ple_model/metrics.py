@@ -196,63 +196,73 @@ def normal_interval(estimate: float, variance: float, level: float = 0.95) -> tu
     return estimate - half, estimate + half
 
 
+def class_places(positive: np.ndarray) -> np.ndarray:
+    """Each row's place within its class, in row order: a positive's among the positives, a negative's among
+    the negatives (where `structural_components` writes each row's component). int32 below 2**31 rows."""
+    index = np.int32 if positive.size < 2 ** 31 else np.int64
+    positives_through = np.cumsum(positive, dtype=index)
+    places = np.arange(positive.size, dtype=index)
+    places -= positives_through                  # a negative: the negatives before it
+    positives_through -= 1                       # a positive: the positives before it
+    np.copyto(places, positives_through, where=positive)
+    return places
+
+
 def structural_components(positive: np.ndarray, score: np.ndarray,
-                          out: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+                          out: tuple[np.ndarray, np.ndarray] | None = None, places: np.ndarray | None = None,
+                          chunk_rows: int = 1 << 18) -> float:
     """The AUC of one score vector from one sort; with `out` = (for_positives, for_negatives), also each row's
-    DeLong structural component, written into them in row order within each class.
+    DeLong structural component, written into them in row order within each class (`places`, from
+    `class_places`, when the caller has it).
 
     A positive's component is the share of negatives scored below it, a negative's the share of
     positives scored above it; ties count one half (as roc_auc_score). The AUC is computed from integer
-    counts (one rounding). Holds ~40 B a row while it runs with `out` (three rankdata calls held ~75;
-    a whole-day component array and its class copies ~65)."""
+    counts (one rounding). The sorted rows are walked `chunk_rows` at a time (cut between tie blocks), so
+    beyond the sort's order (4 B a row) what it holds does not grow with the day: 12 B a row at the sort
+    (numpy's argsort gives int64), ~0.1 KB a chunk row after it."""
     n = score.size
     index = np.int32 if n < 2 ** 31 else np.int64
     order = np.argsort(score, kind="stable").astype(index)
-    ordered = score[order]
-    is_positive = positive[order]
-    last = np.empty(n, dtype=bool)
-    last[-1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=last[:-1])
-    del ordered
-    ends = np.flatnonzero(last)
-    ends += 1                                                # one past each tie block's last row
-    ends = ends.astype(index)
-    del last
-    positives_to = np.cumsum(is_positive, dtype=index)[ends - 1]
-    in_block_positives = np.diff(positives_to, prepend=0)
-    in_block_negatives = np.diff(ends, prepend=0) - in_block_positives
-    del ends
-    positives, negatives = int(positives_to[-1]), int(n - positives_to[-1])
-    twice_below = np.cumsum(in_block_negatives, dtype=np.int64)   # 2 x (below + tied / 2), in place
-    twice_below *= 2
-    twice_below -= in_block_negatives
-    with_positives = in_block_positives > 0      # what the positives need: their blocks only
-    twice_below, positives_in = twice_below[with_positives], in_block_positives[with_positives].astype(np.int64)
-    del with_positives
-    auc = float(np.dot(positives_in, twice_below)) / (2.0 * positives * negatives)
-    if out is None:
-        return auc
-    # A row's place within its class, in row order: positives before it (or negatives before it). Indices
-    # and values made one class at a time and freed as soon as written: with mostly distinct scores the
-    # per-block arrays are as long as the day.
-    positives_through = np.cumsum(positive, dtype=index)
-    where = positives_through[order[is_positive]]
-    where -= 1
-    out[0][where] = np.repeat(twice_below / (2.0 * negatives), positives_in)
-    del twice_below, positives_in, where
-    rows = order[~is_positive]
-    del order, is_positive
-    rows -= positives_through[rows]
-    del positives_through
-    above = positives_to.astype(np.float64)      # (2 x positives above + tied) / (2 x positives), in place
-    del positives_to
-    np.subtract(positives, above, out=above)
-    above *= 2
-    above += in_block_positives
-    above /= 2.0 * positives
-    del in_block_positives
-    out[1][rows] = np.repeat(above, in_block_negatives)
-    return auc
+    positives = int(np.count_nonzero(positive))
+    negatives = n - positives
+    if out is not None and places is None:
+        places = class_places(positive)
+    twice_numerator, positives_before, negatives_before = 0, 0, 0
+    for start, stop in _tie_aligned_chunks(score, order, chunk_rows):
+        rows = order[start:stop]
+        ordered, is_positive = score[rows], positive[rows]
+        last = np.empty(stop - start, dtype=bool)
+        last[-1] = True                              # a chunk ends where a tie block does
+        np.not_equal(ordered[1:], ordered[:-1], out=last[:-1])
+        ends = np.flatnonzero(last) + 1              # one past each tie block's last row
+        in_block_positives = np.diff(np.cumsum(is_positive, dtype=np.int64)[ends - 1], prepend=0)
+        in_block_negatives = np.diff(ends, prepend=0) - in_block_positives
+        twice_below = 2 * (negatives_before + np.cumsum(in_block_negatives)) - in_block_negatives
+        twice_numerator += int(np.dot(in_block_positives, twice_below))
+        if out is not None:
+            out[0][places[rows[is_positive]]] = np.repeat(twice_below / (2.0 * negatives), in_block_positives)
+            twice_above = 2 * (positives - positives_before - np.cumsum(in_block_positives)) + in_block_positives
+            out[1][places[rows[~is_positive]]] = np.repeat(twice_above / (2.0 * positives), in_block_negatives)
+        positives_before += int(in_block_positives.sum())
+        negatives_before += int(in_block_negatives.sum())
+    return twice_numerator / (2.0 * positives * negatives)
+
+
+def _tie_aligned_chunks(score: np.ndarray, order: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) spans of the sorted positions, about `chunk_rows` long, never cutting a tie block."""
+    n, start = score.size, 0
+    while start < n:
+        stop = min(n, start + chunk_rows)
+        window = chunk_rows
+        while stop < n:                              # extend over the rest of the tie block at `stop - 1`
+            ahead = score[order[stop:stop + window]]
+            different = np.flatnonzero(ahead != score[order[stop - 1]])
+            if different.size:
+                stop += int(different[0])
+                break
+            stop, window = stop + ahead.size, window * 2
+        yield start, stop
+        start = stop
 
 
 def delong_auc(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -270,10 +280,10 @@ def delong_auc(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     positives, negatives = int(label.sum()), int((~label).sum())
     if positives == 0 or negatives == 0:
         raise ValueError(f"DeLong needs both classes ({positives} positives, {negatives} negatives)")
-    aucs = np.empty(len(scores))
+    aucs, places = np.empty(len(scores)), class_places(label)
     v_positive, v_negative = np.empty((len(scores), positives)), np.empty((len(scores), negatives))
     for model, score in enumerate(scores):
-        aucs[model] = structural_components(label, score, out=(v_positive[model], v_negative[model]))
+        aucs[model] = structural_components(label, score, out=(v_positive[model], v_negative[model]), places=places)
     covariance = (np.atleast_2d(np.cov(v_positive)) / positives + np.atleast_2d(np.cov(v_negative)) / negatives
                   if positives > 1 and negatives > 1 else np.full((len(scores), len(scores)), math.nan))
     return aucs, covariance

@@ -198,6 +198,27 @@ def test_delong_variance_and_covariance_equal_the_definition():
     assert tiny_covariance[0, 0] == pytest.approx(np.var([1, 0.5], ddof=1) / 2 + np.var([0.5, 1, 0.75], ddof=1) / 3)
 
 
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 7])
+def test_delong_components_walked_in_chunks_equal_the_definition(chunk_rows):
+    """The sorted rows are walked a chunk at a time, cut only between tie blocks: with chunks shorter than
+    the tie blocks (scores on a 0.1 grid, 120 rows), every row's component and the AUC are the definition's."""
+    from ple_model.metrics import structural_components
+    from tests.delong_reference import delong_by_definition
+
+    rng = np.random.default_rng(9)
+    label = rng.random(120) < 0.35
+    score = np.round(rng.random(120) + 0.3 * label, 1)
+    positives, negatives = np.empty(label.sum()), np.empty((~label).sum())
+    auc = structural_components(label, score, out=(positives, negatives), chunk_rows=chunk_rows)
+    expected_aucs, expected_covariance = delong_by_definition(label, score[None, :])
+    assert auc == pytest.approx(expected_aucs[0], abs=1e-12)
+    variance = np.var(positives, ddof=1) / positives.size + np.var(negatives, ddof=1) / negatives.size
+    assert variance == pytest.approx(expected_covariance[0, 0], rel=1e-10)
+    whole = (np.empty(label.sum()), np.empty((~label).sum()))
+    assert structural_components(label, score, out=whole) == auc
+    assert np.array_equal(whole[0], positives) and np.array_equal(whole[1], negatives)
+
 # --- GAUC, ranking, calibration error ----------------------------------------------------
 
 def test_gauc_equals_auc_for_one_user_and_skips_one_class_users():
