@@ -15,6 +15,7 @@ and in order. Everything is checked before the first write; see docs/DATA.md.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import sys
 import time
 from functools import reduce
@@ -58,6 +59,10 @@ class ExtractConfig(JobConfig, ExtractParams):
                                                              "breaches (recorded in the data-quality table)")
     pass_max_raw_mb: int = Field(256, ge=1, description="a pass also ends before its days' raw files exceed this "
                                                         "many MB (memory: a pass keeps its partitions' lines)")
+    raw_mb_per_shuffle_partition: float = Field(
+        64.0, gt=0, description="a pass's shuffles get a partition per this many MB of its raw files, at least "
+                                "spark.sql.shuffle.partitions: the labels' hashed joins hold one partition of "
+                                "their smaller side in memory and cannot spill (a 20M-impression day's 4 did not fit)")
     row_group_mb: float = Field(8.0, gt=0, description="Parquet row groups of the examples end at about this "
                                                        "many MB (140-200k rows of the video schema) whatever a "
                                                        "day's size: training's reader holds a few row groups at "
@@ -97,7 +102,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
     days = config.days()
     plans, earlier = _check_inputs(config, tables, raw, days)
     results, quarantines, health_error = [], [], None
-    with Checkpoints() as run_scope:
+    with Checkpoints() as run_scope, _ShufflePartitions(spark, config.raw_mb_per_shuffle_partition) as shuffle:
         items = run_scope.persist(parse_items(raw.read_snapshot("items")))
         users = run_scope.persist(parse_users(raw.read_snapshot("users")))
         if items.count() == 0:
@@ -106,7 +111,7 @@ def run(config: ExtractConfig, spark=None) -> list[dict[str, float]]:
                                   run_scope.checkpoint, run_scope.release)
         try:
             for pass_days in passes(days, plans, config.days_per_pass, config.pass_max_raw_mb * 2**20):
-                timer = _StepTimer(spark, pass_days)
+                timer = _StepTimer(spark, pass_days, shuffle.size_for(_raw_bytes(plans, pass_days)))
                 for day in pass_days:
                     _warn_incomplete(plans[day], day)
                 lines, lines_read = parsed.lines_for(pass_days)
@@ -209,7 +214,7 @@ def passes(days: list[str], plans, days_per_pass: int, max_raw_bytes: int) -> li
     result: list[list[str]] = []
     size = 0
     for day in days:
-        day_bytes = sum(entry.size for entry in plans[day].day.files)
+        day_bytes = _raw_bytes(plans, [day])
         if result and len(result[-1]) < days_per_pass and size + day_bytes <= max_raw_bytes:
             result[-1].append(day)
             size += day_bytes
@@ -217,6 +222,39 @@ def passes(days: list[str], plans, days_per_pass: int, max_raw_bytes: int) -> li
             result.append([day])
             size = day_bytes
     return result
+
+
+def _raw_bytes(plans, days: list[str]) -> int:
+    """Bytes of the days' own raw partitions."""
+    return sum(entry.size for day in days for entry in plans[day].day.files)
+
+
+class _ShufflePartitions:
+    """Each pass's `spark.sql.shuffle.partitions`: one per `raw_mb` MB of its raw files, at least the session's
+    own setting, which is put back at the end (a session may be shared). The labels' hashed joins
+    (feature_eng/labels.py) hold one shuffle partition of their smaller side in memory, where a sort-merge
+    join would spill: the partitions must shrink as days grow (4 failed at 20M impressions a day, 670 MB of
+    raw files, on a 10g driver)."""
+
+    KEY = "spark.sql.shuffle.partitions"
+
+    def __init__(self, spark, raw_mb: float):
+        self.spark, self.raw_bytes_each, self.configured = spark, raw_mb * 2**20, spark.conf.get(self.KEY)
+
+    def __enter__(self) -> "_ShufflePartitions":
+        return self
+
+    def size_for(self, raw_bytes: int) -> int:
+        partitions = shuffle_partitions(raw_bytes, self.raw_bytes_each, int(self.configured))
+        self.spark.conf.set(self.KEY, str(partitions))
+        return partitions
+
+    def __exit__(self, *exc) -> None:
+        self.spark.conf.set(self.KEY, self.configured)
+
+
+def shuffle_partitions(raw_bytes: int, raw_bytes_each: float, configured: int) -> int:
+    return max(configured, math.ceil(raw_bytes / raw_bytes_each))
 
 
 def _warn_incomplete(plan, day: str) -> None:
@@ -231,11 +269,12 @@ class _StepTimer:
     """Prints how long each step of a pass took and how many Spark jobs it ran (stderr), for
     operators and the benchmark."""
 
-    def __init__(self, spark, days: list[str]):
+    def __init__(self, spark, days: list[str], shuffle_partitions: int):
         self.tracker = spark.sparkContext.statusTracker()
         self.day = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
         self.days = len(days)
         self.last, self.jobs, self.steps = time.perf_counter(), self._job_count(), {}
+        print(f"[extract {self.day}] {shuffle_partitions} shuffle partitions", file=sys.stderr, flush=True)
 
     def _job_count(self) -> int:
         return max(self.tracker.getJobIdsForGroup(None), default=-1) + 1  # job ids count up from 0

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
-from extraction.extract import passes
+from extraction.extract import passes, shuffle_partitions
 from jobs import extract
 from jobs import generate as generate_job
 from ple_runtime.lake import Lake
@@ -62,7 +62,12 @@ def lakes(spark, raw, tmp_path_factory):
     day reads its history from the pass, the third day from the lake the first pass wrote), and one
     day at a time. (One pass of all three days adds no path to these: tests/airflow's lake is one.)"""
     ranged = _lake_with(raw, tmp_path_factory, "ranged")
-    figures = extract.run(extract.ExtractConfig(data_dir=str(ranged), start=DAYS[0], end=DAYS[-1], days_per_pass=2))
+    configured = spark.conf.get("spark.sql.shuffle.partitions")
+    # its passes with several times the session's shuffle partitions (one per 20 KB of raw files), as a large
+    # day's: the same rows (test_a_range_writes_exactly_what_day_by_day_runs_write)
+    figures = extract.run(extract.ExtractConfig(data_dir=str(ranged), start=DAYS[0], end=DAYS[-1], days_per_pass=2,
+                                                raw_mb_per_shuffle_partition=0.02))
+    assert spark.conf.get("spark.sql.shuffle.partitions") == configured   # the shared session's own, back
     daily = _lake_with(raw, tmp_path_factory, "daily")
     for day in DAYS:
         assert extract.main(["--data-dir", str(daily), "--date", day]) == 0
@@ -198,3 +203,10 @@ def test_days_run_in_order_unless_a_gap_is_allowed(spark, lakes, tmp_path, capsy
     assert extract.main(["--data-dir", str(data), "--date", DAYS[2], "--allow-gap"]) == 0
     assert _table_rows(spark, data, "examples", DAYS[2]) != []
     # (re-extracting an earlier day is in order: test_reextracting_a_day_leaves_later_days_unchanged)
+
+
+def test_a_pass_gets_a_shuffle_partition_per_raw_mb_and_never_fewer_than_the_session():
+    mb = 2**20
+    assert shuffle_partitions(670 * mb, 64 * mb, 4) == 11   # a 20M-impression day's raw files
+    assert shuffle_partitions(174 * mb, 64 * mb, 4) == 4    # a 5M-event day: the session's 4
+    assert shuffle_partitions(10 * mb, 64 * mb, 200) == 200  # a cluster's setting is never lowered
