@@ -233,7 +233,7 @@ class _ShufflePartitions:
     """Each pass's `spark.sql.shuffle.partitions`: one per `raw_mb` MB of its raw files, at least the session's
     own setting, which is put back at the end (a session may be shared). The labels' hashed joins
     (feature_eng/labels.py) hold one shuffle partition of their smaller side in memory, where a sort-merge
-    join would spill: the partitions must shrink as days grow (4 failed at 20M impressions a day, 670 MB of
+    join would spill: the partitions must shrink as days grow (4 failed at 20M impressions a day, 914 MB of
     raw files, on a 10g driver)."""
 
     KEY = "spark.sql.shuffle.partitions"

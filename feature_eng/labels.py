@@ -40,7 +40,8 @@ def attributed_engagement(impressions: DataFrame, accepted: DataFrame, window_ho
     )
     # hashed, not sorted: a sort-merge join compares string ids that share their first bytes
     # ("im-20260105-...") in full, n log n times (with the labels join below: about a tenth of a
-    # 5M-event day's CPU); the hash table holds one shuffle partition of the smaller side
+    # 5M-event day's CPU); the hash table holds one shuffle partition of the smaller side, and cannot spill:
+    # extraction/extract.py gives large passes more partitions
     joined = impressions.select(S.EXTRACT_DAY, "impression_id", "impression_ts").join(
         engagement.hint("shuffle_hash"),
         (F.col(S.EXTRACT_DAY) == F.col("_day")) & (F.col("impression_id") == F.col("_iid")), "inner")

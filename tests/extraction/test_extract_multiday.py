@@ -207,6 +207,6 @@ def test_days_run_in_order_unless_a_gap_is_allowed(spark, lakes, tmp_path, capsy
 
 def test_a_pass_gets_a_shuffle_partition_per_raw_mb_and_never_fewer_than_the_session():
     mb = 2**20
-    assert shuffle_partitions(670 * mb, 64 * mb, 4) == 11   # a 20M-impression day's raw files
+    assert shuffle_partitions(914 * mb, 64 * mb, 4) == 15   # a 20M-impression day's raw files
     assert shuffle_partitions(174 * mb, 64 * mb, 4) == 4    # a 5M-event day: the session's 4
     assert shuffle_partitions(10 * mb, 64 * mb, 200) == 200  # a cluster's setting is never lowered
