@@ -11,7 +11,8 @@ writes the averages back into `.grad`.
 
 A gradient accumulated again after its bucket left (two backward passes in one step) makes the step's buckets
 stale: `finish()` then waits for them and exchanges every bucket again from the final gradients, so the result
-is always the average of what `.grad` holds at `finish()`.
+is always the average of what `.grad` holds at `finish()`. (Whether a step does so is a property of the
+weighting's code, the same on every rank, so every rank issues the same collectives.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class GradientBuckets:
         self.dist, self.device, self.size = dist, device, size
         self.buckets: list[list[torch.nn.Parameter]] = _cut(list(reversed(parameters)), cap_bytes)
         self._bucket_of = {id(p): i for i, bucket in enumerate(self.buckets) for p in bucket}
-        self._hooks = [p.register_post_accumulate_grad_hook(self._on_gradient) for p in parameters]
+        for parameter in parameters:         # for the run's life: the world keeps one set of buckets
+            parameter.register_post_accumulate_grad_hook(self._on_gradient)
         self._reset()
 
     def _reset(self) -> None:
@@ -73,17 +75,17 @@ class GradientBuckets:
                 self._launch(index)
         for bucket, (work, flat) in zip(self.buckets, self._in_flight):
             work.wait()
-            flat = flat.to(bucket[0].grad.device).div_(self.size)
-            offset = 0
-            for parameter in bucket:
-                count = parameter.numel()
-                parameter.grad.copy_(flat[offset:offset + count].view_as(parameter.grad))
-                offset += count
+            write_flat_gradients(bucket, flat.to(bucket[0].grad.device).div_(self.size))
         self._reset()
 
-    def remove(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
+
+def write_flat_gradients(parameters: Sequence[torch.nn.Parameter], flat: torch.Tensor) -> None:
+    """Copy `flat` (the parameters' gradients flattened and concatenated, in order) back into each `.grad`."""
+    offset = 0
+    for parameter in parameters:
+        count = parameter.numel()
+        parameter.grad.copy_(flat[offset:offset + count].view_as(parameter.grad))
+        offset += count
 
 
 def _cut(parameters: list[torch.nn.Parameter], cap_bytes: int) -> list[list[torch.nn.Parameter]]:

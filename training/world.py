@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from training.gradient_buckets import GradientBuckets
+from training.gradient_buckets import GradientBuckets, write_flat_gradients
 
 # DDP's first bucket is 1 MB: small enough that the towers' gradients leave while the experts' are computed
 GRADIENT_BUCKET_BYTES = 1 << 20
@@ -351,12 +351,7 @@ class TorchDistributedWorld(SingleProcessWorld):
             flat = torch.cat([p.grad.reshape(-1) for p in dense])
             flat = self._on_device(flat)
             self.dist.all_reduce(flat, op=self.dist.ReduceOp.SUM)
-            flat = flat.to(dense[0].grad.device).div_(self.size)
-            offset = 0
-            for parameter in dense:
-                count = parameter.grad.numel()
-                parameter.grad.copy_(flat[offset:offset + count].view_as(parameter.grad))
-                offset += count
+            write_flat_gradients(dense, flat.to(dense[0].grad.device).div_(self.size))
 
     def _average_sparse(self, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.coalesce()
