@@ -63,8 +63,8 @@ def lakes(spark, raw, tmp_path_factory):
     day at a time. (One pass of all three days adds no path to these: tests/airflow's lake is one.)"""
     ranged = _lake_with(raw, tmp_path_factory, "ranged")
     configured = spark.conf.get("spark.sql.shuffle.partitions")
-    # its passes with several times the session's shuffle partitions (one per 20 KB of raw files), as a large
-    # day's: the same rows (test_a_range_writes_exactly_what_day_by_day_runs_write)
+    # its passes with more than the session's one shuffle partition (one per 20 KB of raw files: 4 and 2 for
+    # its passes of ~34 KB a day), as a large day's: the same rows (test_a_range_writes_exactly_...)
     figures = extract.run(extract.ExtractConfig(data_dir=str(ranged), start=DAYS[0], end=DAYS[-1], days_per_pass=2,
                                                 raw_mb_per_shuffle_partition=0.02))
     assert spark.conf.get("spark.sql.shuffle.partitions") == configured   # the shared session's own, back
