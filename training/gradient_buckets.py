@@ -28,6 +28,7 @@ class GradientBuckets:
         self.dist, self.device, self.size = dist, device, size
         self.buckets: list[list[torch.nn.Parameter]] = _cut(list(reversed(parameters)), cap_bytes)
         self._bucket_of = {id(p): i for i, bucket in enumerate(self.buckets) for p in bucket}
+        self.parameter_ids = frozenset(self._bucket_of)   # what the world leaves to the buckets, each step
         for parameter in parameters:         # for the run's life: the world keeps one set of buckets
             parameter.register_post_accumulate_grad_hook(self._on_gradient)
         self._reset()
@@ -42,9 +43,6 @@ class GradientBuckets:
         """Buckets whose sum has been started this step."""
         return len(self._in_flight)
 
-    @property
-    def parameter_ids(self) -> set[int]:
-        return set(self._bucket_of)
 
     def _on_gradient(self, parameter: torch.nn.Parameter) -> None:
         index = self._bucket_of[id(parameter)]
