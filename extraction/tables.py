@@ -14,6 +14,7 @@ import contextlib
 from feature_eng import schema as S
 from feature_eng.extract_pass import PassOutputs
 from feature_eng.features import HISTORY_COLUMNS
+from feature_eng.literal import empty_frame, local_frame
 from feature_eng.params import ExtractParams, shift_day
 from ple_runtime.errors import InputError
 from ple_runtime.hadoop_storage import HadoopFileSystem
@@ -85,7 +86,7 @@ class LakeTables:
         that content plus the day's new entries."""
         version = self.version(self.lake.vocabulary)
         if version is None:
-            return self.spark.createDataFrame([], S.VOCABULARY_SCHEMA), None
+            return empty_frame(self.spark, S.VOCABULARY_SCHEMA), None
         return self.spark.read.format("delta").option("versionAsOf", version).load(self.lake.vocabulary), version
 
     def history(self, first_day: str, params: ExtractParams):
@@ -95,7 +96,7 @@ class LakeTables:
         from pyspark.sql import functions as F
 
         if not self.exists(self.lake.examples):
-            return self.spark.createDataFrame([], S.EXAMPLES_SCHEMA).select(*HISTORY_COLUMNS)
+            return empty_frame(self.spark, S.EXAMPLES_SCHEMA).select(*HISTORY_COLUMNS)
         return (self.spark.read.format("delta").load(self.lake.examples)
                 .where(F.col("dt").between(*params.history_range(first_day))).select(*HISTORY_COLUMNS))
 
@@ -165,7 +166,7 @@ class LakeTables:
         replace_where(quarantine, self.lake.quarantine, where, files=files_for(quarantined))
         rows = [(day, metric, float(value)) for day, day_figures in zip(days, figures)
                 for metric, value in sorted(day_figures.items())]
-        replace_where(self.spark.createDataFrame(rows, S.DATA_QUALITY_SCHEMA), self.lake.data_quality, where, files=1)
+        replace_where(local_frame(self.spark, rows, S.DATA_QUALITY_SCHEMA), self.lake.data_quality, where, files=1)
 
     def add_vocabulary(self, new_entries) -> None:
         """New entries: a MERGE, not a blind append, so a concurrent extract that added the same

@@ -2,7 +2,10 @@
 
 `spark.createDataFrame(list)` makes a Python RDD: every job that reads it then starts Python
 worker processes to scan a few rows (about a second a job on a 2-core machine, measured on the
-extract). A literal array of structs, exploded, is a plan Spark runs without Python.
+extract; ~6.6 CPU-seconds for the workers a Spark application starts, docs/measurements/test_suite.md).
+A few rows: a literal array of structs, exploded (`literal_frame`). Hundreds of rows (a pass's
+data-quality figures): a local relation sent as Arrow (`local_frame`; 450 rows as literals took
+~9 s to plan, as Arrow 0.6 s). Neither needs Python workers.
 """
 
 from __future__ import annotations
@@ -15,10 +18,37 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 
+def empty_frame(spark: SparkSession, schema: T.StructType) -> DataFrame:
+    """No rows, exactly `schema` (nullability included), as a local relation of the JVM: pyspark's
+    `createDataFrame([], schema)` makes a Python RDD even for no rows."""
+    jschema = spark._jsparkSession.parseDataType(schema.json())
+    return DataFrame(spark._jsparkSession.createDataFrame(spark._jvm.java.util.ArrayList(), jschema), spark)
+
+
+ARROW = "spark.sql.execution.arrow.pyspark.enabled"
+
+
+def local_frame(spark: SparkSession, rows: Sequence[Sequence], schema: T.StructType) -> DataFrame:
+    """`rows` (tuples in `schema`'s column order) as a DataFrame of exactly `schema`, sent to the JVM
+    as Arrow. The session's Arrow setting is on only while the rows are converted (createDataFrame
+    converts them at once), so the caller's other pandas conversions keep their own setting."""
+    import pandas as pd
+
+    if not rows:
+        return empty_frame(spark, schema)
+    frame = pd.DataFrame.from_records(list(rows), columns=schema.fieldNames())
+    configured = spark.conf.get(ARROW, None)
+    spark.conf.set(ARROW, "true")
+    try:
+        return spark.createDataFrame(frame, schema)
+    finally:
+        spark.conf.set(ARROW, configured) if configured is not None else spark.conf.unset(ARROW)
+
+
 def literal_frame(spark: SparkSession, rows: Sequence[Sequence], schema: T.StructType) -> DataFrame:
     """`rows` (tuples in `schema`'s column order) as a DataFrame of exactly `schema`."""
     if not rows:
-        return spark.createDataFrame([], schema)
+        return empty_frame(spark, schema)
     structs = [F.struct(*(F.lit(value).cast(field.dataType).alias(field.name) for value, field in zip(row, schema)))
                for row in rows]
     return spark.range(1).select(F.inline(F.array(*structs)))  # the structs' fields, typed by the casts
