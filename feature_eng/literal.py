@@ -17,15 +17,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+ARROW = "spark.sql.execution.arrow.pyspark.enabled"
+
 
 def empty_frame(spark: SparkSession, schema: T.StructType) -> DataFrame:
     """No rows, exactly `schema` (nullability included), as a local relation of the JVM: pyspark's
-    `createDataFrame([], schema)` makes a Python RDD even for no rows."""
+    `createDataFrame([], schema)` makes a Python RDD even for no rows, and pyspark 3.5 has no public
+    call for this (hence the session's JVM object, as pyspark itself uses it)."""
     jschema = spark._jsparkSession.parseDataType(schema.json())
     return DataFrame(spark._jsparkSession.createDataFrame(spark._jvm.java.util.ArrayList(), jschema), spark)
-
-
-ARROW = "spark.sql.execution.arrow.pyspark.enabled"
 
 
 def local_frame(spark: SparkSession, rows: Sequence[Sequence], schema: T.StructType) -> DataFrame:
@@ -42,7 +42,10 @@ def local_frame(spark: SparkSession, rows: Sequence[Sequence], schema: T.StructT
     try:
         return spark.createDataFrame(frame, schema)
     finally:
-        spark.conf.set(ARROW, configured) if configured is not None else spark.conf.unset(ARROW)
+        if configured is None:
+            spark.conf.unset(ARROW)
+        else:
+            spark.conf.set(ARROW, configured)
 
 
 def literal_frame(spark: SparkSession, rows: Sequence[Sequence], schema: T.StructType) -> DataFrame:
