@@ -36,7 +36,7 @@ def local_frame(spark: SparkSession, rows: Sequence[Sequence], schema: T.StructT
 
     if not rows:
         return empty_frame(spark, schema)
-    frame = pd.DataFrame.from_records(list(rows), columns=schema.fieldNames())
+    frame = pd.DataFrame.from_records(rows, columns=schema.fieldNames())
     configured = spark.conf.get(ARROW, None)
     spark.conf.set(ARROW, "true")
     try:

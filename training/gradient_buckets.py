@@ -43,7 +43,6 @@ class GradientBuckets:
         """Buckets whose sum has been started this step."""
         return len(self._in_flight)
 
-
     def _on_gradient(self, parameter: torch.nn.Parameter) -> None:
         index = self._bucket_of[id(parameter)]
         if index < len(self._in_flight):      # accumulated again after its bucket left
