@@ -241,12 +241,20 @@ def test_small_python_tables_are_local_relations_of_exactly_their_schema(spark, 
     """The extract's data-quality figures and its first day's empty vocabulary and history: made in the
     JVM (a LocalRelation), where `createDataFrame(list)` is a Python RDD whose readers start Python
     workers; the schema's nullability kept."""
-    from feature_eng.literal import local_frame
+    from feature_eng.literal import ARROW, local_frame
 
-    frame = local_frame(spark, rows, S.DATA_QUALITY_SCHEMA)
+    shared = spark.conf.get(ARROW, None)   # other tests' pandas conversions turn it on in the shared session
+    spark.conf.set(ARROW, "false")
+    try:
+        frame = local_frame(spark, rows, S.DATA_QUALITY_SCHEMA)
+        assert spark.conf.get(ARROW) == "false"   # the session's own setting, back
+    finally:
+        if shared is None:
+            spark.conf.unset(ARROW)
+        else:
+            spark.conf.set(ARROW, shared)
     assert frame._jdf.queryExecution().analyzed().getClass().getSimpleName() == "LocalRelation"
     assert frame.schema == S.DATA_QUALITY_SCHEMA
     assert sorted(tuple(r) for r in frame.collect()) == sorted(rows)
     python_rdd = spark.createDataFrame(rows, S.DATA_QUALITY_SCHEMA)   # what the check tells apart
     assert python_rdd._jdf.queryExecution().analyzed().getClass().getSimpleName() != "LocalRelation"
-    assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "false"   # the session's own, back
