@@ -123,10 +123,14 @@ def ensure_metrics_table(spark, path: str, log=print) -> None:
 
 
 def merge_rows(spark, path: str, rows: list[dict[str, Any]]) -> None:
+    """Upsert by KEY_COLUMNS; the rows reach Spark as Arrow, so the merge starts no Python workers."""
     from delta.tables import DeltaTable
+    from pyspark.sql.types import _parse_datatype_string
 
-    columns = [c.split()[0] for c in METRICS_DDL.split(", ")]
-    updates = spark.createDataFrame([tuple(r[c] for c in columns) for r in rows], METRICS_DDL)
+    from ple_runtime.local_frames import local_frame
+
+    schema = _parse_datatype_string(METRICS_DDL)
+    updates = local_frame(spark, [tuple(r[c] for c in schema.fieldNames()) for r in rows], schema)
     condition = " AND ".join(f"t.{k} = s.{k}" for k in KEY_COLUMNS)
     (DeltaTable.forPath(spark, path).alias("t").merge(updates.alias("s"), condition)
      .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())

@@ -14,11 +14,11 @@ import contextlib
 from feature_eng import schema as S
 from feature_eng.extract_pass import PassOutputs
 from feature_eng.features import HISTORY_COLUMNS
-from feature_eng.literal import empty_frame, local_frame
 from feature_eng.params import ExtractParams, shift_day
 from ple_runtime.errors import InputError
 from ple_runtime.hadoop_storage import HadoopFileSystem
 from ple_runtime.lake import Lake
+from ple_runtime.local_frames import empty_frame, local_frame
 
 ROWS_PER_FILE = 1_000_000
 ONE_TASK_ROWS = 250_000  # below this a day's partition is written by one task (one file)

@@ -1,11 +1,6 @@
-"""Small tables given in Python (days, priors, figures) as DataFrames planned by the JVM alone.
-
-`spark.createDataFrame(list)` makes a Python RDD: every job that reads it then starts Python
-worker processes to scan a few rows (about a second a job on a 2-core machine, measured on the
-extract; ~6.6 CPU-seconds for the workers a Spark application starts, docs/measurements/test_suite.md).
-A few rows: a literal array of structs, exploded (`literal_frame`). Hundreds of rows (a pass's
-data-quality figures): a local relation sent as Arrow (`local_frame`; 450 rows as literals took
-~9 s to plan, as Arrow 0.6 s). Neither needs Python workers.
+"""A few rows given in Python (days, priors) as DataFrames planned by the JVM alone: a literal array
+of structs, exploded (`literal_frame`), where `spark.createDataFrame(list)` would be a Python RDD whose
+readers start Python workers. Hundreds of rows: `ple_runtime.local_frames` (Arrow).
 """
 
 from __future__ import annotations
@@ -17,35 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-ARROW = "spark.sql.execution.arrow.pyspark.enabled"
-
-
-def empty_frame(spark: SparkSession, schema: T.StructType) -> DataFrame:
-    """No rows, exactly `schema` (nullability included), as a local relation of the JVM: pyspark's
-    `createDataFrame([], schema)` makes a Python RDD even for no rows, and pyspark 3.5 has no public
-    call for this (hence the session's JVM object, as pyspark itself uses it)."""
-    jschema = spark._jsparkSession.parseDataType(schema.json())
-    return DataFrame(spark._jsparkSession.createDataFrame(spark._jvm.java.util.ArrayList(), jschema), spark)
-
-
-def local_frame(spark: SparkSession, rows: Sequence[Sequence], schema: T.StructType) -> DataFrame:
-    """`rows` (tuples in `schema`'s column order) as a DataFrame of exactly `schema`, sent to the JVM
-    as Arrow. The session's Arrow setting is on only while the rows are converted (createDataFrame
-    converts them at once), so the caller's other pandas conversions keep their own setting."""
-    import pandas as pd
-
-    if not rows:
-        return empty_frame(spark, schema)
-    frame = pd.DataFrame.from_records(rows, columns=schema.fieldNames())
-    configured = spark.conf.get(ARROW, None)
-    spark.conf.set(ARROW, "true")
-    try:
-        return spark.createDataFrame(frame, schema)
-    finally:
-        if configured is None:
-            spark.conf.unset(ARROW)
-        else:
-            spark.conf.set(ARROW, configured)
+from ple_runtime.local_frames import empty_frame
 
 
 def literal_frame(spark: SparkSession, rows: Sequence[Sequence], schema: T.StructType) -> DataFrame:

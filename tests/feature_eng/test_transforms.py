@@ -234,27 +234,3 @@ def test_timestamps_in_every_accepted_form_are_the_same_instant(spark):
         "text", F.unix_micros(parse_timestamp(F.col("text"))).alias("micros")).collect()
     expected = {t: round(at.timestamp() * 1e6) if at else None for t, at in texts.items()}
     assert {r["text"]: r["micros"] for r in rows} == expected
-
-
-@pytest.mark.parametrize("rows", [[], [("2026-01-01", "lines_read", 12.0), ("2026-01-01", "examples", 7.0)]])
-def test_small_python_tables_are_local_relations_of_exactly_their_schema(spark, rows):
-    """The extract's data-quality figures and its first day's empty vocabulary and history: made in the
-    JVM (a LocalRelation), where `createDataFrame(list)` is a Python RDD whose readers start Python
-    workers; the schema's nullability kept."""
-    from feature_eng.literal import ARROW, local_frame
-
-    shared = spark.conf.get(ARROW, None)   # other tests' pandas conversions turn it on in the shared session
-    spark.conf.set(ARROW, "false")
-    try:
-        frame = local_frame(spark, rows, S.DATA_QUALITY_SCHEMA)
-        assert spark.conf.get(ARROW) == "false"   # the session's own setting, back
-    finally:
-        if shared is None:
-            spark.conf.unset(ARROW)
-        else:
-            spark.conf.set(ARROW, shared)
-    assert frame._jdf.queryExecution().analyzed().getClass().getSimpleName() == "LocalRelation"
-    assert frame.schema == S.DATA_QUALITY_SCHEMA
-    assert sorted(tuple(r) for r in frame.collect()) == sorted(rows)
-    python_rdd = spark.createDataFrame(rows, S.DATA_QUALITY_SCHEMA)   # what the check tells apart
-    assert python_rdd._jdf.queryExecution().analyzed().getClass().getSimpleName() != "LocalRelation"
