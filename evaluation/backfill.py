@@ -109,12 +109,18 @@ def metric_rows(model: ResolvedModel, snapshot, record: dict[str, Any]) -> list[
     return rows
 
 
+def metrics_schema():
+    """METRICS_DDL as a StructType (parsed by the JVM: needs an active session)."""
+    from pyspark.sql.types import _parse_datatype_string
+
+    return _parse_datatype_string(METRICS_DDL)
+
+
 def ensure_metrics_table(spark, path: str, log=print) -> None:
     """Create the table, or add the columns an older table lacks (metadata only; old rows read NULL)."""
     from delta.tables import DeltaTable
-    from pyspark.sql.types import _parse_datatype_string
 
-    DeltaTable.createIfNotExists(spark).location(path).addColumns(_parse_datatype_string(METRICS_DDL)).execute()
+    DeltaTable.createIfNotExists(spark).location(path).addColumns(metrics_schema()).execute()
     present = set(spark.read.format("delta").load(path).columns)
     missing = [column for column in METRICS_DDL.split(", ") if column.split()[0] not in present]
     if missing:
@@ -125,11 +131,10 @@ def ensure_metrics_table(spark, path: str, log=print) -> None:
 def merge_rows(spark, path: str, rows: list[dict[str, Any]]) -> None:
     """Upsert by KEY_COLUMNS; the rows reach Spark as Arrow, so the merge starts no Python workers."""
     from delta.tables import DeltaTable
-    from pyspark.sql.types import _parse_datatype_string
 
     from ple_runtime.local_frames import local_frame
 
-    schema = _parse_datatype_string(METRICS_DDL)
+    schema = metrics_schema()
     updates = local_frame(spark, [tuple(r[c] for c in schema.fieldNames()) for r in rows], schema)
     condition = " AND ".join(f"t.{k} = s.{k}" for k in KEY_COLUMNS)
     (DeltaTable.forPath(spark, path).alias("t").merge(updates.alias("s"), condition)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from pyspark.sql.types import _parse_datatype_string
 
-from evaluation.backfill import METRICS_DDL
+from evaluation.backfill import metrics_schema
 from feature_eng import schema as S
 from ple_runtime.local_frames import ARROW, local_frame
 
@@ -26,7 +25,7 @@ def _metrics_row(schema, task: str, auc: float | None, count: int | None) -> tup
 
 def _table(kind: str):
     if kind == "backfill metrics":  # the schema is parsed by the JVM: made once the session is up
-        schema = _parse_datatype_string(METRICS_DDL)
+        schema = metrics_schema()
         return schema, [_metrics_row(schema, "play", 0.71, 1200), _metrics_row(schema, "share", None, None)]
     return S.DATA_QUALITY_SCHEMA, {"no rows": [], "data quality": [("2026-01-01", "lines_read", 12.0),
                                                                    ("2026-01-01", "examples", 7.0)]}[kind]
