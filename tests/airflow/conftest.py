@@ -5,6 +5,7 @@ is imported, hence at module import time."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,11 +64,16 @@ sys.path.insert(0, str(DAGS_FOLDER))  # ple_settings, as a DAG bundle puts its f
 
 @pytest.fixture(scope="session", autouse=True)
 def airflow_db():
-    """A migrated metadata database, once per test session."""
+    """A migrated metadata database, once per test session; the session's Airflow home and data root
+    (made at import, above) are removed at its end, so runs leave nothing in the temp folder."""
     airflow = Path(sys.executable).with_name("airflow")
-    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    yield AIRFLOW_HOME
+    try:
+        result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        yield AIRFLOW_HOME
+    finally:
+        for folder in (AIRFLOW_HOME, PLE_DATA_DIR):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
