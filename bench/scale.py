@@ -11,7 +11,7 @@ is lean: 3 days generated, days 1-2 extracted, day 2 evaluated (the validation d
 time and memory, not of the model), which saves a generated and an extracted day at the sizes
 that take hours. Every stage runs as the user runs it, a `ple`
 subprocess; its wall time and the peak memory of its whole process tree (the Spark JVM
-included; proportional set size, so shared pages count once; sampled every 0.2 s; or, if larger, the exact
+included; proportional set size, so shared pages count once; sampled every 2 s; or, if larger, the exact
 peak resident set of its largest process, which no sample can miss) are measured from here. Prints, per stage and size:
 seconds, the stage's throughput (lines/s for generate and extract, samples/s for train,
 rows/s for evaluate), peak memory, and how each grows against the first size (the anchor,
@@ -53,6 +53,13 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, {cpu_model()}"
 
 
+# Reading a process's proportional set size walks its page tables (/proc/<pid>/smaps_rollup), which the process
+# then waits on when it maps memory: sampled every 0.2 s it slowed `ple train` of a 1M-row day by 17-20%
+# (docs/measurements/scale.md, 2026-12-08), more for a larger process. The exact peak of the largest process
+# (wait4) does not depend on the samples, so they can be sparse.
+PSS_EVERY_S = 2.0
+
+
 def _tree_memory(process: psutil.Process) -> int:
     """Proportional set size (PSS) of the process and its descendants: pyspark's forked Python
     workers share pages with their daemon, which a sum of RSS would count several times."""
@@ -68,8 +75,8 @@ def _tree_memory(process: psutil.Process) -> int:
 def run_stage(args: list[str], log: Path, env: dict[str, str] | None = None,
               program: list[str] | None = None) -> tuple[float, int]:
     """(seconds, peak memory in bytes) of one `ple` command (or `program` with those arguments); its output
-    goes to `log`. Peak: the larger of the process tree's proportional set size sampled every 0.2 s and the
-    largest single process's exact peak resident set."""
+    goes to `log`. Peak: the larger of the process tree's proportional set size sampled every `PSS_EVERY_S` and
+    the largest single process's exact peak resident set."""
     started = time.perf_counter()
     with open(log, "w") as out:
         child = subprocess.Popen([*(program or [PLE]), *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -82,7 +89,7 @@ def run_stage(args: list[str], log: Path, env: dict[str, str] | None = None,
                     peak = max(peak, _tree_memory(watched))
                 except psutil.NoSuchProcess:
                     return
-                done.wait(0.2)
+                done.wait(PSS_EVERY_S)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
